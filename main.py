@@ -1,0 +1,61 @@
+"""Charm Studio entry point.
+
+``python main.py`` opens the studio window; ``python main.py <command> ...`` runs a headless command
+(see ``python main.py --help``). Commands live in ``engine/cli/``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+def _commands() -> dict:
+    import engine.cli as cli_pkg
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"engine.cli.{info.name}")
+        if hasattr(mod, "COMMAND"):
+            found[mod.COMMAND] = mod
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charm-studio",
+        description="Charm Studio: edit faces in photos and videos with StyleGAN3. "
+                    "With no command, the studio window opens.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, mod in _commands().items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from app.main_window import run_app
+        return run_app()
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from app.main_window import run_app
+        return run_app()
+    from engine.errors import CharmError
+    try:
+        return int(args._module.run(args) or 0)
+    except CharmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

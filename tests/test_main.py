@@ -1,0 +1,30 @@
+"""The single entry point: the window opens, the headless commands are listed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Charm Studio" in out.stdout
+
+
+def test_window_opens_offscreen():
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300")
+    out = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_window_title(qtbot):
+    from app.main_window import create_main_window
+
+    win = create_main_window()
+    qtbot.addWidget(win)
+    assert win.windowTitle() == "Charm Studio"
