@@ -1,0 +1,380 @@
+"""The StyleGAN3 generator (T and R configs), written from the published description.
+
+Module tree, constructor keywords and ``state_dict()`` names, shapes and order equal the official
+release's ``G_ema``, so ``Generator(**init_kwargs).load_state_dict(official_state_dict)`` works and
+renders the same images (see ../shared/spec/stylegan3.md and tests/test_generator_golden.py).
+
+Shapes: z [N,z_dim]; c [N,c_dim]; ws [N,num_ws,w_dim] (num_ws = num_layers + 2 = 16 by default);
+images [N,img_channels,R,R] float32, roughly in [-1,1] (no clamping, no tanh).
+``ws[:,0]`` drives the Fourier input layer, ``ws[:,i+1]`` drives layer ``L{i}``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.networks.filters import design_lowpass_filter
+from kernels import bias_act, filtered_lrelu
+
+__all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer",
+           "FullyConnectedLayer"]
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+class FullyConnectedLayer(nn.Module):
+    """Linear layer with equalized learning rate: weight * lr_multiplier / sqrt(in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "linear", bias: bool = True,
+                 lr_multiplier: float = 1.0, weight_init: float = 1.0, bias_init=0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) * (weight_init / lr_multiplier))
+        bias_init = np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features])
+        self.bias = nn.Parameter(torch.from_numpy(bias_init / lr_multiplier)) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class MappingNetwork(nn.Module):
+    """z (and c) -> ws [N,num_ws,w_dim], with a running average ``w_avg`` for truncation."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2,
+                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        self.embed = FullyConnectedLayer(c_dim, w_dim) if c_dim > 0 else None
+        features = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu",
+                                                          lr_multiplier=lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must be [N,{self.z_dim}], got {tuple(z.shape)}")
+        x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            if c is None or c.shape[-1] != self.c_dim:
+                raise ValueError(f"this generator is conditional: pass c of shape [N,{self.c_dim}]")
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+
+def _batched_transform(transform: torch.Tensor, n: int) -> torch.Tensor:
+    if transform.ndim == 2:
+        transform = transform.unsqueeze(0)
+    if transform.shape[-2:] != (3, 3) or transform.shape[0] not in (1, n):
+        raise ValueError(f"transform must be [3,3] or [{n},3,3], got {tuple(transform.shape)}")
+    return transform.expand(n, 3, 3)
+
+
+class SynthesisInput(nn.Module):
+    """Fourier features, rotated/translated per sample by ``affine(w)`` and by the user transform."""
+
+    def __init__(self, w_dim: int, channels: int, size: int, sampling_rate: float, bandwidth: float):
+        super().__init__()
+        self.w_dim, self.channels = w_dim, channels
+        self.size = int(size)
+        self.sampling_rate, self.bandwidth = float(sampling_rate), float(bandwidth)
+        freqs = torch.randn([channels, 2])
+        radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
+        freqs = freqs / (radii * radii.square().exp().pow(0.25)) * bandwidth
+        phases = torch.rand([channels]) - 0.5
+        self.weight = nn.Parameter(torch.randn([channels, channels]))
+        self.affine = FullyConnectedLayer(w_dim, 4, weight_init=0, bias_init=[1, 0, 0, 0])
+        self.register_buffer("transform", torch.eye(3, 3))
+        self.register_buffer("freqs", freqs)
+        self.register_buffer("phases", phases)
+
+    def forward(self, w: torch.Tensor | None = None, transform: torch.Tensor | None = None,
+                styles: torch.Tensor | None = None) -> torch.Tensor:
+        """w [N,w_dim] (or styles [N,4] = affine(w)) -> features [N,C,size,size]."""
+        t = self.affine(w) if styles is None else styles
+        n = t.shape[0]
+        user = _batched_transform(self.transform if transform is None else transform.to(t), n)
+        t = t / t[:, :2].norm(dim=1, keepdim=True)
+        zero, one = torch.zeros_like(t[:, 0]), torch.ones_like(t[:, 0])
+        m_r = torch.stack([t[:, 0], -t[:, 1], zero, t[:, 1], t[:, 0], zero, zero, zero, one], 1).view(n, 3, 3)
+        m_t = torch.stack([one, zero, -t[:, 2], zero, one, -t[:, 3], zero, zero, one], 1).view(n, 3, 3)
+        tr = m_r @ m_t @ user
+        phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ tr[:, :2, 2:]).squeeze(2)
+        freqs = self.freqs.unsqueeze(0) @ tr[:, :2, :2]  # [N,C,2]
+        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
+                      / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        # Pixel j sits at (j + 0.5 - size/2) / sampling_rate; x runs along columns, y down rows.
+        coords = (torch.arange(self.size, device=t.device, dtype=torch.float32) + 0.5 - self.size / 2) \
+            / self.sampling_rate
+        gy, gx = torch.meshgrid(coords, coords, indexing="ij")
+        grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2)  # [1,H*W,2]
+        x = grid @ freqs.transpose(1, 2)  # [N,H*W,C]
+        x = x + phases.unsqueeze(1)
+        x = torch.sin(x * (2 * math.pi)) * amplitudes.unsqueeze(1)
+        x = x @ (self.weight / math.sqrt(self.channels)).t()
+        return x.transpose(1, 2).reshape(n, self.channels, self.size, self.size)
+
+    def extra_repr(self) -> str:
+        return f"w_dim={self.w_dim}, channels={self.channels}, size={self.size}, " \
+               f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}"
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, padding: int,
+                     demodulate: bool, input_gain: torch.Tensor | None) -> torch.Tensor:
+    """x [N,I,H,W], weight [O,I,k,k], styles [N,I] -> [N,O,H',W'].
+
+    Batch 1 runs as the release does (modulate the weights, one convolution). Larger batches scale
+    the activations instead, so one shared-weight convolution serves the whole batch; the two are
+    the same product reordered (float32 rounding differences only).
+    """
+    n = x.shape[0]
+    o, i, kh, kw = weight.shape
+    if demodulate:
+        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean().rsqrt()
+    if n == 1:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, i, 1, 1)
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, o, 1, 1, 1)
+        if input_gain is not None:
+            w = w * input_gain
+        return F.conv2d(x, w.reshape(o, i, kh, kw).to(x.dtype), padding=padding)
+    scale = None
+    if demodulate:
+        # sum_ikk (W s)^2 = (W^2 summed over k) @ s^2
+        scale = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N,O]
+    if input_gain is not None:
+        scale = input_gain.expand(n, o) if scale is None else scale * input_gain
+    y = F.conv2d(x * styles.reshape(n, i, 1, 1).to(x.dtype), weight.to(x.dtype), padding=padding)
+    if scale is not None:
+        y = y * scale.reshape(n, o, 1, 1).to(y.dtype)
+    return y
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated convolution followed by the alias-free filtered leaky ReLU (or ToRGB when last)."""
+
+    def __init__(self, w_dim: int, is_torgb: bool, is_critically_sampled: bool, use_fp16: bool,
+                 in_channels: int, out_channels: int, in_size, out_size, in_sampling_rate: float,
+                 out_sampling_rate: float, in_cutoff: float, out_cutoff: float, in_half_width: float,
+                 out_half_width: float, conv_kernel: int = 3, filter_size: int = 6,
+                 lrelu_upsampling: int = 2, use_radial_filters: bool = False, conv_clamp: float | None = 256,
+                 magnitude_ema_beta: float = 0.999):
+        super().__init__()
+        self.w_dim, self.is_torgb = w_dim, is_torgb
+        self.is_critically_sampled, self.use_fp16 = is_critically_sampled, use_fp16
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_size = np.broadcast_to(np.asarray(in_size), [2])
+        self.out_size = np.broadcast_to(np.asarray(out_size), [2])
+        self.in_sampling_rate, self.out_sampling_rate = in_sampling_rate, out_sampling_rate
+        self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (1 if is_torgb else lrelu_upsampling)
+        self.in_cutoff, self.out_cutoff = in_cutoff, out_cutoff
+        self.in_half_width, self.out_half_width = in_half_width, out_half_width
+        self.conv_kernel = 1 if is_torgb else conv_kernel
+        self.conv_clamp = conv_clamp
+        self.magnitude_ema_beta = magnitude_ema_beta
+
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.register_buffer("magnitude_ema", torch.ones([]))
+
+        self.up_factor = int(np.rint(self.tmp_sampling_rate / in_sampling_rate))
+        assert in_sampling_rate * self.up_factor == self.tmp_sampling_rate
+        self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
+        self.register_buffer("up_filter", design_lowpass_filter(
+            numtaps=self.up_taps, cutoff=in_cutoff, width=in_half_width * 2, fs=self.tmp_sampling_rate))
+        self.down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
+        assert out_sampling_rate * self.down_factor == self.tmp_sampling_rate
+        self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not is_torgb else 1
+        self.down_radial = use_radial_filters and not is_critically_sampled
+        self.register_buffer("down_filter", design_lowpass_filter(
+            numtaps=self.down_taps, cutoff=out_cutoff, width=out_half_width * 2, fs=self.tmp_sampling_rate,
+            radial=self.down_radial))
+
+        pad_total = (self.out_size - 1) * self.down_factor + 1
+        pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor
+        pad_total += self.up_taps + self.down_taps - 2
+        pad_lo = (pad_total + self.up_factor) // 2
+        pad_hi = pad_total - pad_lo
+        self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
+
+    def styles(self, w: torch.Tensor) -> torch.Tensor:
+        """w [N,w_dim] -> styles [N,in_channels] (ToRGB's weight gain included)."""
+        s = self.affine(w)
+        if self.is_torgb:
+            s = s * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
+        return s
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None = None, styles: torch.Tensor | None = None,
+                update_emas: bool = False, force_fp32: bool = True, impl: str | None = None) -> torch.Tensor:
+        if update_emas:
+            with torch.no_grad():
+                cur = x.detach().to(torch.float32).square().mean()
+                self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
+        input_gain = self.magnitude_ema.rsqrt()
+        s = self.styles(w) if styles is None else styles
+        dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
+        x = modulated_conv2d(x.to(dtype), self.weight, s, padding=self.conv_kernel - 1,
+                             demodulate=not self.is_torgb, input_gain=input_gain)
+        gain = 1.0 if self.is_torgb else math.sqrt(2)
+        slope = 1.0 if self.is_torgb else 0.2
+        x = filtered_lrelu(x, fu=self.up_filter, fd=self.down_filter, b=self.bias.to(x.dtype),
+                           up=self.up_factor, down=self.down_factor, padding=self.padding, gain=gain,
+                           slope=slope, clamp=self.conv_clamp, impl=impl)
+        return x
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_channels}@{int(self.in_size[0])}, out={self.out_channels}@{int(self.out_size[0])}, "
+                f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}")
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N,num_ws,w_dim] -> images [N,img_channels,R,R]."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, num_layers: int = 14, num_critical: int = 2, first_cutoff: float = 2,
+                 first_stopband: float = 2 ** 2.1, last_stopband_rel: float = 2 ** 0.3, margin_size: int = 10,
+                 output_scale: float = 0.25, num_fp16_res: int = 4, **layer_kwargs):
+        super().__init__()
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.num_ws = num_layers + 2
+        self.num_layers, self.num_critical = num_layers, num_critical
+        self.margin_size, self.output_scale, self.num_fp16_res = margin_size, output_scale, num_fp16_res
+
+        # Schedule of cutoffs, stopbands, sampling rates and channel counts (one entry per layer).
+        last_cutoff = img_resolution / 2
+        last_stopband = last_cutoff * last_stopband_rel
+        exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
+        cutoffs = first_cutoff * (last_cutoff / first_cutoff) ** exponents
+        stopbands = first_stopband * (last_stopband / first_stopband) ** exponents
+        sampling_rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, img_resolution))))
+        half_widths = np.maximum(stopbands, sampling_rates / 2) - cutoffs
+        sizes = sampling_rates + margin_size * 2
+        sizes[-2:] = img_resolution
+        channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
+        channels[-1] = img_channels
+
+        self.input = SynthesisInput(w_dim=w_dim, channels=int(channels[0]), size=int(sizes[0]),
+                                    sampling_rate=sampling_rates[0], bandwidth=cutoffs[0])
+        self.layer_names = []
+        for idx in range(num_layers + 1):
+            prev = max(idx - 1, 0)
+            is_torgb = idx == num_layers
+            is_critically_sampled = idx >= num_layers - num_critical
+            use_fp16 = bool(sampling_rates[idx] * (2 ** num_fp16_res) > img_resolution)
+            layer = SynthesisLayer(
+                w_dim=w_dim, is_torgb=is_torgb, is_critically_sampled=is_critically_sampled, use_fp16=use_fp16,
+                in_channels=int(channels[prev]), out_channels=int(channels[idx]),
+                in_size=int(sizes[prev]), out_size=int(sizes[idx]),
+                in_sampling_rate=int(sampling_rates[prev]), out_sampling_rate=int(sampling_rates[idx]),
+                in_cutoff=cutoffs[prev], out_cutoff=cutoffs[idx],
+                in_half_width=half_widths[prev], out_half_width=half_widths[idx], **layer_kwargs)
+            name = f"L{idx}_{layer.out_size[0]}_{layer.out_channels}"
+            setattr(self, name, layer)
+            self.layer_names.append(name)
+
+    def layers(self) -> list[SynthesisLayer]:
+        return [getattr(self, name) for name in self.layer_names]
+
+    def styles(self, ws: torch.Tensor, input_from_mean: bool = False) -> dict[str, torch.Tensor]:
+        """StyleSpace: {'input': [N,4], layer name: [N,in_channels], ...} for ws [N,num_ws,w_dim]."""
+        self._check_ws(ws)
+        ws = ws.to(torch.float32)
+        w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
+        out = {"input": self.input.affine(w_in)}
+        for idx, layer in enumerate(self.layers()):
+            out[self.layer_names[idx]] = layer.styles(ws[:, idx + 1])
+        return out
+
+    def _check_ws(self, ws: torch.Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must be [N,{self.num_ws},{self.w_dim}], got {tuple(ws.shape)}")
+
+    def forward(self, ws: torch.Tensor | None = None, transform: torch.Tensor | None = None,
+                styles: dict[str, torch.Tensor] | None = None, input_from_mean: bool = False,
+                update_emas: bool = False, force_fp32: bool = True, impl: str | None = None,
+                **_ignored) -> torch.Tensor:
+        """Render images [N,C,R,R] from ws (or from StyleSpace ``styles``).
+
+        transform: None (the stored ``synthesis.input.transform`` buffer), [3,3] or [N,3,3], in the
+        stored inverse convention (see engine.transforms.make_transform).
+        input_from_mean: feed mean(ws[:,1:]) to the input layer (the paper's unaligned-generator trick).
+        """
+        if styles is None:
+            if ws is None:
+                raise ValueError("pass ws or styles")
+            self._check_ws(ws)
+            ws = ws.to(torch.float32)
+            w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
+            x = self.input(w_in, transform=transform)
+            for idx, layer in enumerate(self.layers()):
+                x = layer(x, ws[:, idx + 1], update_emas=update_emas, force_fp32=force_fp32, impl=impl)
+        else:
+            x = self.input(styles=styles["input"].to(torch.float32), transform=transform)
+            for name, layer in zip(self.layer_names, self.layers()):
+                x = layer(x, styles=styles[name].to(torch.float32), update_emas=update_emas,
+                          force_fp32=force_fp32, impl=impl)
+        if self.output_scale != 1:
+            x = x * self.output_scale
+        return x.to(torch.float32)
+
+
+class Generator(nn.Module):
+    """StyleGAN3 generator: ``mapping`` (z -> ws) then ``synthesis`` (ws -> image)."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 mapping_kwargs: dict | None = None, **synthesis_kwargs):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}),
+                                **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                          **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                      **(mapping_kwargs or {}))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, transform: torch.Tensor | None = None,
+                update_emas: bool = False, **synthesis_kwargs) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, transform=transform, update_emas=update_emas, **synthesis_kwargs)

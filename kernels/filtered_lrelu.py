@@ -1,0 +1,108 @@
+"""filtered_lrelu: the alias-free nonlinearity of StyleGAN3.
+
+``filtered_lrelu(x, fu, fd, b, up, down, padding, gain=sqrt(2), slope=0.2, clamp=None)``:
+add the bias ``b`` [C]; upsample by ``up`` with the filter ``fu`` (gain up**2) after padding by
+``padding`` (int, (x, y) or (x0, x1, y0, y1)); leaky ReLU with ``slope`` times ``gain``; clamp to
++-``clamp``; downsample by ``down`` with ``fd``. x: [N,C,H,W] float; fu: None or [taps]; fd: None,
+[taps] or [taps,taps] (radial filters of R configs).
+
+'fast' processes a bounded number of channels at a time through the whole chain with polyphase
+filtering, so the 4x/16x upsampled temporaries of the big layers never exist for all channels at
+once, no inserted zero is multiplied and no discarded sample is computed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kernels._polyphase import resample_2d, resample_axis
+from kernels._select import resolve_impl
+from kernels.bias_act import bias_act
+from kernels.upfirdn2d import parse_padding, upfirdn2d
+
+# Upper bound on the elements of one chunk's upsampled temporary (float32: 16 MiB). Small enough to
+# stay near the CPU caches, large enough that Python overhead per chunk is negligible.
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    x = bias_act(x, b, impl="ref")
+    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl="ref")
+    x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp, impl="ref")
+    return upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl="ref")
+
+
+def _as_taps(f: torch.Tensor | None, gain: float, flip_filter: bool,
+             dtype: torch.dtype) -> torch.Tensor | None:
+    """Correlation taps with the per-pass gain folded in, rounded like the reference (None = identity)."""
+    if f is None:
+        return None
+    f = (f * (gain ** (f.ndim / 2))).to(dtype)
+    return f if flip_filter else f.flip(list(range(f.ndim)))
+
+
+def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = padding
+    if fu is None and (up > 1 or any(padding)):
+        fu = torch.ones(1)
+    hu = _as_taps(fu, up ** 2, flip_filter, x.dtype)
+    hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
+    grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    x = x.reshape(1, n * c, h, w)
+
+    tu = 1 if hu is None else hu.shape[0]
+    hup = (h * up + py0 + py1 - tu + 1)
+    wup = (w * up + px0 + px1 - tu + 1)
+    per_channel = max(1, hup * wup)
+    step = max(1, CHUNK_ELEMENTS // per_channel)
+    outs = []
+    for c0 in range(0, n * c, step):
+        t = x[:, c0:c0 + step]
+        if hu is not None:
+            t = resample_axis(t, hu, -1, up, 1, px0, px1)
+            t = resample_axis(t, hu, -2, up, 1, py0, py1)
+        if grad:
+            t = F.leaky_relu(t, slope) * gain if slope != 1 else t * gain
+            if clamp is not None and clamp >= 0:
+                t = t.clamp(-clamp, clamp)
+        else:
+            if hu is None and b is None:
+                t = t.clone()
+            if slope != 1:
+                F.leaky_relu_(t, slope)
+            if gain != 1:
+                t.mul_(gain)
+            if clamp is not None and clamp >= 0:
+                t.clamp_(-clamp, clamp)
+        if hd is not None and hd.ndim == 2:
+            t = resample_2d(t, hd, (1, 1), (down, down), (0, 0, 0, 0))
+        elif hd is not None or down > 1:
+            hd1 = hd if hd is not None else torch.ones(1, dtype=x.dtype)
+            t = resample_axis(t, hd1, -2, 1, down, 0, 0)
+            t = resample_axis(t, hd1, -1, 1, down, 0, 0)
+        outs.append(t)
+    y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    return y.reshape(n, c, y.shape[2], y.shape[3])
+
+
+def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Tensor | None = None,
+                   b: torch.Tensor | None = None, up: int = 1, down: int = 1, padding=0,
+                   gain: float = math.sqrt(2), slope: float = 0.2, clamp: float | None = None,
+                   flip_filter: bool = False, impl: str | None = None) -> torch.Tensor:
+    """See the module docstring. Returns [N,C,H',W'] in x's dtype."""
+    if x.ndim != 4:
+        raise ValueError(f"filtered_lrelu expects [N,C,H,W], got shape {tuple(x.shape)}")
+    up, down = int(up), int(down)
+    padding = parse_padding(padding)
+    which = resolve_impl(impl, x)
+    if which == "cuda":
+        from kernels import cuda_ext
+        return cuda_ext.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+    if which == "ref":
+        return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+    return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
