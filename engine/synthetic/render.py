@@ -1,0 +1,101 @@
+"""Rendering batches of faces and short clips from factor vectors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.synthetic.draw import Canvas
+from engine.synthetic.face import draw_face
+from engine.synthetic.factors import FACTOR_NAMES, Factors, factor_index
+from engine.synthetic.geometry import aligned_camera, apply_camera, face_shape, unaligned_camera
+
+__all__ = ["render", "render_one", "render_clip"]
+
+_POSE = ("roll", "tx", "ty", "scale")
+
+
+def _as_factors(factors: Factors | np.ndarray) -> Factors:
+    return factors if isinstance(factors, Factors) else Factors(np.asarray(factors, dtype=np.float32))
+
+
+def render_one(f: dict[str, float], size: int, aligned: bool = True,
+               scale_mode: str = "eyes") -> tuple[np.ndarray, np.ndarray]:
+    """One face from a factor dict: (image uint8 [size,size,3] RGB, landmarks float32 [68,2] pixels)."""
+    shape = face_shape(f)
+    if aligned:
+        A = aligned_camera(shape.landmarks, size, scale_mode)
+    else:
+        A = unaligned_camera(shape.landmarks, size, f["roll"], f["tx"], f["ty"], f["scale"], scale_mode)
+    cv = Canvas(size, A)
+    draw_face(cv, f, shape)
+    return cv.to_uint8(), apply_camera(A, shape.landmarks).astype(np.float32)
+
+
+def render(factors: Factors | np.ndarray, size: int = 256, aligned: bool = True,
+           scale_mode: str = "eyes") -> tuple[np.ndarray, np.ndarray, Factors]:
+    """Render a batch of faces.
+
+    factors: :class:`Factors` or float array [N, len(FACTORS)] (or [len(FACTORS)] for one face).
+    size: output side in pixels (any size; 64..1024 are exercised).
+    aligned: True renders the FFHQ-aligned crop (roll, shift and zoom are not applied); False applies
+        the pose factors: the aligned crop, zoomed out to ``ZOOM_RANGE``, rotated by ``roll`` and shifted
+        by ``tx``, ``ty`` about the image centre, as a photo of the face would show it.
+    scale_mode: the alignment's crop size, "eyes" (2 x eye distance, the editing reference) or
+        "ffhq" (max of 2 x eye distance and 1.8 x eye-to-mouth distance).
+
+    Returns (images uint8 [N,size,size,3] RGB, landmarks float32 [N,68,2] in pixel-index coordinates
+    (x = column, y = row, pixel centres at integers), labels :class:`Factors` [N]: the factors as
+    rendered, i.e. with the pose factors set to 0 when ``aligned``).
+    """
+    fac = _as_factors(factors)
+    n = len(fac)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    landmarks = np.empty((n, 68, 2), dtype=np.float32)
+    for i, f in enumerate(fac):
+        images[i], landmarks[i] = render_one(f, size, aligned, scale_mode)
+    labels = fac.replace(**{k: 0.0 for k in _POSE}) if aligned else fac
+    return images, landmarks, labels
+
+
+def _smooth_path(rng: np.random.Generator, n: int, n_waves: int = 3, max_cycles: float = 1.5) -> np.ndarray:
+    """A smooth random curve over n frames in [-1, 1] (a sum of a few slow sinusoids), float [n]."""
+    t = np.linspace(0.0, 1.0, n)
+    out = np.zeros(n)
+    for k in range(n_waves):
+        freq = rng.uniform(0.3, max_cycles)
+        out += rng.uniform(0.5, 1.0) / (k + 1) * np.sin(2 * math.pi * freq * t + rng.uniform(0, 2 * math.pi))
+    peak = np.max(np.abs(out))
+    return out / peak if peak > 0 else out
+
+
+def render_clip(factors: Factors | np.ndarray, n_frames: int = 24, size: int = 256, seed: int = 0,
+                aligned: bool = False, motion: float = 1.0, scale_mode: str = "eyes",
+                animate: tuple[str, ...] = ("roll", "tx", "ty", "yaw", "smile")
+                ) -> tuple[np.ndarray, np.ndarray, Factors]:
+    """A short clip of one face with smooth head motion and a changing expression.
+
+    factors: one face (the first row is used); its identity and unanimated factors stay fixed.
+    Each factor in ``animate`` follows its own smooth random path (deterministic for ``seed``) around its
+    value in ``factors``: pose and yaw swing by up to ``motion`` x 0.6 of their half-range, smile moves
+    over [0, 1]. aligned: as in :func:`render` (then only yaw and smile visibly move).
+
+    Returns (frames uint8 [T,size,size,3], landmarks float32 [T,68,2], labels Factors [T]).
+    """
+    base = _as_factors(factors)[0].values[0]
+    rng = np.random.default_rng(seed)
+    vals = np.repeat(base[None], n_frames, axis=0)
+    for name in animate:
+        j = factor_index(name)
+        path = _smooth_path(rng, n_frames)
+        if name == "smile":
+            centre = 0.5 * (base[j] + 0.5)
+            vals[:, j] = np.clip(centre + 0.5 * motion * path, 0.0, 1.0)
+        else:
+            vals[:, j] = np.clip(0.5 * base[j] + 0.6 * motion * path, -1.0, 1.0)
+    return render(Factors(vals), size, aligned, scale_mode)
+
+
+def factor_dicts(factors: Factors) -> list[dict[str, float]]:
+    """Helper for callers that want plain dicts (name -> float)."""
+    return [dict(zip(FACTOR_NAMES, map(float, row))) for row in factors.values]
