@@ -132,7 +132,8 @@ class Canvas:
         xs = (np.arange(nw, dtype=np.float32) + 0.5) * (w / nw) - 0.5 + x0
         ys = (np.arange(nh, dtype=np.float32) + 0.5) * (h / nh) - 0.5 + y0
         small = np.ascontiguousarray(fn(*self._grid_at(xs, ys)), dtype=np.float32)
-        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(h, w, *small.shape[2:])
 
     # -- masks ------------------------------------------------------------------------------------
     def poly_mask(self, polys: list[np.ndarray], roi: Roi | None = None,
@@ -171,24 +172,36 @@ class Canvas:
         p = np.asarray(pts, dtype=np.float64)
         if closed:
             p = np.concatenate([p, p[:1]], axis=0)
-        w_px = np.asarray(width, dtype=np.float64) * self.scale
+        w = np.asarray(width, dtype=np.float64)
+        w_mean = (float(w) if w.ndim == 0 else float(w.mean())) * self.scale
+        w_max = (float(w) if w.ndim == 0 else float(w.max())) * self.scale
         sig = soft * self.scale
-        pad = 2.0 + float(np.max(w_px)) + 3.0 * sig
+        pp = self.px(p)
         if roi is None:
-            roi = self.roi(self.px(p), pad)
+            roi = self.roi(pp, 2.0 + w_max + 3.0 * sig)
         if roi is None:
             return None, None
-        if float(np.mean(w_px)) >= 1.2:
+        if w_mean >= 1.2:
             roi, m = self.poly_mask([self.stroke_polys(p, width)], roi)
         else:
             x0, y0, x1, y1 = roi
             mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-            q = np.round((self.px(p) - np.array([x0, y0])) * _ONE).astype(np.int32)
+            q = np.round((pp - np.array([x0, y0])) * _ONE).astype(np.int32)
             cv2.polylines(mask, [q], False, 255, 1, cv2.LINE_AA, _SHIFT)
-            m = mask.astype(np.float32) * (float(np.mean(w_px)) / 1.2 / 255.0)
+            m = mask.astype(np.float32) * np.float32(w_mean / 1.2 / 255.0)
         if sig > 0.3:
             m = cv2.GaussianBlur(m, (0, 0), sig)
         return roi, m
+
+    def shade_stroke(self, pts: np.ndarray, width: float | np.ndarray, amount: float,
+                     soft: float = 0.0) -> None:
+        """Darken (amount > 0) or lighten along a polyline; skipped when it would move less than
+        ~4% of a pixel's worth of ink (fine wrinkles at thumbnail sizes)."""
+        w = float(np.mean(width)) if np.ndim(width) else float(width)
+        if w * self.scale * abs(amount) < 0.04:
+            return
+        r, m = self.stroke_mask(pts, width, soft=soft)
+        self.multiply(r, m, amount)
 
     def gauss(self, center: np.ndarray, rx: float, ry: float, angle: float = 0.0,
               cut: float = 3.0, roi: Roi | None = None) -> tuple[Roi | None, np.ndarray | None]:
@@ -249,6 +262,20 @@ class Canvas:
             roi = self.roi(np.concatenate([self.px(p) for p in polys], axis=0), 3 * sig + 2)
         if roi is None:
             return None, None
+        k = int(sig / 2.0)
+        if k >= 2:
+            # a wide blur: rasterise and blur at 1/k resolution, then interpolate back
+            x0, y0, x1, y1 = roi
+            w, h = x1 - x0, y1 - y0
+            sw, sh = -(-w // k), -(-h // k)
+            small = np.zeros((sh, sw), dtype=np.uint8)
+            off = np.array([x0, y0], dtype=np.float64)
+            # small pixel j covers big pixels [j*k, j*k+k): centre at j*k + (k-1)/2
+            pts = [np.round(((self.px(p) - off - (k - 1) / 2.0) / k) * _ONE).astype(np.int32) for p in polys]
+            cv2.fillPoly(small, pts, 255, cv2.LINE_AA, _SHIFT)
+            sm = cv2.GaussianBlur(small.astype(np.float32) * (1.0 / 255.0), (0, 0), sig / k)
+            big = cv2.resize(sm, (sw * k, sh * k), interpolation=cv2.INTER_LINEAR)
+            return roi, np.ascontiguousarray(big[:h, :w])
         roi, m = self.poly_mask(polys, roi)
         if m is not None and sig > 0.3:
             m = cv2.GaussianBlur(m, (0, 0), sig)

@@ -66,6 +66,7 @@ class _Scene:
         brow = _mix(hair * 0.6, [0.09, 0.07, 0.05], 0.45)
         self.brow = np.clip(_mix(brow, [0.55, 0.54, 0.52], 0.5 * self.grey), 0, 1)
         self.light = float(f["light_dir"])
+        self.gloss = 0.05 + 0.10 * f["skin_tone"]
         L = np.array([0.55 * self.light, -0.45, 0.85])
         self.L = (L / np.linalg.norm(L)).astype(np.float32)
 
@@ -92,9 +93,12 @@ class _Scene:
         base = self.skin
         # shadows get warmer and more saturated, as with real skin
         warm = np.float32(1.0) - shade
-        r = base[0] * shade
-        g = base[1] * shade * (1.0 - 0.10 * warm)
-        b = base[2] * shade * (1.0 - 0.16 * warm)
+        H = self.L + np.array([0.0, 0.0, 1.0], np.float32)
+        H /= np.linalg.norm(H)
+        spec = np.clip(du * H[0] + dv * 0.8 * H[1] + nz * H[2], 0.0, 1.0) ** 12 * np.float32(self.gloss)
+        r = base[0] * shade + spec
+        g = base[1] * shade * (1.0 - 0.10 * warm) + spec
+        b = base[2] * shade * (1.0 - 0.16 * warm) + spec * 0.95
         return np.stack([r, g, b], axis=-1)
 
     def neck_field(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
@@ -296,10 +300,8 @@ def _skin(cv: Canvas, sc: _Scene) -> None:
         b = lm[corner] + [side * (0.06 + 0.05 * smile), 0.12 - 0.04 * smile]
         mid = 0.5 * (a + b) + [side * 0.08, 0.0]
         curve = catmull_rom(np.array([a, mid, b]), 8)
-        r, m = cv.stroke_mask(curve, 0.025, soft=0.02)
-        cv.multiply(r, m, strength)
-        r, m = cv.stroke_mask(curve + [side * 0.045, -0.01], 0.05, soft=0.03)
-        cv.multiply(r, m, -0.4 * strength)
+        cv.shade_stroke(curve, 0.025, strength, soft=0.02)
+        cv.shade_stroke(curve + [side * 0.045, -0.01], 0.05, -0.4 * strength, soft=0.03)
     if age > 0.05:
         _age_lines(cv, sc, age)
 
@@ -313,56 +315,70 @@ def _age_lines(cv: Canvas, sc: _Scene, age: float) -> None:
         y = top - 0.16 - 0.13 * i
         xs = np.linspace(-0.55 + 0.08 * i, 0.55 - 0.08 * i, 7)
         pts = sc.pts([(x, y - 0.03 * math.cos(x * 2.5), 0.7) for x in xs])
-        r, m = cv.stroke_mask(pts, 0.014, soft=0.008)
-        cv.multiply(r, m, k)
+        cv.shade_stroke(pts, 0.014, k, soft=0.008)
     for side, corner in ((-1, 36), (1, 45)):
         c = lm[corner]
         for ang in (-0.35, 0.0, 0.35):
             d = np.array([side * math.cos(ang), math.sin(ang)])
             pts = np.array([c + d * 0.06, c + d * 0.17])
-            r, m = cv.stroke_mask(pts, 0.010, soft=0.006)
-            cv.multiply(r, m, 0.3 * age)
+            cv.shade_stroke(pts, 0.010, 0.3 * age, soft=0.006)
         # bags under the eyes
         e = lm[36:42] if side < 0 else lm[42:48]
         low = e[[3, 4, 5, 0]] if side < 0 else e[[0, 5, 4, 3]]
         bag = catmull_rom(low + [0.0, 0.075], 6)
-        r, m = cv.stroke_mask(bag, 0.016, soft=0.012)
-        cv.multiply(r, m, 0.35 * age)
+        cv.shade_stroke(bag, 0.016, 0.35 * age, soft=0.012)
     for corner, side in ((48, -1), (54, 1)):
         a = lm[corner] + [side * 0.02, 0.05]
         b = a + [side * 0.04, 0.22]
-        r, m = cv.stroke_mask(np.array([a, b]), 0.014, soft=0.01)
-        cv.multiply(r, m, 0.3 * age)
+        cv.shade_stroke(np.array([a, b]), 0.014, 0.3 * age, soft=0.01)
 
 
 def _beard(cv: Canvas, sc: _Scene) -> None:
     b = sc.f["beard"]
     if b <= 0.02:
         return
-    lm = sc.lm
-    grow = 0.02 + 0.10 * b
-    jaw = lm[3:14].copy()
-    c = np.array([0.25 * sc.ys, 0.6])
+    lm, W = sc.lm, sc.W
+    # lower edge: the jaw pushed out by the beard's length (longest at the chin)
+    grow = (0.015 + 0.12 * b) * np.sin(np.linspace(0.15, np.pi - 0.15, 13)) ** 2
+    jaw = lm[2:15].copy()
+    c = np.array([0.25 * sc.ys, 0.5])
     d = jaw - c
-    jaw = jaw + d / np.linalg.norm(d, axis=1, keepdims=True) * grow
-    side_top = 0.62 - 0.12 * b
-    cheek_r = sc.pts([(sc.W * 0.93, side_top, 0.15), (0.72, side_top + 0.18, 0.5)])
-    cheek_l = sc.pts([(-0.72, side_top + 0.18, 0.5), (-sc.W * 0.93, side_top, 0.15)])
-    must = np.array([lm[54] + [0.05, -0.02], lm[35] + [0.04, 0.08], lm[33] + [0.0, 0.06],
-                     lm[31] + [-0.04, 0.08], lm[48] + [-0.05, -0.02]])
-    poly = np.concatenate([jaw, cheek_r, must[:1], must[1:4], must[4:], cheek_l], axis=0)
-    poly = catmull_rom(poly, 3, closed=True)
-    col = _mix(sc.hair * 0.7, [0.07, 0.06, 0.05], 0.3 * (1 - sc.grey))
-    alpha = min(1.0, 0.25 + 0.85 * b)
-    roi, m = cv.soft_mask([poly], 0.05 * (1.3 - b))
+    jaw = jaw + d / np.linalg.norm(d, axis=1, keepdims=True) * grow[:, None]
+    # upper edge: sideburn -> cheek line -> around the mouth corner -> moustache under the nose
+    cheek = 0.48 - 0.10 * b
+    right = np.array([lm[16] + [0.0, 0.08], sc.pts([(W * 0.90, cheek - 0.05, 0.1)])[0],
+                      sc.pts([(0.60, cheek + 0.25, 0.45)])[0], lm[54] + [0.10, 0.0]])
+    left = np.array([lm[48] + [-0.10, 0.0], sc.pts([(-0.60, cheek + 0.25, 0.45)])[0],
+                     sc.pts([(-W * 0.90, cheek - 0.05, 0.1)])[0], lm[0] + [0.0, 0.08]])
+    must = np.array([lm[54] + [0.05, -0.05], lm[35] + [0.05, 0.06], lm[33] + [0.0, 0.045],
+                     lm[31] + [-0.05, 0.06], lm[48] + [-0.05, -0.05]])
+    poly = catmull_rom(np.concatenate([jaw, right, must, left], axis=0), 4, closed=True)
+    roi, m = cv.soft_mask([poly], 0.035 * (1.3 - b))
     if roi is None:
         return
+    # keep a thin line of skin around the lips so that the mouth stays readable
+    lips = lm[48:60]
+    lc = lips.mean(axis=0)
+    margin = lc + (lips - lc) * 1.06 + np.array([0.0, 0.012]) * np.sign(lips[:, 1:2] - lc[1]).repeat(2, 1)
+    _, ml = cv.soft_mask([margin], 0.012, roi)
+    col = _mix(sc.hair * 0.7, [0.07, 0.06, 0.05], 0.3 * (1 - sc.grey))
+    alpha = min(1.0, 0.2 + 0.8 * b)
+    below = lm[57] + [0.0, 0.09]
+
+    def density(U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        # thinner on the upper cheeks and just under the lower lip
+        dv = np.clip((V - np.float32(cheek)) / np.float32(0.5), 0.0, 1.0)
+        patch = np.exp(-0.5 * (((U - below[0]) / 0.07) ** 2 + ((V - below[1]) / 0.05) ** 2))
+        return (0.55 + 0.45 * dv) * (1.0 - 0.5 * patch)
+
+    dens = cv.field(lambda U, V: density(U, V)[..., None], roi)[..., 0]
+    a = m * (1.0 - ml) * dens
 
     def field(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         sh = sc.skin_field(U, V).mean(axis=-1, keepdims=True) / max(float(sc.skin.mean()), 1e-3)
         return col[None, None, :] * (0.55 + 0.45 * np.clip(sh, 0, 1.3))
 
-    cv.over(roi, m, field, alpha)
+    cv.over(roi, a, field, alpha)
 
 
 def _nose(cv: Canvas, sc: _Scene) -> None:
@@ -376,8 +392,7 @@ def _nose(cv: Canvas, sc: _Scene) -> None:
         # alar crease: the wing's outline
         a = lm[wing] + [side * -0.015, 0.02]
         arc = np.array([a, lm[wing] + [side * 0.035, -0.07], lm[wing] + [side * -0.02, -0.14]])
-        r, m = cv.stroke_mask(catmull_rom(arc, 6), 0.02, soft=0.014)
-        cv.multiply(r, m, 0.32)
+        cv.shade_stroke(catmull_rom(arc, 6), 0.02, 0.32, soft=0.014)
     # columella / tip underside
     r, g = cv.gauss(lm[33] + [0.0, -0.02], 0.045, 0.02)
     cv.multiply(r, g, 0.12)
@@ -390,8 +405,9 @@ def _mouth(cv: Canvas, sc: _Scene) -> None:
     lo_out = catmull_rom(np.concatenate([lm[54:60], lm[48:49]]), 5)
     up_in = catmull_rom(np.concatenate([lm[48:49], lm[60:65], lm[54:55]]), 5)
     lo_in = catmull_rom(np.concatenate([lm[54:55], lm[64:68], lm[60:61], lm[48:49]]), 5)
-    lip = _mix(sc.skin * np.array([0.92, 0.72, 0.72], np.float32), [0.70, 0.22, 0.24],
-               0.15 + 0.65 * f["lip_color"])
+    dark = float(sc.f["skin_tone"])
+    tint = _mix([0.95, 0.70, 0.72], [0.88, 0.42, 0.48], f["lip_color"]) * (1.0 - 0.22 * dark)
+    lip = np.clip(sc.skin * tint + _mix([0.03, 0.0, 0.0], [0.10, 0.0, 0.02], f["lip_color"]) * (1 - dark), 0, 1)
     lip = _mix(lip, sc.skin, 0.25 * f["age"])
     upper = np.concatenate([up_out, up_in[::-1]], axis=0)
     lower = np.concatenate([lo_out, lo_in[::-1]], axis=0)
@@ -457,8 +473,7 @@ def _eyes(cv: Canvas, sc: _Scene) -> None:
             continue
         # crease above the upper lid
         crease = up[2:-3] + [0.0, -0.075]
-        r, m = cv.stroke_mask(crease, 0.02, soft=0.012)
-        cv.multiply(r, m, 0.28)
+        cv.shade_stroke(crease, 0.02, 0.28, soft=0.012)
         r, g = cv.gauss(0.5 * (up[len(up) // 2] + crease[len(crease) // 2]), 0.14, 0.03)
         cv.multiply(r, g, -0.06)
         _, me = cv.poly_mask([eye], roi)
@@ -489,7 +504,7 @@ def _eyes(cv: Canvas, sc: _Scene) -> None:
         n = len(up)
         t = np.linspace(0.0, 1.0, n)          # 0 at the outer corner
         width = (0.022 + 0.012 * f["eye_size"]) * (0.35 + 0.9 * np.sin(np.pi * (0.15 + 0.8 * t)))
-        wing = outer + (outer - inner) * 0.06 + [0.0, -0.02]
+        wing = outer + (outer - inner) * 0.02 + [0.0, -0.01]
         lashes = np.concatenate([[wing], up[1:]], axis=0)
         lashes[:, 1] -= 0.45 * width
         r, m = cv.stroke_mask(lashes, width, soft=0.004)
@@ -583,8 +598,9 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
         yf = yh + (brow_top - 0.10 - yh) * f["fringe"]
         xs = np.linspace(-W * 0.92, W * 0.92, 13)
         slope = -0.12 * (p / 0.4)
-        lower = [(x, min(yf + slope * x / W + 0.025 * ((i % 2) * 2 - 1), brow_top - 0.08))
+        lower = [(x, min(yf + slope * x / W + 0.02 * ((i % 2) * 2 - 1), brow_top - 0.08))
                  for i, x in enumerate(xs)]
+        lower = list(catmull_rom(np.array(lower), 4))
         fr = np.array([(W * 0.95, -0.9), (W * 0.6, yh - 0.2), (0.0, yh - 0.3), (-W * 0.6, yh - 0.2),
                        (-W * 0.95, -0.9)] + lower)
         fr[:, 0] = sc.yx(fr[:, 0], 0.4)

@@ -60,7 +60,7 @@ def _resample(curve: np.ndarray, n: int) -> np.ndarray:
 def face_shape(f: dict[str, float]) -> FaceShape:
     """Landmarks and outline parameters of the face described by factor dict ``f``."""
     smile, age, raise_ = f["smile"], f["age"], f["brow_raise"]
-    W = 1.08 + 0.18 * (f["face_width"] - 0.5) + 0.03 * age
+    W = 1.03 + 0.16 * (f["face_width"] - 0.5) + 0.03 * age
     chin = 1.82 + 0.26 * (f["face_length"] - 0.5) + 0.03 * age
     jaw_top = 0.02
     power = 1.8 + 1.0 * f["jaw_shape"]
@@ -84,10 +84,10 @@ def face_shape(f: dict[str, float]) -> FaceShape:
         cx = side * ex
         outer = (cx + side * (ew - 0.012), -tilt + 0.005)
         inner = (cx - side * ew, 0.3 * tilt + 0.022)
-        up_o = (cx + side * 0.36 * ew, -eh * 0.98 - 0.3 * tilt)
-        up_i = (cx - side * 0.30 * ew, -eh * 0.95)
-        lo_i = (cx - side * 0.32 * ew, eh * 0.78 - 0.02 * smile)
-        lo_o = (cx + side * 0.36 * ew, eh * 0.72 - 0.2 * tilt - 0.02 * smile)
+        up_o = (cx + side * 0.26 * ew, -eh * 0.98 - 0.3 * tilt)
+        up_i = (cx - side * 0.40 * ew, -eh * 0.95)
+        lo_i = (cx - side * 0.32 * ew, eh * 0.85 - 0.02 * smile)
+        lo_o = (cx + side * 0.36 * ew, eh * 0.80 - 0.2 * tilt - 0.02 * smile)
         if side < 0:   # 36 outer, 37, 38 upper, 39 inner, 40, 41 lower
             pts = [outer, up_o, up_i, inner, lo_i, lo_o]
             z = [0.25, 0.42, 0.48, 0.45, 0.48, 0.42]
@@ -98,7 +98,7 @@ def face_shape(f: dict[str, float]) -> FaceShape:
         eyes_z += z
 
     # brows: 17 outer .. 21 inner (left), mirrored for 22 inner .. 26 outer
-    by = -0.29 - 0.075 * raise_ + 0.02 * age
+    by = -0.25 - 0.07 * raise_ + 0.02 * age
     arch = 0.03 + 0.07 * f["brow_arch"]
     frown = max(0.0, -raise_)
     bx = np.array([-0.92, -0.77, -0.56, -0.36, -0.17]) * (ex / 0.5) ** 0.5
