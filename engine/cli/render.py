@@ -1,0 +1,139 @@
+"""``python main.py render --model PATH --seeds 0-3 --out DIR``: render random faces from seeds.
+
+As in the release's gen_images: z = RandomState(seed).randn(1, z_dim), optional truncation toward
+w_avg, and the user transform (angle in degrees counter-clockwise, tx/ty in image widths, +tx right,
++ty down). Writes DIR/seed0000.png ... as 8-bit PNGs of clamp(img * 127.5 + 128, 0, 255).
+--model takes a checkpoint path or the name of a known model (see engine/download.py), which is
+downloaded into the model cache when missing.
+"""
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "render"
+HELP = "Render images from seeds with a StyleGAN3 generator (writes seedNNNN.png)."
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (order kept, duplicates dropped)."""
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad seed range {part!r}: use e.g. 0-3,7") from None
+        if a < 0 or b < a or b >= 2 ** 32:
+            raise argparse.ArgumentTypeError(f"bad seed range {part!r}: seeds are 0..2**32-1, low-high")
+        seeds.extend(s for s in range(a, b + 1) if s not in seeds)
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return seeds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint (.pkl, .pt, .safetensors) or known model name")
+    parser.add_argument("--seeds", required=True, type=parse_seeds, help="seeds, e.g. 0-3 or 1,5,10-12")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1 = none; 0.7 is typical)")
+    parser.add_argument("--trunc-cutoff", type=int, default=None, help="apply truncation to the first N ws only")
+    parser.add_argument("--angle", type=float, default=0.0, help="rotation in degrees, counter-clockwise")
+    parser.add_argument("--tx", type=float, default=0.0, help="translation right, in image widths")
+    parser.add_argument("--ty", type=float, default=0.0, help="translation down, in image widths")
+    parser.add_argument("--class", dest="class_idx", type=int, default=None,
+                        help="class index for conditional models")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
+
+def write_png(path, image) -> None:
+    """Write an HxWx3 (or HxWx1) uint8 array as PNG, atomically (temp name, then rename)."""
+    import os
+    import struct
+    import zlib
+
+    import numpy as np
+
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w, c = img.shape
+    ctype = {1: 0, 3: 2, 4: 6}[c]
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * c)], axis=1).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _resolve_model(spec: str):
+    import sys
+    from pathlib import Path
+
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    from engine import download
+
+    try:
+        known = download.find_model(spec)
+    except download.DownloadError:
+        return p  # load_generator reports the missing file
+    dest = download.model_path(known.name)
+    if dest.exists():
+        return dest
+    print(f"downloading {known.name} to {dest} ...", file=sys.stderr)
+
+    def progress(done: int, total: int | None) -> None:
+        pct = f" {100 * done / total:5.1f}%" if total else ""
+        print(f"\r  {done / 2 ** 20:8.1f} MiB{pct}", end="", file=sys.stderr, flush=True)
+
+    path = download.ensure_model(known.name, progress=progress)
+    print(file=sys.stderr)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from engine import load_generator, make_transform
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    G = load_generator(_resolve_model(args.model), device=device)
+    c = None
+    if G.c_dim > 0:
+        if args.class_idx is None or not 0 <= args.class_idx < G.c_dim:
+            print(f"error: this model is conditional: pass --class 0..{G.c_dim - 1}", file=sys.stderr)
+            return 1
+        c = torch.zeros(1, G.c_dim, device=device)
+        c[0, args.class_idx] = 1
+    elif args.class_idx is not None:
+        print("warning: --class ignored, the model is unconditional", file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    transform = make_transform(args.angle, args.tx, args.ty, device=device)
+    for seed in args.seeds:
+        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
+        with torch.no_grad():
+            img = G(z, c, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff, transform=transform)
+        pixels = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+        path = out / f"seed{seed:04d}.png"
+        write_png(path, pixels)
+        print(path)
+    return 0
