@@ -81,9 +81,10 @@ def _inset(poly: np.ndarray, d: float) -> np.ndarray:
 class Canvas:
     """An image being drawn, with the face-frame -> pixel similarity ``A`` (float64 [2,3])."""
 
-    def __init__(self, size: int, A: np.ndarray) -> None:
+    def __init__(self, size: int, A: np.ndarray, img: np.ndarray | None = None) -> None:
         self.size = int(size)
-        self.img = np.zeros((self.size, self.size, 3), dtype=np.float32)
+        # ``img`` lets two canvases with different cameras draw into one picture
+        self.img = np.zeros((self.size, self.size, 3), dtype=np.float32) if img is None else img
         self.A = np.asarray(A, dtype=np.float64)
         self.scale = float(np.sqrt(abs(np.linalg.det(self.A[:, :2]))))  # pixels per face unit
         self.angle = float(np.arctan2(self.A[1, 0], self.A[0, 0]))  # face frame -> screen rotation

@@ -176,8 +176,7 @@ def _back_hair(cv: Canvas, sc: _Scene) -> None:
     cv.fill([outline], lambda U, V: sc.hair_field(U, V) * np.float32(0.8), soft=0.012)
 
 
-def _neck_and_body(cv: Canvas, sc: _Scene) -> None:
-    f = sc.f
+def _neck(cv: Canvas, sc: _Scene) -> None:
     W = sc.W
     nw = 0.56 * W + 0.02
     neck = np.array([[-nw, 0.8], [-nw * 0.97, 1.8], [-nw * 1.05, 2.4], [-nw * 1.3, 2.9],
@@ -193,7 +192,11 @@ def _neck_and_body(cv: Canvas, sc: _Scene) -> None:
         _, sm = cv.soft_mask([shadow], 0.07, roi)
         cv.multiply(roi, sm * m, 0.45)
 
-    # clothes with a neckline
+
+def _body(cv: Canvas, sc: _Scene) -> None:
+    """Shoulders in clothes with a neckline."""
+    f = sc.f
+    nw = 0.56 * sc.W + 0.02
     hue, bright = f["clothes_hue"], f["clothes_brightness"]
     col = _hsv(hue, 0.25 + 0.4 * (1 - abs(2 * bright - 1)), 0.12 + 0.72 * bright)
     yb = sc.s.chin + 0.45
@@ -201,7 +204,6 @@ def _neck_and_body(cv: Canvas, sc: _Scene) -> None:
                      [-3.4, yb + 2.4], [-3.6, 12.0], [3.6, 12.0], [3.4, yb + 2.4], [3.0, yb + 1.2],
                      [2.3, yb + 0.6], [1.35, yb + 0.3], [nw * 1.25, yb],
                      [0.35, yb + 0.32], [0.0, yb + 0.5 + 0.2 * bright], [-0.35, yb + 0.32]])
-    body[:, 0] = sc.yx(body[:, 0], -0.3)
 
     def cloth(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         shade = 1.0 - 0.10 * np.clip(V - yb - 0.6, 0, 4) + 0.12 * sc.light * np.clip(U / 3.0, -1, 1)
@@ -631,12 +633,17 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
                 cv.multiply(r, mm * front[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0], 0.2)
 
 
-def draw_face(cv: Canvas, f: dict[str, float], shape: FaceShape) -> None:
-    """Draw the whole scene of face ``f`` (factor dict) with geometry ``shape`` onto ``cv``."""
+def draw_face(cv: Canvas, f: dict[str, float], shape: FaceShape, scene: Canvas | None = None) -> None:
+    """Draw the whole scene of face ``f`` (factor dict) with geometry ``shape`` onto ``cv``.
+
+    scene: a canvas sharing ``cv``'s image but with its own camera, for the background and the body
+    (a clip keeps them still while the head moves); None draws everything with ``cv``.
+    """
     sc = _Scene(f, shape)
-    _background(cv, sc)
+    _background(scene or cv, sc)
     _back_hair(cv, sc)
-    _neck_and_body(cv, sc)
+    _neck(cv, sc)
+    _body(scene or cv, sc)
     _ears(cv, sc)
     _skin(cv, sc)
     _beard(cv, sc)
