@@ -218,6 +218,20 @@ def _load_storage_bytes(data: bytes) -> Any:
         return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
 
 
+def _rebuild_tensor(storage: Any, storage_offset: int, size: tuple, stride: tuple, requires_grad: bool = False,
+                    backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+    # torch's own rebuild, minus the parts a weights file never needs (hooks, Python metadata).
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError("tensor without a storage")
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
+
+
+def _rebuild_parameter(data: Any, requires_grad: bool = False, backward_hooks: Any = None) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError("parameter without tensor data")
+    return data
+
+
 def _numpy_multiarray() -> Any:
     core = getattr(np, "_core", None)
     return core.multiarray if core is not None else np.core.multiarray
@@ -229,8 +243,8 @@ def _pickle_allowlist() -> dict[tuple[str, str], Any]:
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_stub,
         ("dnnlib.util", "EasyDict"): _EasyDictStandIn,
         ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -472,7 +486,7 @@ def _generator_state_from_tensor_dict(state: dict[str, Any], path: Path) -> dict
     raise _other_architecture(path, _what_is_it(tensors))
 
 
-def _from_loaded_object(obj: Any, path: Path, container: str) -> GeneratorCheckpoint:
+def _from_loaded_object(obj: Any, path: Path) -> GeneratorCheckpoint:
     if isinstance(obj, dict):
         # NVIDIA network pickle: prefer the moving average of the weights.
         for key in ("G_ema", "G"):
@@ -513,7 +527,7 @@ def _from_loaded_object(obj: Any, path: Path, container: str) -> GeneratorCheckp
         keys = ", ".join(repr(k) for k in list(obj)[:5])
         raise _other_architecture(path, f"a dict with entries {keys or '(none)'}")
     if isinstance(obj, PersistentObject):
-        return _from_loaded_object({"G_ema": obj}, path, container)
+        return _from_loaded_object({"G_ema": obj}, path)
     raise _other_architecture(path, f"a {type(obj).__name__} object")
 
 
@@ -801,7 +815,7 @@ def read_generator_checkpoint(path: os.PathLike | str) -> GeneratorCheckpoint:
     if kind == "safetensors":
         return _read_safetensors(p)
     obj = _read_restricted_pickle(p) if kind == "pickle" else _torch_load(p)
-    return _from_loaded_object(obj, p, kind)
+    return _from_loaded_object(obj, p)
 
 
 def load_generator(path: os.PathLike | str, device: str | torch.device = "cpu") -> torch.nn.Module:
