@@ -9,7 +9,7 @@ factors), runs dlib's HOG frontal face detector and its 68-landmark predictor, a
   mean point distance divided by the face size, then the median (and 90th percentile) over images.
   Face size = sqrt(width * height) of the bounding box of the renderer's 68 landmarks.
 
-Usage: python3 tools/measure_renderer.py [--n 500] [--size 256] [--upsample 1] [--seed 0] [--aligned]
+Usage: python3 tools/measure_renderer.py [--n 500] [--size 256] [--upsample 1] [--seed 0] [--aligned] [--speed]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def measure(images: np.ndarray, landmarks: np.ndarray, upsample: int = 1) -> dic
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(predictor_path())
     n = len(images)
-    out = {k: np.full(n, np.nan) for k in ("eyes_mouth", "eyes", "mouth", "all")}
+    out = {k: np.full(n, np.nan) for k in ("eyes_mouth", "eyes", "mouth", "all", "eyes_mouth_iod")}
     out["detected"] = np.zeros(n, dtype=bool)
     for i in range(n):
         img = np.ascontiguousarray(images[i])
@@ -68,7 +68,31 @@ def measure(images: np.ndarray, landmarks: np.ndarray, upsample: int = 1) -> dic
         out["eyes"][i] = err[36:48].mean()
         out["mouth"][i] = err[48:68].mean()
         out["all"][i] = err.mean()
+        iod = np.hypot(*(lm[45] - lm[36]))  # outer eye corners, the 300-W normalisation
+        out["eyes_mouth_iod"][i] = (err[36:68] * face_size(lm) / iod).mean()
     return out
+
+
+def render_speed(sizes: tuple[int, ...] = (64, 256), n: int = 40, seed: int = 0,
+                 aligned: bool = False) -> dict[int, float]:
+    """CPU milliseconds per render on one thread (best of 3 batches of ``n``)."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        f = sample_factors(n, seed=seed)
+        out = {}
+        for size in sizes:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.process_time()
+                render(f, size, aligned=aligned)
+                best = min(best, (time.process_time() - t0) / n)
+            out[size] = 1000 * best
+        return out
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling (1 for 256 px)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--aligned", action="store_true", help="measure aligned renders instead")
+    ap.add_argument("--speed", action="store_true", help="also time single-thread renders at 64 and 256 px")
     ap.add_argument("--save-failures", type=Path, default=None, help="folder for undetected renders")
     args = ap.parse_args(argv)
 
@@ -101,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         v = res[k][det]
         if len(v):
             print(f"  {k:10s} median {np.median(v):.4f}  p90 {np.percentile(v, 90):.4f}")
+    v = res["eyes_mouth_iod"][det]
+    if len(v):
+        print(f"  (eyes_mouth normalised by the outer-eye-corner distance instead: median {np.median(v):.4f})")
+    if args.speed:
+        for al in (True, False):
+            ms = render_speed(aligned=al)
+            print(f"render speed ({'aligned' if al else 'unaligned'}), one thread, CPU time per image: "
+                  + ", ".join(f"{s} px {t:.1f} ms" for s, t in ms.items()))
     if args.save_failures is not None and (~det).any():
         import cv2
         args.save_failures.mkdir(parents=True, exist_ok=True)

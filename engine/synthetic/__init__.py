@@ -15,10 +15,11 @@ pixel-index coordinates; aligned renders are exactly the FFHQ alignment of the f
 from __future__ import annotations
 
 from engine.synthetic.factors import (FACTOR_NAMES, FACTORS, ROLL_DEGREES, SHIFT_FRACTION, YAW_DEGREES,
-                                      ZOOM_RANGE, Factor, Factors, factor_index, sample_factors)
+                                      ZOOM_RANGE, Factor, Factors, factor_index, factor_table,
+                                      sample_factors)
 from engine.synthetic.geometry import ffhq_quad
 from engine.synthetic.render import render, render_clip, render_one
 
-__all__ = ["FACTORS", "FACTOR_NAMES", "Factor", "Factors", "factor_index", "sample_factors", "render",
-           "render_one", "render_clip", "ffhq_quad", "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION",
+__all__ = ["FACTORS", "FACTOR_NAMES", "Factor", "Factors", "factor_index", "factor_table", "sample_factors",
+           "render", "render_one", "render_clip", "ffhq_quad", "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION",
            "ZOOM_RANGE"]

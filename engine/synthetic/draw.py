@@ -1,7 +1,7 @@
 """Anti-aliased drawing primitives for the face renderer, in face-frame coordinates.
 
 A :class:`Canvas` owns a float32 [H, W, 3] image in [0, 1] and a 2x3 similarity ``A`` that maps
-face-frame points (x right, y down, unit = the nominal eye-centre distance) to pixel-index coordinates
+face-frame points (x right, y down, unit ~ the eye-centre distance) to pixel-index coordinates
 (the centre of pixel (row i, column j) is at (x=j, y=i)). Every primitive takes face-frame geometry,
 so the same scene renders at any resolution and under any roll/shift/zoom without resampling.
 
@@ -219,6 +219,41 @@ class Canvas:
         a = (ca * du + sa * dv) / np.float32(rx)
         b = (-sa * du + ca * dv) / np.float32(ry)
         return roi, np.exp(-0.5 * (a * a + b * b))
+
+    def blobs(self, specs: list[tuple[np.ndarray, float, float, float, tuple[float, float, float] | None]]
+              ) -> None:
+        """Multiply the image by ``1 - amount * gaussian * tint`` for each (centre, rx, ry, amount, tint).
+
+        Small faces evaluate all blobs on one shared grid (fewer, larger array operations); large ones
+        blob by blob inside each blob's own box. The result is the same product either way.
+        """
+        if not specs:
+            return
+        boxes = []
+        for c, rx, ry, _, _ in specs:
+            cp = self.px(np.asarray(c, dtype=np.float64))
+            r = 3.0 * max(rx, ry) * self.scale + 1.0
+            boxes.append(np.array([cp - r, cp + r]))
+        roi = self.roi(np.concatenate(boxes, axis=0), 0.0)
+        if roi is None:
+            return
+        x0, y0, x1, y1 = roi
+        if (x1 - x0) * (y1 - y0) * len(specs) > 150_000:
+            for c, rx, ry, amount, tint in specs:
+                r, g = self.gauss(c, rx, ry)
+                self.multiply(r, g, amount, tint or (1.0, 1.0, 1.0))
+            return
+        U, V = self.grid(roi)
+        F = np.ones((y1 - y0, x1 - x0, 3), dtype=np.float32)
+        for c, rx, ry, amount, tint in specs:
+            a = (U - np.float32(c[0])) * np.float32(1.0 / rx)
+            b = (V - np.float32(c[1])) * np.float32(1.0 / ry)
+            g = np.exp(np.float32(-0.5) * (a * a + b * b)) * np.float32(amount)
+            if tint is None:
+                F *= (np.float32(1.0) - g)[..., None]
+            else:
+                F *= np.float32(1.0) - g[..., None] * np.asarray(tint, dtype=np.float32)
+        self.img[y0:y1, x0:x1] *= F
 
     # -- compositing ------------------------------------------------------------------------------
     def over(self, roi: Roi | None, alpha: np.ndarray | None,

@@ -36,6 +36,11 @@ def _mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.asarray(a, np.float32) * (1 - t) + np.asarray(b, np.float32) * t).astype(np.float32)
 
 
+def _spow(c: np.ndarray, power: float = 2.5) -> np.ndarray:
+    """Superellipse profile: the skull is a little squarer than an ellipse."""
+    return np.sign(c) * np.abs(c) ** (2.0 / power)
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
 
@@ -126,9 +131,9 @@ class _Scene:
 def _background(cv: Canvas, sc: _Scene) -> None:
     f = sc.f
     v = 0.22 + 0.68 * f["bg_brightness"]
-    c1 = _hsv(f["bg_hue"], 0.18 + 0.25 * f["bg_layout"], v)
-    c2 = _hsv(f["bg_hue"] + 0.07, 0.3, v * 0.62)
     a = 2 * math.pi * f["bg_layout"]
+    c1 = _hsv(f["bg_hue"], 0.2 + 0.12 * (1.0 + math.cos(a)), v)
+    c2 = _hsv(f["bg_hue"] + 0.07, 0.3, v * 0.62)
     ca, sa = np.float32(math.cos(a)), np.float32(math.sin(a))
     bx, by = 2.6 * math.cos(a + 2.2), 2.6 * math.sin(a + 2.2) - 0.5
     k = 0.22 * (f["bg_brightness"] - 0.45) * 2
@@ -154,14 +159,16 @@ def _hair_outline(sc: _Scene) -> tuple[np.ndarray, float, float]:
     cy = sc.s.jaw_top
     ry = cy - top_y
     t = np.linspace(math.pi, 2 * math.pi, 25)
-    arc = np.stack([rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+    arc = np.stack([rx * _spow(np.cos(t)), cy + ry * _spow(np.sin(t))], axis=1)
     if y_end > cy:
-        spread = 0.06 + 0.35 * f["hair_volume"]
+        spread = (0.06 + 0.35 * f["hair_volume"]) * min(1.0, (y_end - cy) / 2.0)
         ys = np.linspace(cy, y_end, 6)[1:]
         xs = rx + spread * ((ys - cy) / max(y_end - cy, 1e-6)) ** 1.5
         right = np.stack([xs, ys], axis=1)
         left = np.stack([-xs, ys], axis=1)[::-1]
-        tail = np.array([[rx * 0.55, y_end + 0.1], [-rx * 0.55, y_end + 0.1]])
+        # ragged ends
+        bx = np.linspace(xs[-1] - 0.1, -xs[-1] + 0.1, 9)
+        tail = np.stack([bx, y_end + 0.05 * np.cos(np.arange(9) * 2.3) - 0.04 * (np.abs(bx) / rx)], axis=1)
         outline = np.concatenate([left, arc, right, tail], axis=0)
     else:
         outline = arc
@@ -236,7 +243,7 @@ def _face_outline(sc: _Scene) -> np.ndarray:
     W, cy = sc.W, sc.s.jaw_top
     ry = cy - sc.s.head_top
     t = np.linspace(0.0, -math.pi, 21)[1:-1]
-    top = np.stack([sc.yx(W * np.cos(t), 0.0), cy + ry * np.sin(t)], axis=1)
+    top = np.stack([sc.yx(W * _spow(np.cos(t)), 0.0), cy + ry * _spow(np.sin(t))], axis=1)
     return np.concatenate([jaw, top], axis=0)
 
 
@@ -253,47 +260,37 @@ def _skin(cv: Canvas, sc: _Scene) -> None:
         _, mi = cv.soft_mask([inner], 0.12, roi)
         cv.multiply(roi, m * (1.0 - mi), 0.22)
 
-    f, smile, age = sc.f, sc.s.smile, sc.f["age"]
+    smile, age = sc.s.smile, sc.f["age"]
     ld = sc.light
+    blobs: list = []
     eyes_c = [lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)]
     for i, side in enumerate((-1.0, 1.0)):
         e = eyes_c[i]
         away = 1.0 - 0.4 * side * ld
         # eye socket and the inner corner next to the nose bridge
-        r, g = cv.gauss(e + [0.0, -0.07], 0.23, 0.12)
-        cv.multiply(r, g, 0.20 * away, (0.9, 1.0, 1.05))
-        r, g = cv.gauss(lm[39 if side < 0 else 42] + [side * -0.08, -0.03], 0.06, 0.09)
-        cv.multiply(r, g, 0.22 * away)
+        blobs.append((e + [0.0, -0.07], 0.23, 0.12, 0.20 * away, (0.9, 1.0, 1.05)))
+        blobs.append((lm[39 if side < 0 else 42] + [side * -0.08, -0.03], 0.06, 0.09, 0.22 * away, None))
         # brow ridge and cheekbone highlights
-        r, g = cv.gauss(lm[19 if side < 0 else 24] + [0.0, -0.12], 0.22, 0.09)
-        cv.multiply(r, g, -0.06)
+        blobs.append((lm[19 if side < 0 else 24] + [0.0, -0.12], 0.22, 0.09, -0.06, None))
         ch = sc.pts([(side * 0.62, 0.50 - 0.06 * smile, 0.5)])[0]
-        r, g = cv.gauss(ch, 0.20, 0.14)
-        cv.multiply(r, g, -(0.04 + 0.08 * smile) * (1 + 0.4 * side * ld))
+        blobs.append((ch, 0.20, 0.14, -(0.04 + 0.08 * smile) * (1 + 0.4 * side * ld), None))
         # blush
-        r, g = cv.gauss(ch + [side * 0.05, 0.08], 0.22, 0.15)
-        cv.multiply(r, g, 0.5, (0.0, 0.10, 0.10))
+        blobs.append((ch + [side * 0.05, 0.08], 0.22, 0.15, 0.5, (0.0, 0.10, 0.10)))
         # nose side
         nb = 0.5 * (lm[28] + lm[29])
-        r, g = cv.gauss(nb + [side * (0.13 + 0.02 * (1 - ld * side)), 0.08], 0.05, 0.24)
-        cv.multiply(r, g, 0.17 * (1.0 - 0.5 * side * ld))
+        blobs.append((nb + [side * (0.13 + 0.02 * (1 - ld * side)), 0.08], 0.05, 0.24,
+                      0.17 * (1.0 - 0.5 * side * ld), None))
     # nose bridge highlight, tip highlight, shadow under the nose and the lower lip, chin highlight
-    r, g = cv.gauss(0.5 * (lm[28] + lm[29]) + [0.02 * ld, 0.0], 0.035, 0.2)
-    cv.multiply(r, g, -0.10)
-    r, g = cv.gauss(lm[30] + [0.03 * ld, -0.03], 0.06, 0.045)
-    cv.multiply(r, g, -0.14)
-    r, g = cv.gauss(lm[33] + [-0.02 * ld, 0.045], 0.16, 0.035)
-    cv.multiply(r, g, 0.28)
-    r, g = cv.gauss(lm[51] + [0.0, -0.07], 0.035, 0.045)
-    cv.multiply(r, g, 0.10)
-    r, g = cv.gauss(lm[57] + [0.0, 0.06], 0.17, 0.045)
-    cv.multiply(r, g, 0.22)
-    r, g = cv.gauss(lm[8] + [0.0, -0.26], 0.22, 0.12)
-    cv.multiply(r, g, -0.07)
-    r, g = cv.gauss(lm[48] + [-0.02, 0.0], 0.035, 0.04)
-    cv.multiply(r, g, 0.25)
-    r, g = cv.gauss(lm[54] + [0.02, 0.0], 0.035, 0.04)
-    cv.multiply(r, g, 0.25)
+    blobs.append((0.5 * (lm[28] + lm[29]) + [0.02 * ld, 0.0], 0.035, 0.2, -0.10, None))
+    blobs.append((lm[30] + [0.03 * ld, -0.03], 0.06, 0.045, -0.14, None))
+    blobs.append((lm[33] + [-0.02 * ld, 0.045], 0.16, 0.035, 0.28, None))
+    blobs.append((lm[51] + [0.0, -0.07], 0.035, 0.045, 0.10, None))
+    blobs.append((lm[57] + [0.0, 0.06], 0.17, 0.045, 0.22, None))
+    blobs.append((lm[8] + [0.0, -0.26], 0.22, 0.12, -0.07, None))
+    blobs.append((lm[48] + [-0.02, 0.0], 0.035, 0.04, 0.25, None))
+    blobs.append((lm[54] + [0.02, 0.0], 0.035, 0.04, 0.25, None))
+
+    cv.blobs(blobs)
 
     # nasolabial folds (deepen with smile and age)
     strength = 0.05 + 0.30 * smile + 0.22 * age
@@ -320,10 +317,11 @@ def _age_lines(cv: Canvas, sc: _Scene, age: float) -> None:
         cv.shade_stroke(pts, 0.014, k, soft=0.008)
     for side, corner in ((-1, 36), (1, 45)):
         c = lm[corner]
-        for ang in (-0.35, 0.0, 0.35):
+        for ang in (-0.4, 0.05, 0.45):
             d = np.array([side * math.cos(ang), math.sin(ang)])
-            pts = np.array([c + d * 0.06, c + d * 0.17])
-            cv.shade_stroke(pts, 0.010, 0.3 * age, soft=0.006)
+            bend = np.array([0.0, 0.012])
+            pts = np.array([c + d * 0.07, c + d * 0.105 + bend, c + d * 0.14])
+            cv.shade_stroke(pts, 0.008, 0.22 * age, soft=0.008)
         # bags under the eyes
         e = lm[36:42] if side < 0 else lm[42:48]
         low = e[[3, 4, 5, 0]] if side < 0 else e[[0, 5, 4, 3]]
@@ -409,10 +407,10 @@ def _mouth(cv: Canvas, sc: _Scene) -> None:
     lo_in = catmull_rom(np.concatenate([lm[54:55], lm[64:68], lm[60:61], lm[48:49]]), 5)
     dark = float(sc.f["skin_tone"])
     tint = _mix([0.95, 0.70, 0.72], [0.88, 0.42, 0.48], f["lip_color"]) * (1.0 - 0.22 * dark)
-    lip = np.clip(sc.skin * tint + _mix([0.03, 0.0, 0.0], [0.10, 0.0, 0.02], f["lip_color"]) * (1 - dark), 0, 1)
+    redden = _mix([0.03, 0.0, 0.0], [0.10, 0.0, 0.02], f["lip_color"]) * (1 - dark)
+    lip = np.clip(sc.skin * tint + redden, 0, 1)
     lip = _mix(lip, sc.skin, 0.25 * f["age"])
     upper = np.concatenate([up_out, up_in[::-1]], axis=0)
-    lower = np.concatenate([lo_out, lo_in[::-1]], axis=0)
     mouth = np.concatenate([up_out, lo_out], axis=0)
     roi, m = cv.poly_mask([mouth])
     if roi is None:
@@ -567,7 +565,7 @@ def _glasses(cv: Canvas, sc: _Scene) -> None:
 
 def _front_hair(cv: Canvas, sc: _Scene) -> None:
     f = sc.f
-    outline, y_end, vol = _hair_outline(sc)
+    outline, y_end, _ = _hair_outline(sc)
     W, lm = sc.W, sc.lm
     length = f["hair_length"]
     brow_top = float(lm[17:27, 1].min())
@@ -617,7 +615,8 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
     part_end = sc.pts([(p, yh - 0.05, 0.3)])[0]
     _, mm = cv.stroke_mask(np.array([part_top, part_end]), 0.02, soft=0.015, roi=roi)
     cv.multiply(roi, mm * front, 0.35)
-    for k in range(8):
+    n_strands = 8 if cv.scale * 0.018 * 0.2 >= 0.08 else 0  # invisible on thumbnails
+    for k in range(n_strands):
         s = (k + 0.5) / 8.0
         side = -1.0 if s < 0.5 else 1.0
         frac = abs(s - 0.5) * 2

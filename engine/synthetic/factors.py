@@ -19,7 +19,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["Factor", "FACTORS", "FACTOR_NAMES", "Factors", "sample_factors", "factor_index",
+__all__ = ["Factor", "FACTORS", "FACTOR_NAMES", "Factors", "sample_factors", "factor_index", "factor_table",
            "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION", "ZOOM_RANGE"]
 
 #: roll = +1 turns the whole picture this many degrees counter-clockwise on screen.
@@ -96,6 +96,14 @@ FACTOR_NAMES: tuple[str, ...] = tuple(f.name for f in FACTORS)
 _INDEX = {n: i for i, n in enumerate(FACTOR_NAMES)}
 _LOW = np.array([f.low for f in FACTORS], dtype=np.float32)
 _HIGH = np.array([f.high for f in FACTORS], dtype=np.float32)
+
+
+def factor_table() -> str:
+    """The factor table as Markdown (for model cards and docs)."""
+    rows = ["| # | name | kind | range | meaning |", "|---|---|---|---|---|"]
+    for i, f in enumerate(FACTORS):
+        rows.append(f"| {i} | `{f.name}` | {f.kind} | [{f.low:g}, {f.high:g}] | {f.description} |")
+    return "\n".join(rows)
 
 
 def factor_index(name: str) -> int:

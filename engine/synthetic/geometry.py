@@ -1,7 +1,7 @@
 """Face geometry: the 68 landmarks of a face in its own frame, and the camera that frames it.
 
-Face frame: x to the image right, y down, origin midway between the nominal eye centres, unit = the
-nominal eye-centre distance (eye_spacing = 0.5). Landmarks follow the iBUG 68-point convention used by
+Face frame: x to the image right, y down, origin midway between the nominal eye centres, unit = about
+the eye-centre distance of an average face (0.97 of it at eye_spacing = 0.5). Landmarks follow the iBUG 68-point convention used by
 dlib: jaw 0-16 (from the image-left ear round the chin), brows 17-21 (image-left, outer to inner) and
 22-26, nose bridge 27-30 and base 31-35, eyes 36-41 (image-left: outer corner, upper lid, inner corner,
 lower lid) and 42-47, outer lips 48-59 (from the image-left corner along the upper lip) and inner lips
@@ -151,7 +151,7 @@ def face_shape(f: dict[str, float]) -> FaceShape:
     z = np.concatenate([jaw_z, brow_z, brow_z[::-1], nose_z, eyes_z, mouth_z])
     yaw = math.radians(YAW_DEGREES * f["yaw"])
     pts[:, 0] = pts[:, 0] * math.cos(yaw) + z * math.sin(yaw)
-    return FaceShape(landmarks=pts, width=W, chin=chin, jaw_top=jaw_top, head_top=-2.0,
+    return FaceShape(landmarks=pts, width=W, chin=chin, jaw_top=jaw_top, head_top=-1.85,
                      yaw_shift=math.sin(yaw), eye_half_height=eh, mouth_open=opening, smile=smile)
 
 

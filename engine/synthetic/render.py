@@ -143,8 +143,3 @@ def render_clip(factors: Factors | np.ndarray, n_frames: int = 24, size: int = 2
     if aligned:
         labels = labels.replace(**{k: 0.0 for k in _POSE})
     return frames, landmarks, labels
-
-
-def factor_dicts(factors: Factors) -> list[dict[str, float]]:
-    """Helper for callers that want plain dicts (name -> float)."""
-    return [dict(zip(FACTOR_NAMES, map(float, row))) for row in factors.values]
