@@ -65,7 +65,7 @@ class _Scene:
         hair = _keys(_HAIR_KEYS, f["hair_lightness"])
         red = np.array([0.62, 0.25, 0.09], np.float32) * (0.7 + 0.6 * f["hair_lightness"])
         hair = _mix(hair, red, 0.75 * f["hair_red"])
-        self.grey = float(np.clip((age - 0.5) / 0.45, 0.0, 1.0)) ** 1.2
+        self.grey = float(np.clip((age - 0.2) / 0.75, 0.0, 1.0)) ** 1.4
         self.hair = np.clip(_mix(hair, [0.72, 0.71, 0.69], 0.88 * self.grey), 0, 1)
         # Brows stay darker than the head hair (dlib needs dark brows), even on blonds.
         brow = _mix(hair * 0.6, [0.09, 0.07, 0.05], 0.45)
