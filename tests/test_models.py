@@ -1,0 +1,140 @@
+"""engine.models: bundle manifests, loading, the random development bundle, and the demo bundle."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from engine.errors import CheckpointError
+from engine.models import (BUNDLE_FORMAT, DEMO_MANIFEST, OptimizationInverter, ensure_random_bundle, inverter_for,
+                           load_bundle, make_random_bundle)
+
+DEMO_MISSING = "demo model not installed"
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return ensure_random_bundle(tmp_path_factory.getbasetemp() / "bundles").parent
+
+
+def test_random_bundle_loads_by_folder_and_manifest(bundle_dir):
+    a = load_bundle(bundle_dir)
+    b = load_bundle(bundle_dir / "manifest.json")
+    assert a.name == b.name and a.random_weights and a.notice
+    assert a.resolution == 64 and a.w_dim == 64 and a.num_ws == a.generator.num_ws
+    assert set(a.directions) >= {"smile", "age", "glasses", "beard", "hair colour", "yaw"}
+    for d in a.directions.values():
+        assert d.vector.shape == (a.w_dim,) and d.vector.dtype == torch.float32
+        assert abs(float(d.vector.norm()) - 1) < 1e-5 and d.range[0] < 0 < d.range[1]
+    layers = a.style_layers()
+    for rows in a.stylespace.values():
+        for layer, ch, sign in rows:
+            assert 0 <= ch < layers[layer] and sign in (-1, 1)
+    assert a.model_card is not None and a.model_card.is_file()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["format"] == BUNDLE_FORMAT
+
+
+def test_random_bundle_is_deterministic(tmp_path):
+    m1 = make_random_bundle(tmp_path / "a", seed=3, with_inverter=False)
+    m2 = make_random_bundle(tmp_path / "b", seed=3, with_inverter=False)
+    a, b = load_bundle(m1), load_bundle(m2)
+    for (k, v), (k2, v2) in zip(a.generator.state_dict().items(), b.generator.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert all(torch.equal(a.directions[n].vector, b.directions[n].vector) for n in a.directions)
+    assert a.stylespace == b.stylespace
+
+
+def test_demo_missing_is_a_clear_error():
+    if DEMO_MANIFEST.is_file():
+        pytest.skip("the demo model is installed")
+    with pytest.raises(CheckpointError, match="demo model is not installed"):
+        load_bundle("demo")
+
+
+def _copy(bundle_dir, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, dst)
+    return dst
+
+
+def test_broken_bundles_raise_checkpoint_errors(bundle_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_bundle(tmp_path / "nothing")
+    d = _copy(bundle_dir, tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable bundle manifest"):
+        load_bundle(d)
+    (d / "manifest.json").write_text(json.dumps(dict(m, format="other/9")))
+    with pytest.raises(CheckpointError, match="not a Charm Studio bundle"):
+        load_bundle(d)
+    (d / "manifest.json").write_text(json.dumps(dict(m, generator={"file": "../outside.safetensors"})))
+    with pytest.raises(CheckpointError, match="outside the bundle folder"):
+        load_bundle(d)
+    (d / "manifest.json").write_text(json.dumps(dict(m, predictor={"file": "generator.safetensors",
+                                                                   "loader": "os:system"})))
+    with pytest.raises(CheckpointError, match="not allowed"):
+        load_bundle(d)
+    (d / "manifest.json").write_text(json.dumps(m))
+    (d / "generator.safetensors").write_bytes(b"<html>quota exceeded</html>")
+    with pytest.raises(CheckpointError):
+        load_bundle(d)
+    d2 = _copy(bundle_dir, tmp_path / "2")
+    m2 = dict(m, stylespace={"smile": [["L0_24_32", 10_000, 1]]})
+    (d2 / "manifest.json").write_text(json.dumps(m2))
+    with pytest.raises(CheckpointError, match="does not exist in this generator"):
+        load_bundle(d2)
+
+
+def test_random_bundle_inverter(bundle_dir):
+    pytest.importorskip("engine.inversion")
+    b = load_bundle(bundle_dir)
+    assert b.inverter is not None and inverter_for(b) is b.inverter
+    G = b.generator
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5))))
+    seen = []
+    res = b.inverter.invert(target, n_iters=3, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)] and res.latent.shape == (2, b.num_ws, b.w_dim)
+
+
+def test_optimization_inverter_progress_and_cancel(bundle_dir):
+    inversion = pytest.importorskip("engine.inversion")
+    b = load_bundle(bundle_dir)
+    G = b.generator
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5))))
+    seen = []
+    res = OptimizationInverter(G).invert(target, n_iters=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 2), (2, 2)] and res.latent.shape == (1, b.num_ws, b.w_dim)
+    with pytest.raises(inversion.Cancelled):
+        OptimizationInverter(G).invert(target, n_iters=50, cancel=lambda: True)
+
+
+def test_demo_bundle_smile_direction_raises_predictor_smile():
+    """Issue 5 acceptance, seen from the studio: the demo bundle's smile direction raises the
+    predictor's smile score. Runs once the demo model is installed."""
+    if not DEMO_MANIFEST.is_file():
+        pytest.skip(DEMO_MISSING)
+    from engine.session import EditState, render_state
+
+    b = load_bundle("demo")
+    if b.predictor is None:
+        pytest.skip("demo bundle has no predictor")
+    G = b.generator
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0)), truncation_psi=0.7)
+    smile = b.directions["smile"]
+    attr = smile.attribute or "smile"
+    names = list(b.manifest["predictor"].get("attributes", []))
+    col = names.index(attr)
+    lo, hi = smile.range
+    scores = []
+    for value in (lo, hi):
+        imgs = torch.cat([render_state(EditState(latent=w.numpy()).with_direction("smile", value), b) for w in ws])
+        with torch.no_grad():
+            scores.append(b.predictor(imgs)[:, col])
+    assert float((scores[1] - scores[0]).mean()) > 0
