@@ -6,7 +6,9 @@ state (:meth:`EditState.replace`), which makes undo/redo a stack of states (:cla
 
 A saved session is two files written side by side, each to a temporary name and then renamed:
 ``NAME.json`` (format ``charm-session/1``, the scalar fields) and ``NAME.npz`` (the arrays: ``latent``
-float32 [num_ws,w_dim], ``face_transform`` float32 [3,3], ``crop_quad`` float64 [4,2]).
+float32 [num_ws,w_dim], ``face_transform`` float32 [3,3], ``crop_quad`` float64 [4,2]), plus
+``NAME.generator.safetensors`` when the state uses a PTI-tuned generator (a copy of
+``EditState.generator_file``, :mod:`engine.checkpoints` format).
 :func:`render_state` renders a state with a :class:`engine.models.ModelBundle`; a reopened session
 renders bit-identically.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -61,6 +64,7 @@ class EditState:
     directions: direction name -> strength. channels: (StyleSpace layer, channel) -> added value.
     angle_deg, tx, ty: the user's transform on screen (see :mod:`engine.transforms`).
     view: 'aligned' (the aligned face) or 'photo' (the photo's own framing).
+    generator_file: a tuned (PTI) generator to render with instead of the bundle's, or None.
     """
 
     model_id: str = "demo"
@@ -75,6 +79,7 @@ class EditState:
     tx: float = 0.0
     ty: float = 0.0
     view: ViewMode = "aligned"
+    generator_file: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -134,6 +139,7 @@ class EditState:
             "directions": dict(self.directions),
             "channels": [[layer, ch, v] for (layer, ch), v in sorted(self.channels.items())],
             "angle_deg": self.angle_deg, "tx": self.tx, "ty": self.ty, "view": self.view,
+            "generator_file": self.generator_file,
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -150,7 +156,8 @@ class EditState:
             directions={str(k): float(v) for k, v in (data.get("directions") or {}).items()},
             channels={(str(row[0]), int(row[1])): float(row[2]) for row in (data.get("channels") or [])},
             angle_deg=float(data.get("angle_deg", 0.0)), tx=float(data.get("tx", 0.0)),
-            ty=float(data.get("ty", 0.0)), view=data.get("view", "aligned"))
+            ty=float(data.get("ty", 0.0)), view=data.get("view", "aligned"),
+            generator_file=data.get("generator_file"))
 
 
 class History:
@@ -245,7 +252,13 @@ def save_session(state: EditState, path: str | os.PathLike) -> Path:
             np.savez(f, **arrays)
 
     _replace_into(npz, write_npz)
-    data = {"format": SESSION_FORMAT, "arrays": npz.name, "state": state.to_json()}
+    fields = state.to_json()
+    if state.generator_file:
+        gen = path.with_suffix(".generator.safetensors")
+        if Path(state.generator_file).resolve() != gen.resolve():
+            _replace_into(gen, lambda tmp: shutil.copyfile(state.generator_file, tmp))
+        fields["generator_file"] = gen.name
+    data = {"format": SESSION_FORMAT, "arrays": npz.name, "state": fields}
     if state.input_path:
         try:
             data["input_relative"] = os.path.relpath(Path(state.input_path).resolve(), path.parent.resolve())
@@ -282,6 +295,11 @@ def load_session(path: str | os.PathLike) -> EditState:
     rel = data.get("input_relative")
     if src and not Path(src).exists() and rel and (path.parent / rel).exists():
         fields["input_path"] = str((path.parent / rel).resolve())
+    if fields.get("generator_file"):
+        gen = path.parent / str(fields["generator_file"])
+        if not gen.is_file():
+            raise SessionError(f"'{gen}' is missing; keep a session's files together")
+        fields["generator_file"] = str(gen.resolve())
     try:
         return EditState.from_json(fields, arrays)
     except (TypeError, ValueError, IndexError) as e:
@@ -303,16 +321,19 @@ def state_edits(state: EditState, bundle) -> tuple[list, list]:
     return latent, channels
 
 
-def render_state(state: EditState, bundle, view: ViewMode | None = None) -> torch.Tensor:
+def render_state(state: EditState, bundle, view: ViewMode | None = None,
+                 generator: torch.nn.Module | None = None) -> torch.Tensor:
     """Render ``state`` with ``bundle``: float32 [1,3,R,R] (~[-1,1]).
 
     view: override ``state.view``; 'photo' uses ``state.face_transform`` (identity when unset).
+    generator: the generator to use (e.g. ``state.generator_file`` loaded once by the caller);
+    default the bundle's. Loading files is left to the caller so repeated renders stay fast.
     """
     from engine.editing import edit_transform, render_edited
 
     if state.latent is None:
         raise ValueError("the state has no latent yet (invert a photo first)")
-    G = bundle.generator
+    G = generator if generator is not None else bundle.generator
     device = bundle.device
     ws = torch.from_numpy(np.array(state.latent)).to(device).unsqueeze(0)
     if ws.shape[1:] != (G.num_ws, G.w_dim):

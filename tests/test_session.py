@@ -106,3 +106,24 @@ def test_render_state_checks_latent_shape(bundle):
         render_state(EditState(), bundle)
     with pytest.raises(ValueError, match="needs"):
         render_state(EditState(latent=np.zeros((3, 7), np.float32)), bundle)
+
+
+def test_session_with_tuned_generator(bundle, state, tmp_path):
+    from engine.checkpoints import load_generator, save_generator
+
+    G = bundle.generator
+    tuned = load_generator(bundle.folder / "generator.safetensors")
+    with torch.no_grad():
+        for name, p in tuned.synthesis.named_parameters():
+            if not name.startswith("input."):
+                p.mul_(1.01)
+    gen_file = save_generator(tuned, tmp_path / "cache" / "pti.safetensors")
+    s = state.replace(generator_file=str(gen_file))
+    path = save_session(s, tmp_path / "out" / "s.json")
+    assert (tmp_path / "out" / "s.generator.safetensors").is_file()
+    back = load_session(path)
+    assert back.generator_file == str((tmp_path / "out" / "s.generator.safetensors").resolve())
+    a = render_state(s, bundle, generator=tuned)
+    b = render_state(back, bundle, generator=load_generator(back.generator_file))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, render_state(s, bundle, generator=G))
