@@ -1,22 +1,712 @@
-"""The studio's main window (placeholder until the studio-window issue lands) and the app launcher."""
+"""The studio's main window and the app launcher.
+
+The window holds the edit history (:class:`engine.session.History` of
+:class:`engine.session.EditState`) and the images it shows; everything that touches a model runs on
+the engine worker (:mod:`app.worker`). Each user action makes a new state, records it for undo, syncs
+the controls and asks for a render; renders come back as signals (latest request wins).
+
+Configuration (environment): ``CHARM_AUTOQUIT_MS`` closes the app after that many milliseconds;
+``CHARM_CACHE_DIR`` is where the random development bundle and PTI results go (default: the user's
+cache folder); ``CHARM_DEVICE`` ('cpu', 'cuda', default: CUDA when available); ``CHARM_THREADS``
+(torch CPU threads).
+"""
 from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QDialog, QDockWidget, QFileDialog,
+                               QLabel, QLineEdit, QMainWindow, QProgressBar, QPushButton, QScrollArea,
+                               QStackedWidget, QStyle, QTextEdit, QWidget)
+
+from app.canvas import CompareCanvas, FacePicker, to_qimage
+from app.dialogs import AboutDialog, ExportDialog, error_box
+from app.panels import (DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel,
+                        make_scroll_column)
+from app.worker import RANDOM_SPEC, BundleInfo, EngineHost, ExportOptions, Failure, PhotoInfo, RenderResult
+from engine.session import EditState, History
 
 APP_NAME = "Charm Studio"
+DEMO_MISSING_NOTICE = "demo model not installed yet: random weights"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def create_main_window():
-    from PySide6.QtWidgets import QLabel, QMainWindow
+def default_cache_dir() -> Path:
+    env = os.environ.get("CHARM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
+    return Path(base or Path.home() / ".cache") / "charm-studio"
 
-    win = QMainWindow()
-    win.setWindowTitle(APP_NAME)
-    label = QLabel("Charm Studio\n\nDrop a photo here (editing arrives with the studio window).")
-    label.setObjectName("placeholder")
-    win.setCentralWidget(label)
-    win.resize(960, 640)
-    return win
+
+def default_model() -> tuple[str, str | None]:
+    """(spec, notice): the demo bundle when installed, else the random development bundle."""
+    from engine.models import DEMO_MANIFEST
+
+    return ("demo", None) if DEMO_MANIFEST.is_file() else (RANDOM_SPEC, DEMO_MISSING_NOTICE)
+
+
+class MainWindow(QMainWindow):
+    """Charm Studio's window. Signals for tests and tools: ``resultShown(render_id)`` after a render
+    is displayed, ``modelReady(BundleInfo)``, ``photoReady(PhotoInfo)`` once a face is chosen,
+    ``inversionFinished()``, ``errorShown(title, message)``, ``exported(list of paths)``,
+    ``sessionSaved(path)``, ``sessionOpened()``, ``jobsIdle()`` when no long job is left."""
+
+    resultShown = Signal(int)
+    modelReady = Signal(object)
+    photoReady = Signal(object)
+    facesFound = Signal(int)
+    inversionFinished = Signal()
+    errorShown = Signal(str, str)
+    exported = Signal(object)
+    sessionSaved = Signal(str)
+    sessionOpened = Signal()
+    jobsIdle = Signal()
+
+    def __init__(self, model: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 device: str | None = None, threads: int | None = None):
+        super().__init__()
+        self.setWindowTitle(APP_NAME)
+        self.setObjectName("mainWindow")
+        self.resize(1280, 800)
+        self.setAcceptDrops(True)
+        self.dialog_hook: Callable[[QDialog], None] | None = None  # called with every dialog opened
+        self.bundle: BundleInfo | None = None
+        self.photo: PhotoInfo | None = None
+        self.history = History(EditState(model_id=model or ""))
+        self.last_render: RenderResult | None = None
+        self.last_latency: float | None = None
+        self._pending_choice: PhotoInfo | None = None
+        self._photo_job = self._invert_job = self._model_job = self._session_job = 0
+        self._active: dict[int, str] = {}
+        self._shown_render = 0
+        self._drag_origin: EditState | None = None
+        self._space_held = False
+        self._model_notice: str | None = None
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+
+        threads = threads or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None)
+        self.host = EngineHost(self.cache_dir, device=device or os.environ.get("CHARM_DEVICE", "auto"),
+                               threads=threads, parent=self)
+        self._build_ui()
+        self._connect_worker()
+        spec, notice = (model, None) if model else default_model()
+        self._model_notice = notice
+        self._fallback_tried = spec == RANDOM_SPEC
+        self._refresh_model_choices(spec)
+        self.load_model(spec)
+        QApplication.instance().installEventFilter(self)
+        self._sync_controls()
+
+    # ------------------------------------------------------------------------------------------
+    # Building
+
+    def _build_ui(self) -> None:
+        self.canvas = CompareCanvas()
+        self.picker = FacePicker()
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.canvas)
+        self.stack.addWidget(self.picker)
+        self.setCentralWidget(self.stack)
+
+        self.model_panel = ModelPanel()
+        self.directions_panel = DirectionsPanel()
+        self.style_panel = StyleSpacePanel()
+        self.transform_panel = TransformPanel()
+        self.inversion_panel = InversionPanel()
+        column = make_scroll_column([self.model_panel, self.directions_panel, self.transform_panel,
+                                     self.style_panel, self.inversion_panel])
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(column)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.dock = QDockWidget("Edit", self)
+        self.dock.setObjectName("editDock")
+        self.dock.setWidget(scroll)
+        self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
+                              QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.dock.setMinimumWidth(330)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        # Room for the video timeline (a later issue): the bottom dock area stays free for it.
+        self.timeline_dock = QDockWidget("Timeline", self)
+        self.timeline_dock.setObjectName("timelineDock")
+        self.timeline_dock.setWidget(QLabel("Video editing arrives with the timeline."))
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.timeline_dock)
+        self.timeline_dock.hide()
+
+        self._build_actions()
+        self._build_status()
+
+        p = self.directions_panel
+        p.directionEdited.connect(lambda n, v, rec: self._edit(self.state.with_direction(n, v), rec))
+        p.reset_all.clicked.connect(lambda: self._edit(self.state.replace(directions={}), True))
+        s = self.style_panel
+        s.channelsEdited.connect(self._channels_edited)
+        s.clearRequested.connect(lambda: self._edit(self.state.replace(channels={}), True))
+        t = self.transform_panel
+        t.transformEdited.connect(lambda a, x, y, rec: self._edit(self.state.replace(angle_deg=a, tx=x, ty=y), rec))
+        t.resetRequested.connect(lambda: self._edit(self.state.replace(angle_deg=0.0, tx=0.0, ty=0.0), True))
+        t.viewChosen.connect(self.set_view)
+        for panel in (p, s, t):
+            panel.dragStarted.connect(self._drag_started)
+            panel.dragFinished.connect(self._drag_finished)
+        self.model_panel.modelChosen.connect(self.load_model)
+        self.model_panel.browseRequested.connect(self._browse_model)
+        self.inversion_panel.reinvertRequested.connect(lambda: self._start_inversion(record=True))
+        self.inversion_panel.refineRequested.connect(self.refine)
+        self.picker.faceChosen.connect(self.choose_face)
+
+    def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "", checkable: bool = False) -> QAction:
+        a = QAction(text, self)
+        if icon is not None:
+            a.setIcon(self.style().standardIcon(icon))
+        if shortcut is not None:
+            a.setShortcut(shortcut)
+        a.setToolTip(tip or text.replace("&", "").replace("\u2026", ""))
+        a.setCheckable(checkable)
+        (a.toggled if checkable else a.triggered).connect(slot)
+        return a
+
+    def _build_actions(self) -> None:
+        SP = QStyle.StandardPixmap
+        self.act_open = self._action("&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open,
+                                     SP.SP_DialogOpenButton)
+        self.act_open_session = self._action("Open &session\u2026", self._open_session_dialog,
+                                             QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon)
+        self.act_save_session = self._action("&Save session\u2026", self._save_session_dialog,
+                                             QKeySequence.StandardKey.Save, SP.SP_DialogSaveButton)
+        self.act_export = self._action("&Export\u2026", self._export_dialog, QKeySequence("Ctrl+E"),
+                                       SP.SP_ArrowDown, "Export the edited face (aligned, framed, pasted back)")
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
+        self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
+        self.act_reset = self._action("Reset &all edits", lambda: self._edit(self.state.reset_edits(), True))
+        self.act_original = self._action("Show &original", self._original_toggled, None, SP.SP_DesktopIcon,
+                                         "Show the original in place of the result (or hold Space)", True)
+        self.act_side = self._action("Side by side", lambda on: on and self.set_compare_mode("side"),
+                                     QKeySequence("Ctrl+1"), checkable=True)
+        self.act_split = self._action("Split view", lambda on: on and self.set_compare_mode("split"),
+                                      QKeySequence("Ctrl+2"), checkable=True)
+        group = QActionGroup(self)
+        group.addAction(self.act_side)
+        group.addAction(self.act_split)
+        self.act_side.setChecked(True)
+        self.act_faces = self._action("Choose &face\u2026", self.show_face_picker, None, SP.SP_FileDialogContentsView,
+                                      "Pick another face of the photo")
+        self.act_about = self._action("&About", self.show_about, None, SP.SP_MessageBoxInformation)
+
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        m = bar.addMenu("&Edit")
+        for a in (self.act_undo, self.act_redo, self.act_reset):
+            m.addAction(a)
+        m = bar.addMenu("&View")
+        for a in (self.act_side, self.act_split, self.act_original, self.act_faces):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.dock.toggleViewAction())
+        m = bar.addMenu("&Help")
+        m.addAction(self.act_about)
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("mainToolBar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export, None,
+                  self.act_undo, self.act_redo, None, self.act_side, self.act_split, self.act_original,
+                  self.act_faces, None, self.act_about):
+            tb.addSeparator() if a is None else tb.addAction(a)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.notice_label = QLabel()
+        self.notice_label.setObjectName("noticeLabel")
+        self.notice_label.setStyleSheet("color: #e09a2a; font-weight: 600; padding: 0 6px;")
+        self.device_label = QLabel("device: \u2026")
+        self.device_label.setObjectName("deviceLabel")
+        self.render_label = QLabel("render: \u2014")
+        self.render_label.setObjectName("renderLabel")
+        self.render_label.setToolTip("Worker render time / time from the request to the image on screen")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("progress")
+        self.progress.setFixedWidth(170)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_jobs)
+        for w in (self.notice_label, self.device_label, self.render_label, self.progress, self.cancel_button):
+            sb.addPermanentWidget(w)
+        sb.showMessage("Drop a portrait photo onto the window, or use File \u25b8 Open.")
+
+    def _connect_worker(self) -> None:
+        w = self.host.worker
+        w.modelLoaded.connect(self._on_model_loaded)
+        w.photoLoaded.connect(self._on_photo_loaded)
+        w.inverted.connect(self._on_inverted)
+        w.refined.connect(self._on_refined)
+        w.rendered.connect(self._on_rendered)
+        w.exported.connect(self._on_exported)
+        w.sessionSaved.connect(self._on_session_saved)
+        w.sessionOpened.connect(self._on_session_opened)
+        w.progress.connect(self._on_progress)
+        w.failed.connect(self._on_failed)
+        w.cancelled.connect(self._on_cancelled)
+        w.idle.connect(self._on_idle)
+
+    # ------------------------------------------------------------------------------------------
+    # State
+
+    @property
+    def state(self) -> EditState:
+        return self.history.state
+
+    def _edit(self, new: EditState, record: bool = True) -> None:
+        """Make ``new`` the current state (recorded for undo unless a drag is in progress)."""
+        if self._drag_origin is not None:
+            record = False
+        view_changed = new.view != self.state.view
+        self.history.set(new, record=record)
+        if view_changed:
+            self._show_before()
+        self._sync_controls()
+        self.request_render()
+
+    def _channels_edited(self, values: dict, record: bool) -> None:
+        s = self.state
+        for (layer, ch), v in values.items():
+            s = s.with_channel(layer, ch, v)
+        self._edit(s, record)
+
+    def _drag_started(self) -> None:
+        self._drag_origin = self.state
+
+    def _drag_finished(self) -> None:
+        origin, self._drag_origin = self._drag_origin, None
+        if origin is not None:
+            self.history.record_from(origin)
+        self._sync_actions()
+
+    def undo(self) -> None:
+        if self.history.undo():
+            self._after_history()
+
+    def redo(self) -> None:
+        if self.history.redo():
+            self._after_history()
+
+    def _after_history(self) -> None:
+        self._show_before()
+        self._sync_controls()
+        self.request_render()
+
+    def set_view(self, view: str) -> None:
+        self._edit(self.state.replace(view=view), True)
+
+    def _sync_actions(self) -> None:
+        self.act_undo.setEnabled(self.history.can_undo)
+        self.act_redo.setEnabled(self.history.can_redo)
+        has_result = self.state.latent is not None and self.bundle is not None
+        self.act_export.setEnabled(has_result)
+        self.act_save_session.setEnabled(has_result)
+        self.act_faces.setEnabled(self.photo is not None and len(self.photo.boxes) > 1)
+
+    def _sync_controls(self) -> None:
+        s = self.state
+        self.directions_panel.set_values(dict(s.directions))
+        self.style_panel.set_values(dict(s.channels))
+        self.transform_panel.set_values(s.angle_deg, s.tx, s.ty, s.view)
+        self._sync_actions()
+
+    # ------------------------------------------------------------------------------------------
+    # Rendering
+
+    def request_render(self) -> int | None:
+        """Ask the worker for the current state's render; returns the request id (None: nothing to render)."""
+        if self.state.latent is None or self.bundle is None:
+            return None
+        return self.host.render(self.state)
+
+    def _on_rendered(self, res: RenderResult) -> None:
+        if res.request_id < self._shown_render:
+            return
+        self._shown_render = res.request_id
+        self.last_render = res
+        self.canvas.set_after(to_qimage(res.image))
+        self.canvas.repaint()
+        self.last_latency = time.perf_counter() - res.sent_at
+        self.render_label.setText(f"render {res.seconds * 1000:.0f} ms \u2022 update {self.last_latency * 1000:.0f} ms")
+        self.resultShown.emit(res.request_id)
+
+    def _show_before(self) -> None:
+        p = self.photo
+        if p is None:
+            self.canvas.set_images(None, self.canvas.after)
+            return
+        photo_view = self.state.view == "photo"
+        self.canvas.before_caption = f"Original \u2014 {Path(p.path).name}"
+        self.canvas.after_caption = "Edited (photo framing)" if photo_view else "Edited (aligned)"
+        self.canvas.set_images(to_qimage(p.crop if photo_view else p.aligned), self.canvas.after)
+
+    # ------------------------------------------------------------------------------------------
+    # Jobs
+
+    def _job(self, job: int, text: str) -> int:
+        self._active[job] = text
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(text)
+        self.progress.show()
+        self.cancel_button.setEnabled(True)
+        self.statusBar().showMessage(f"{text}\u2026")
+        return job
+
+    def _on_progress(self, job: int, done: int, total: int, text: str) -> None:
+        if job not in self._active:
+            return
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{text} %v/%m")
+            self.canvas.set_busy(f"{text}\u2026 {done}/{total}")
+        else:
+            self.progress.setRange(0, 0)
+            self.progress.setFormat(text)
+            self.canvas.set_busy(f"{text}\u2026")
+
+    def _on_idle(self, job: int) -> None:
+        if self._active.pop(job, None) is None:
+            return
+        if not self._active:
+            self.progress.hide()
+            self.cancel_button.setEnabled(False)
+            self.canvas.set_busy("")
+            self.jobsIdle.emit()
+
+    def cancel_jobs(self) -> None:
+        """Cancel every running or queued long job."""
+        self.host.cancel()
+        self.statusBar().showMessage("Cancelling\u2026")
+
+    def _on_cancelled(self, job: int) -> None:
+        if job in self._active:
+            self.statusBar().showMessage(f"{self._active[job]}: cancelled", 5000)
+
+    def _on_failed(self, f: Failure) -> None:
+        if f.kind == "render":
+            self.statusBar().showMessage(f"Render failed: {f.message}", 8000)
+            return
+        self.show_error(f.title, f.message, f.hint)
+        if f.kind == "model" and self.bundle is None and not self._fallback_tried:
+            self._fallback_tried = True
+            self._model_notice = "the model could not be loaded: random weights"
+            self.load_model(RANDOM_SPEC)
+
+    def show_error(self, title: str, message: str, hint: str) -> QDialog:
+        """Tell the user what happened and what to do, without blocking the app."""
+        box = error_box(self, title, message, hint)
+        self.statusBar().showMessage(f"{title}: {message}", 10000)
+        self.errorShown.emit(title, message)
+        self._open_dialog_box(box)
+        return box
+
+    def _open_dialog_box(self, dlg: QDialog) -> None:
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        dlg.open()
+        if self.dialog_hook is not None:
+            self.dialog_hook(dlg)
+
+    # ------------------------------------------------------------------------------------------
+    # Model
+
+    def _refresh_model_choices(self, current: str | None) -> None:
+        from engine.models import DEMO_MANIFEST
+
+        demo = DEMO_MANIFEST.is_file()
+        choices = [("Demo model" if demo else "Demo model (not installed yet)", "demo", demo),
+                   ("Random weights (development)", RANDOM_SPEC, True)]
+        self.model_panel.set_choices(choices, current)
+
+    def load_model(self, spec: str) -> int:
+        """Switch to model ``spec`` ('demo', 'random' or a bundle folder); the photo is inverted again."""
+        self._model_job = self._job(self.host.load_model(spec), "Loading model")
+        return self._model_job
+
+    def _browse_model(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open a model bundle folder (with manifest.json)")
+        if d:
+            self.load_model(d)
+
+    def _apply_bundle(self, info: BundleInfo) -> None:
+        self.bundle = info
+        # The fallback's reason ("demo model not installed yet") beats the bundle's own notice.
+        notice = (self._model_notice if info.spec == RANDOM_SPEC else None) or info.notice
+        self.model_panel.select(info.spec)
+        self.model_panel.set_info(f"{info.title}\n{info.resolution} px \u2022 {len(info.directions)} directions "
+                                  f"\u2022 inversion: {info.inverter}", notice)
+        self.notice_label.setText(notice or "")
+        self.notice_label.setVisible(bool(notice))
+        self.device_label.setText(f"device: {info.device}")
+        self.directions_panel.set_directions(info.directions)
+        self.style_panel.set_model(info.style_layers, info.stylespace)
+        self.inversion_panel.set_method(info.inverter, info.encoder, info.pti)
+        self.modelReady.emit(info)
+
+    def _on_model_loaded(self, job: int, info: BundleInfo) -> None:
+        if job != self._model_job:
+            return
+        self._apply_bundle(info)
+        self.statusBar().showMessage(f"Model: {info.title}", 5000)
+        base = self.state.replace(model_id=info.spec, latent=None, generator_file=None).reset_edits()
+        self.history.reset(base)
+        self._sync_controls()
+        if self.photo is not None:
+            self.canvas.set_after(None)
+            self._start_inversion(record=False)
+
+    # ------------------------------------------------------------------------------------------
+    # Photos and inversion
+
+    def open_photo(self, path: str | os.PathLike) -> int:
+        """Load a photo: find its faces, then align and invert the chosen one (asynchronously)."""
+        self.host.cancel()  # a new photo replaces whatever was being loaded or inverted
+        self._photo_job = self._job(self.host.load_photo(str(path)), "Finding faces")
+        return self._photo_job
+
+    def choose_face(self, index: int) -> int:
+        p = self._pending_choice or self.photo
+        if p is None:
+            raise RuntimeError("no photo loaded")
+        self.host.cancel()
+        self._photo_job = self._job(self.host.load_photo(p.path, index), "Aligning the face")
+        return self._photo_job
+
+    def show_face_picker(self) -> None:
+        p = self._pending_choice or self.photo
+        if p is None:
+            return
+        self.picker.set_photo(to_qimage(p.image), p.boxes, p.face_index if self.photo else -1)
+        self.stack.setCurrentWidget(self.picker)
+
+    def _on_photo_loaded(self, job: int, info: PhotoInfo) -> None:
+        if job != self._photo_job:
+            return
+        if info.needs_choice:
+            self._pending_choice = info
+            self.show_face_picker()
+            self.statusBar().showMessage(f"{len(info.boxes)} faces found: click the face to edit")
+            self.facesFound.emit(len(info.boxes))
+            return
+        self._pending_choice = None
+        self.photo = info
+        self.stack.setCurrentWidget(self.canvas)
+        model = self.bundle.spec if self.bundle else self.state.model_id
+        self.history.reset(EditState(model_id=model, input_path=info.path, face_index=info.face_index,
+                                     face_transform=info.face_transform, crop_quad=info.crop_quad,
+                                     view=self.state.view))
+        self.canvas.set_after(None)
+        self._show_before()
+        self._sync_controls()
+        self.statusBar().showMessage(f"{Path(info.path).name}: face {info.face_index + 1} of {len(info.boxes)}")
+        self.photoReady.emit(info)
+        self._start_inversion(record=False)
+
+    def _start_inversion(self, record: bool) -> None:
+        if self.photo is None or self.bundle is None:
+            return
+        self._invert_record = record
+        self._invert_job = self._job(self.host.invert(self.photo.aligned, self.inversion_panel.iters.value()),
+                                     "Inverting")
+
+    def _on_inverted(self, job: int, latent: np.ndarray) -> None:
+        if job != self._invert_job:
+            return
+        self.history.set(self.state.replace(latent=latent, generator_file=None), record=self._invert_record)
+        self._sync_controls()
+        self.statusBar().showMessage("Inverted: move the sliders to edit", 5000)
+        self.request_render()
+        self.inversionFinished.emit()
+
+    def refine(self, steps: int) -> int | None:
+        """PTI: tune a copy of the generator to this photo (undoable; the session keeps the weights)."""
+        if self.photo is None or self.state.latent is None:
+            return None
+        return self._job(self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)")
+
+    def _on_refined(self, job: int, path: str) -> None:
+        self.history.set(self.state.replace(generator_file=path))
+        self._sync_controls()
+        self.request_render()
+
+    # ------------------------------------------------------------------------------------------
+    # Files
+
+    def _open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", "",
+                                              "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff);;All files (*)")
+        if path:
+            self.open_photo(path)
+
+    def save_session(self, path: str | os.PathLike) -> int:
+        return self._job(self.host.save_session(self.state, str(path)), "Saving session")
+
+    def open_session(self, path: str | os.PathLike) -> int:
+        self.host.cancel()
+        self._session_job = self._job(self.host.open_session(str(path)), "Opening session")
+        return self._session_job
+
+    def _save_session_dialog(self) -> None:
+        start = str(Path(self.state.input_path).with_suffix(".json")) if self.state.input_path else ""
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", start, "Charm sessions (*.json)")
+        if path:
+            self.save_session(path)
+
+    def _open_session_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", "", "Charm sessions (*.json)")
+        if path:
+            self.open_session(path)
+
+    def _on_session_saved(self, job: int, path: str) -> None:
+        self.statusBar().showMessage(f"Session saved: {path}", 8000)
+        self.sessionSaved.emit(path)
+
+    def _on_session_opened(self, job: int, state: EditState, photo: PhotoInfo | None, info: BundleInfo | None) -> None:
+        if job != self._session_job:
+            return
+        if info is not None:
+            self._apply_bundle(info)
+        self.photo = photo
+        self._pending_choice = None
+        self.stack.setCurrentWidget(self.canvas)
+        self.history.reset(state)
+        self.canvas.set_after(None)
+        self._show_before()
+        self._sync_controls()
+        if photo is None and state.input_path:
+            self.statusBar().showMessage(f"The session's photo {state.input_path} is missing; showing the edit only")
+        self.request_render()
+        self.sessionOpened.emit()
+
+    def export_to(self, options: ExportOptions) -> int:
+        return self._job(self.host.export(self.state, options), "Exporting")
+
+    def _export_dialog(self) -> None:
+        src = Path(self.state.input_path) if self.state.input_path else None
+        dlg = ExportDialog(str(src.parent if src else Path.home()), f"{src.stem}_edited" if src else "charm", self)
+        dlg.accepted.connect(lambda: self.export_to(dlg.options()))
+        self._open_dialog_box(dlg)
+
+    def _on_exported(self, job: int, paths: list) -> None:
+        self.statusBar().showMessage(f"Exported {len(paths)} file(s) to {paths[0].parent if paths else '?'}", 8000)
+        self.exported.emit(paths)
+
+    def show_about(self) -> None:
+        self._open_dialog_box(AboutDialog(self.bundle, self.device_label.text(), self))
+
+    # ------------------------------------------------------------------------------------------
+    # Compare, drag and drop, held key
+
+    def set_compare_mode(self, mode: str) -> None:
+        self.canvas.set_mode(mode)
+        (self.act_side if mode == "side" else self.act_split).setChecked(True)
+
+    def _original_toggled(self, on: bool) -> None:
+        self.canvas.set_show_original(on or self._space_held)
+
+    def set_space_held(self, held: bool) -> None:
+        self._space_held = held
+        self.canvas.set_show_original(held or self.act_original.isChecked())
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        t = event.type()
+        if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and event.key() == Qt.Key.Key_Space \
+                and self.isActiveWindow():
+            focus = QApplication.focusWidget()
+            if isinstance(focus, (QLineEdit, QTextEdit, QAbstractSpinBox, QComboBox)):
+                return False
+            if not event.isAutoRepeat():
+                self.set_space_held(t == QEvent.Type.KeyPress)
+            return True
+        return False
+
+    @staticmethod
+    def _dropped_path(event) -> str | None:
+        md = event.mimeData()
+        if md.hasUrls():
+            for url in md.urls():
+                if url.isLocalFile():
+                    return url.toLocalFile()
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if self._dropped_path(event):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if self._dropped_path(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        path = self._dropped_path(event)
+        if not path:
+            return
+        event.acceptProposedAction()
+        if Path(path).suffix.lower() == ".json":
+            self.open_session(path)
+        else:
+            self.open_photo(path)
+
+    # ------------------------------------------------------------------------------------------
+    # Shutdown
+
+    def shutdown(self) -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        self.host.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def apply_theme(app: QApplication) -> None:
+    """Fusion with a dark palette: photos read better on a dark surround."""
+    from PySide6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    pal = QPalette()
+    base, window, text = QColor(0x1e, 0x20, 0x24), QColor(0x2b, 0x2e, 0x33), QColor(0xe6, 0xe8, 0xeb)
+    for role, color in ((QPalette.ColorRole.Window, window), (QPalette.ColorRole.WindowText, text),
+                        (QPalette.ColorRole.Base, base), (QPalette.ColorRole.AlternateBase, window),
+                        (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, QColor(0x35, 0x39, 0x3f)),
+                        (QPalette.ColorRole.ButtonText, text), (QPalette.ColorRole.ToolTipBase, base),
+                        (QPalette.ColorRole.ToolTipText, text), (QPalette.ColorRole.Highlight, QColor(0x3d, 0x8b, 0xe0)),
+                        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
+                        (QPalette.ColorRole.Mid, QColor(0x8a, 0x90, 0x99)),
+                        (QPalette.ColorRole.PlaceholderText, QColor(0x8a, 0x90, 0x99))):
+        pal.setColor(role, color)
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(0x70, 0x74, 0x7a))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(0x70, 0x74, 0x7a))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(0x70, 0x74, 0x7a))
+    app.setPalette(pal)
+
+
+def create_main_window(model: str | None = None, cache_dir: str | os.PathLike | None = None,
+                       device: str | None = None, threads: int | None = None) -> MainWindow:
+    """The studio window (a QApplication must exist). model: 'demo', 'random' or a bundle folder;
+    default the demo bundle, or random weights while the demo bundle is not installed."""
+    return MainWindow(model=model, cache_dir=cache_dir, device=device, threads=threads)
 
 
 def run_app(argv: list[str] | None = None) -> int:
@@ -24,12 +714,11 @@ def run_app(argv: list[str] | None = None) -> int:
 
     ``CHARM_AUTOQUIT_MS`` (milliseconds) closes the window on its own; tests and smoke checks use it.
     """
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
-
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationName(APP_NAME)
+    apply_theme(app)
     win = create_main_window()
+    app.aboutToQuit.connect(win.shutdown)
     win.show()
     quit_ms = os.environ.get("CHARM_AUTOQUIT_MS")
     if quit_ms:

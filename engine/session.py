@@ -164,8 +164,8 @@ class History:
     """Undo/redo over :class:`EditState` values.
 
     ``set(state)`` records the previous state for undo; ``set(state, record=False)`` replaces the
-    current one in place (a slider being dragged: call :meth:`checkpoint` when the drag starts so the
-    whole drag undoes in one step).
+    current one in place (a slider being dragged: keep the state the drag started from and call
+    :meth:`record_from` with it when the drag ends, so the whole drag undoes in one step).
     """
 
     def __init__(self, state: EditState | None = None, limit: int = 200):
@@ -181,6 +181,15 @@ class History:
     def checkpoint(self) -> None:
         """Remember the current state as an undo step (and forget the redo stack)."""
         self._undo.append(self._state)
+        del self._undo[:-self.limit]
+        self._redo.clear()
+
+    def record_from(self, previous: EditState) -> None:
+        """Record ``previous`` as the undo step before the current state (the end of a drag that
+        began at ``previous``); nothing is recorded when the state did not change."""
+        if previous.same_as(self._state):
+            return
+        self._undo.append(previous)
         del self._undo[:-self.limit]
         self._redo.clear()
 

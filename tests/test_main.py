@@ -15,16 +15,17 @@ def test_help_lists_commands():
     assert "Charm Studio" in out.stdout
 
 
-def test_window_opens_offscreen():
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300")
+def test_window_opens_offscreen(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300",
+               CHARM_CACHE_DIR=str(tmp_path / "cache"))
     out = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True,
                          cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
 
 
-def test_window_title(qtbot):
+def test_window_title(qtbot, tmp_path):
     from app.main_window import create_main_window
 
-    win = create_main_window()
+    win = create_main_window(cache_dir=tmp_path / "cache")
     qtbot.addWidget(win)
     assert win.windowTitle() == "Charm Studio"

@@ -51,9 +51,11 @@ def test_history_undo_redo_and_drag_checkpoint():
     assert h.undo() and h.state.directions["smile"] == 1.0
     assert h.redo() and h.state.directions["smile"] == 2.0
     assert not h.redo()
-    h.checkpoint()  # a drag starts
+    origin = h.state  # a drag starts
     for v in (2.5, 3.0, 3.5):
         h.set(h.state.with_direction("smile", v), record=False)
+    h.record_from(origin)
+    h.record_from(h.state)  # a drag that changed nothing records nothing
     assert h.undo() and h.state.directions["smile"] == 2.0
     h.set(h.state.replace(tx=0.1))
     assert not h.can_redo

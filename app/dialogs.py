@@ -1,0 +1,144 @@
+"""Dialogs: export options, About (versions and model card), and user-facing error messages."""
+from __future__ import annotations
+
+import html
+import platform
+import sys
+from pathlib import Path
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLineEdit, QMessageBox, QTextBrowser, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from app.worker import BundleInfo, ExportOptions
+
+EXPORT_KINDS = (("aligned", "Edited aligned face"),
+                ("framed", "Edited face in the photo's own framing"),
+                ("pasted", "Edited face pasted back into the full photo"))
+
+
+class ExportDialog(QDialog):
+    """Choose the folder, the base name, PNG or JPEG and which images to write."""
+
+    def __init__(self, folder: str, basename: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export")
+        self.folder = QLineEdit(folder)
+        self.folder.setObjectName("exportFolder")
+        browse = QToolButton()
+        browse.setText("\u2026")
+        browse.clicked.connect(self._browse)
+        self.basename = QLineEdit(basename)
+        self.basename.setObjectName("exportName")
+        self.fmt = QComboBox()
+        self.fmt.setObjectName("exportFormat")
+        self.fmt.addItem("PNG (lossless)", "png")
+        self.fmt.addItem("JPEG (quality 95)", "jpg")
+        self.kinds: dict[str, QCheckBox] = {}
+        form = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        form.addRow("Folder", row)
+        form.addRow("Name", self.basename)
+        form.addRow("Format", self.fmt)
+        for kind, label in EXPORT_KINDS:
+            box = QCheckBox(label)
+            box.setChecked(True)
+            box.setObjectName(f"export:{kind}")
+            self.kinds[kind] = box
+            form.addRow("" if kind != "aligned" else "Write", box)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(buttons)
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())
+        if d:
+            self.folder.setText(d)
+
+    def options(self) -> ExportOptions:
+        kinds = tuple(k for k, box in self.kinds.items() if box.isChecked())
+        name = self.basename.text().strip() or "charm"
+        return ExportOptions(folder=self.folder.text().strip(), basename=name, fmt=self.fmt.currentData(),
+                             kinds=kinds)
+
+
+def versions() -> list[tuple[str, str]]:
+    """(component, version) rows for the About box."""
+    import PySide6
+    from PySide6.QtCore import qVersion
+
+    rows = [("Charm Studio", _own_version()), ("Python", platform.python_version()),
+            ("PySide6 / Qt", f"{PySide6.__version__} / {qVersion()}")]
+    for mod in ("torch", "numpy", "cv2", "dlib", "safetensors"):
+        m = sys.modules.get(mod)
+        rows.append((mod, getattr(m, "__version__", "not loaded") if m else "not loaded"))
+    return rows
+
+
+def _own_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("charm-studio")
+    except Exception:  # noqa: BLE001 - not installed: running from a checkout
+        return "development checkout"
+
+
+def about_html(bundle: BundleInfo | None, device: str) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in versions())
+    parts = ["<h2>Charm Studio</h2>",
+             "<p>Edit faces in photos with StyleGAN3, after <i>Third Time's the Charm? Image and Video "
+             "Editing with StyleGAN3</i> (Alaluf et al., 2022).</p>",
+             f"<h3>Versions</h3><table cellspacing='4'>{rows}<tr><td>device</td><td>{html.escape(device)}</td></tr>"
+             "</table>"]
+    if bundle is not None:
+        parts.append(f"<h3>Model: {html.escape(bundle.title)}</h3>")
+        if bundle.notice:
+            parts.append(f"<p style='color:#c77c00'><b>{html.escape(bundle.notice)}</b></p>")
+        parts.append(f"<p>{bundle.resolution} px, w_dim {bundle.w_dim}, {bundle.num_ws} ws, "
+                     f"{len(bundle.directions)} directions, inversion by {html.escape(bundle.inverter)}.<br>"
+                     f"Folder: {html.escape(bundle.folder)}</p>")
+    return "".join(parts)
+
+
+class AboutDialog(QDialog):
+    def __init__(self, bundle: BundleInfo | None, device: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("About Charm Studio")
+        self.resize(620, 560)
+        self.text = QTextBrowser()
+        self.text.setObjectName("aboutText")
+        self.text.setOpenExternalLinks(True)
+        md = ""
+        if bundle is not None and bundle.model_card and Path(bundle.model_card).is_file():
+            md = Path(bundle.model_card).read_text(encoding="utf-8", errors="replace")
+        self.text.setHtml(about_html(bundle, device))
+        if md:
+            self.card = QTextBrowser()
+            self.card.setObjectName("modelCard")
+            self.card.setMarkdown(md)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.accepted.connect(self.accept)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.text, 1)
+        if md:
+            lay.addWidget(self.card, 1)
+        lay.addWidget(buttons)
+
+
+def error_box(parent: QWidget, title: str, message: str, hint: str) -> QMessageBox:
+    """A warning box (not yet shown) that says what happened and what to do."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle(title)
+    box.setText(f"<b>{html.escape(title)}</b>")
+    box.setInformativeText(f"{html.escape(message)}<br><br>{html.escape(hint)}")
+    box.setStandardButtons(QMessageBox.StandardButton.Ok)
+    box.setObjectName("errorBox")
+    return box

@@ -1,0 +1,404 @@
+"""The studio window, offscreen: drop a photo, move every kind of control, undo/redo, sessions, export,
+latest-wins rendering, cancelling, and a UI thread that never stalls while an inversion runs.
+
+One window (random development bundle, face_a.jpg inverted) serves the whole module, so the tests
+run in order and each leaves the window as it found it (edits reset)."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QMessageBox
+
+pytest.importorskip("engine.inversion")
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def studio(qapp, tmp_path_factory, faces_dir):
+    import torch
+
+    from app.main_window import apply_theme, create_main_window
+
+    threads = torch.get_num_threads()
+    apply_theme(qapp)
+    win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)
+    win.dialogs = []
+    win.dialog_hook = lambda dlg: (win.dialogs.append(dlg), QTimer.singleShot(0, dlg.close))
+    win.resize(1200, 760)
+    win.show()
+    yield win
+    win.close()
+    win.deleteLater()
+    torch.set_num_threads(threads)
+
+
+def wait_signal(qtbot, signal, action=None, timeout=TIMEOUT):
+    with qtbot.waitSignal(signal, timeout=timeout) as blocker:
+        if action is not None:
+            action()
+    return blocker.args
+
+
+def render_after(qtbot, win, action) -> np.ndarray:
+    """Run ``action`` (which must request a render) and return the image displayed for it."""
+    wait_signal(qtbot, win.resultShown, action)
+    # A render requested by the action may be followed by a newer one still in flight.
+    qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    return win.last_render.image.copy()
+
+
+def drop_file(win, path) -> None:
+    """Drag a file over the window and drop it. Qt's offscreen platform cannot run a real drag, so the
+    window's handlers get the events directly; children must leave drops to the window."""
+    from PySide6.QtGui import QDragEnterEvent
+
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(path))])
+    enter = QDragEnterEvent(QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    win.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    for child in (win.canvas, win.picker, win.stack, win.dock):
+        assert not child.acceptDrops()
+    win.dropEvent(QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
+                             Qt.KeyboardModifier.NoModifier))
+
+
+@pytest.fixture(scope="module")
+def loaded(studio, faces_dir, qtbot_module):
+    """face_a.jpg dropped onto the window and inverted; returns (window, seconds to the first result)."""
+    qtbot = qtbot_module
+    qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
+    t0 = time.perf_counter()
+    wait_signal(qtbot, studio.resultShown, lambda: drop_file(studio, faces_dir / "face_a.jpg"))
+    return studio, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def qtbot_module(qapp, request):
+    from pytestqt.qtbot import QtBot
+
+    return QtBot(request)
+
+
+@pytest.fixture
+def win(loaded, qtbot):
+    w = loaded[0]
+    yield w
+    qtbot.waitUntil(lambda: not w._active, timeout=TIMEOUT)
+    if w.state.directions or w.state.channels or w.state.angle_deg or w.state.tx or w.state.ty \
+            or w.state.view != "aligned" or w.state.generator_file:
+        render_after(qtbot, w, lambda: w._edit(w.state.reset_edits().replace(view="aligned", generator_file=None)))
+
+
+def test_fallback_model_notice(studio, qtbot):
+    qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
+    from engine.models import DEMO_MANIFEST
+
+    if DEMO_MANIFEST.is_file():
+        pytest.skip("the demo model is installed")
+    assert studio.windowTitle() == "Charm Studio"
+    assert "demo model not installed yet: random weights" in studio.notice_label.text()
+    assert studio.notice_label.isVisible()
+    assert studio.device_label.text() == "device: CPU"
+
+
+def test_drop_photo_shows_inverted_result(loaded):
+    win, seconds = loaded
+    assert seconds < 30
+    assert win.photo is not None and win.photo.path.endswith("face_a.jpg")
+    assert win.state.latent is not None and win.state.latent.shape == (win.bundle.num_ws, win.bundle.w_dim)
+    assert win.canvas.before is not None and win.canvas.after is not None
+    assert win.last_render.image.shape == (win.bundle.resolution, win.bundle.resolution, 3)
+    assert "render" in win.render_label.text() and "ms" in win.render_label.text()
+
+
+def test_direction_slider_changes_result(win, qtbot):
+    base = win.last_render.image.copy()
+    names = list(win.directions_panel.sliders)
+    assert names[:2] == ["smile", "age"]
+    for name in names:
+        s = win.directions_panel.sliders[name]
+        edited = render_after(qtbot, win, lambda: s.set_value(s.hi, emit=True))
+        assert win.state.directions[name] == pytest.approx(s.hi)
+        assert np.abs(edited.astype(int) - base).mean() > 0.5, name
+        back = render_after(qtbot, win, s.reset_button.click)
+        assert name not in win.state.directions
+        assert np.array_equal(back, base), "reset must give back the identical image"
+
+
+def test_stylespace_channel_and_attribute(win, qtbot):
+    base = win.last_render.image.copy()
+    p = win.style_panel
+    p.target.setCurrentIndex(0)
+    p.layer.setCurrentIndex(2)
+    p.channel.setValue(3)
+    layer = p.layer.currentData()
+    one = render_after(qtbot, win, lambda: p.slider.set_value(4.0, emit=True))
+    assert win.state.channels == {(layer, 3): pytest.approx(4.0)}
+    assert np.abs(one.astype(int) - base).mean() > 0.5
+    attr = win.bundle.stylespace["smile"]
+    p.target.setCurrentIndex(p.target.findData("smile"))
+    render_after(qtbot, win, lambda: p.slider.set_value(-2.0, emit=True))
+    for l, c, sign in attr:
+        assert win.state.channels[(l, c)] == pytest.approx(-2.0 * sign)
+    cleared = render_after(qtbot, win, p.clear.click)
+    assert win.state.channels == {} and np.array_equal(cleared, base)
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray, r: int = 24) -> tuple[int, int]:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    n = a.shape[0]
+    best = None
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            pa = a[max(0, -dy):n - max(0, dy), max(0, -dx):n - max(0, dx)]
+            pb = b[max(0, dy):n - max(0, -dy), max(0, dx):n - max(0, -dx)]
+            err = float(np.square(pa - pb).mean())
+            if best is None or err < best[0]:
+                best = (err, dx, dy)
+    return best[1], best[2]
+
+
+def test_transform_controls_move_and_turn_content(win, qtbot):
+    base = win.last_render.image.copy()
+    n = base.shape[0]
+    t = win.transform_panel
+    right = render_after(qtbot, win, lambda: t.tx.set_value(0.25, emit=True))
+    assert _best_shift(base, right) == (n // 4, 0)
+    down = render_after(qtbot, win, lambda: t.ty.set_value(0.125, emit=True))
+    assert _best_shift(base, down) == (n // 4, n // 8)
+    render_after(qtbot, win, t.reset.click)
+    assert (win.state.tx, win.state.ty) == (0.0, 0.0)
+    turned = render_after(qtbot, win, lambda: t.angle_spin.setValue(90.0))
+    assert win.state.angle_deg == 90.0 and t.dial.value() == -90
+    ccw = np.rot90(base, k=1).astype(int)  # +90 degrees turns the content counter-clockwise on screen
+    cw = np.rot90(base, k=-1).astype(int)
+    assert np.square(turned - ccw).mean() < np.square(turned - cw).mean()
+    render_after(qtbot, win, lambda: t.dial.setValue(-30))
+    assert win.state.angle_deg == 30.0 and t.angle_spin.value() == 30.0
+
+
+def test_view_toggle_shows_photo_framing(win, qtbot):
+    aligned = win.last_render.image.copy()
+    before_aligned = win.canvas.before
+    framed = render_after(qtbot, win, win.transform_panel.framed.click)
+    assert win.state.view == "photo"
+    assert win.canvas.before is not before_aligned
+    assert not np.array_equal(framed, aligned)
+    back = render_after(qtbot, win, lambda: win.act_undo.trigger())
+    assert win.state.view == "aligned" and np.array_equal(back, aligned)
+    assert win.transform_panel.aligned.isChecked()
+
+
+def test_undo_redo(win, qtbot):
+    base = win.last_render.image.copy()
+    smile, age = win.directions_panel.sliders["smile"], win.directions_panel.sliders["age"]
+    a = render_after(qtbot, win, lambda: smile.set_value(2.0, emit=True))
+    b = render_after(qtbot, win, lambda: age.set_value(-3.0, emit=True))
+    assert win.act_undo.isEnabled() and not win.act_redo.isEnabled()
+    undone = render_after(qtbot, win, win.act_undo.trigger)
+    assert np.array_equal(undone, a) and age.value() == 0 and smile.value() == pytest.approx(2.0)
+    undone2 = render_after(qtbot, win, win.act_undo.trigger)
+    assert np.array_equal(undone2, base) and smile.value() == 0
+    redone = render_after(qtbot, win, win.act_redo.trigger)
+    assert np.array_equal(redone, a) and smile.value() == pytest.approx(2.0)
+    redone2 = render_after(qtbot, win, win.act_redo.trigger)
+    assert np.array_equal(redone2, b) and not win.act_redo.isEnabled()
+
+
+def test_slider_drag_is_one_undo_step(win, qtbot):
+    s = win.directions_panel.sliders["beard"].slider
+    depth = len(win.history._undo)
+    s.setSliderDown(True)
+    for v in (50, 100, 150, 200):
+        s.setValue(v)
+    s.setSliderDown(False)
+    qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    assert win.state.directions["beard"] == pytest.approx(2.0)
+    assert len(win.history._undo) == depth + 1
+    render_after(qtbot, win, win.act_undo.trigger)
+    assert "beard" not in win.state.directions
+
+
+def test_latest_render_wins(win, qtbot):
+    shown: list[int] = []
+    win.resultShown.connect(shown.append)
+    s = win.directions_panel.sliders["age"]
+    s.slider.setSliderDown(True)
+    for v in range(1, 41):  # 40 moves queued at once, faster than the worker renders
+        s.slider.setValue(v * 10)
+    s.slider.setSliderDown(False)
+    last = win.host._render_id
+    qtbot.waitUntil(lambda: bool(shown) and shown[-1] == last, timeout=TIMEOUT)
+    win.resultShown.disconnect(shown.append)
+    assert len(shown) < 10, f"{len(shown)} renders for 40 queued requests: stale requests were not skipped"
+    assert win.last_render.state.directions["age"] == pytest.approx(4.0)
+
+
+def test_show_original_toggle_and_held_key(win, qtbot):
+    assert not win.canvas.show_original
+    win.act_original.trigger()
+    assert win.canvas.show_original
+    win.act_original.trigger()
+    assert not win.canvas.show_original
+    win.activateWindow()
+    win.canvas.setFocus()
+    qtbot.keyPress(win.canvas, Qt.Key.Key_Space)
+    assert win.canvas.show_original
+    qtbot.keyRelease(win.canvas, Qt.Key.Key_Space)
+    assert not win.canvas.show_original
+
+
+def test_split_view_divider_drags(win, qtbot):
+    win.act_split.trigger()
+    assert win.canvas.mode == "split"
+    r = win.canvas.pane_rects()[0]
+    y = int(r.center().y())
+    qtbot.mousePress(win.canvas, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + r.width() * 0.5), y))
+    qtbot.mouseMove(win.canvas, QPoint(int(r.left() + r.width() * 0.25), y))
+    qtbot.mouseRelease(win.canvas, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + r.width() * 0.25), y))
+    assert win.canvas.divider == pytest.approx(0.25, abs=0.02)
+    img = win.canvas.grab().toImage()
+    assert img.width() > 0
+    win.act_side.trigger()
+    assert win.canvas.mode == "side"
+
+
+def test_session_round_trip_identical_render(win, qtbot, tmp_path):
+    smile = win.directions_panel.sliders["smile"]
+    render_after(qtbot, win, lambda: smile.set_value(1.5, emit=True))
+    render_after(qtbot, win, lambda: win.transform_panel.tx.set_value(0.1, emit=True))
+    saved = render_after(qtbot, win, win.transform_panel.framed.click)
+    saved_state = win.state
+    path = tmp_path / "edit.json"
+    args = wait_signal(qtbot, win.sessionSaved, lambda: win.save_session(path))
+    assert args[0] == str(path) and path.is_file() and path.with_suffix(".npz").is_file()
+    render_after(qtbot, win, lambda: win._edit(win.state.reset_edits()))
+    with qtbot.waitSignal(win.sessionOpened, timeout=TIMEOUT):
+        win.open_session(path)
+    qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    reopened = win.last_render.image
+    assert win.state.same_as(saved_state)
+    assert np.array_equal(reopened, saved)
+    assert smile.value() == pytest.approx(1.5) and win.transform_panel.framed.isChecked()
+    assert not win.act_undo.isEnabled(), "an opened session starts a fresh history"
+
+
+def test_export_writes_readable_files(win, qtbot, tmp_path):
+    from app.worker import ExportOptions
+
+    render_after(qtbot, win, lambda: win.directions_panel.sliders["glasses"].set_value(2.0, emit=True))
+    for fmt in ("png", "jpg"):
+        (paths,) = wait_signal(qtbot, win.exported,
+                               lambda: win.export_to(ExportOptions(str(tmp_path), "out", fmt)))
+        names = sorted(p.name for p in paths)
+        assert names == sorted(f"out_{k}.{fmt}" for k in ("aligned", "framed", "pasted"))
+        res = win.bundle.resolution
+        for p in paths:
+            img = cv2.imread(str(p))
+            assert img is not None, p
+            if "pasted" in p.name:
+                assert img.shape[:2] == win.photo.image.shape[:2]
+            else:
+                assert img.shape[:2] == (res, res)
+    aligned = cv2.imread(str(tmp_path / "out_aligned.png"))[:, :, ::-1]
+    assert np.array_equal(aligned, win.last_render.image)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_export_dialog_builds_options(win, qtbot, tmp_path):
+    from app.dialogs import ExportDialog
+
+    dlg = ExportDialog(str(tmp_path), "x", win)
+    dlg.fmt.setCurrentIndex(dlg.fmt.findData("jpg"))
+    dlg.kinds["framed"].setChecked(False)
+    o = dlg.options()
+    assert (o.folder, o.basename, o.fmt, o.kinds) == (str(tmp_path), "x", "jpg", ("aligned", "pasted"))
+    dlg.deleteLater()
+
+
+def test_ui_never_stalls_during_inversion(win, qtbot):
+    """A 10 ms heartbeat on the UI thread while a long inversion runs on the worker: no gap > 100 ms."""
+    win.inversion_panel.iters.setValue(40)
+    ticks: list[float] = []
+    beat = QTimer()
+    beat.setInterval(10)
+    beat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    beat.start()
+    progress: list[int] = []
+    win.host.worker.progress.connect(lambda job, done, total, text: progress.append(done))
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(win.inversionFinished, timeout=TIMEOUT):
+        win.inversion_panel.reinvert.click()
+    qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    beat.stop()
+    elapsed = time.perf_counter() - t0
+    win.inversion_panel.iters.setValue(3)
+    gaps = np.diff(ticks)
+    assert elapsed > 0.5, "the inversion was too short to tell anything"
+    assert len(ticks) > elapsed / 0.05
+    assert gaps.max() < 0.1, f"the UI thread stalled for {gaps.max() * 1000:.0f} ms"
+    assert max(progress) == 40
+    render_after(qtbot, win, win.act_undo.trigger)  # back to the first inversion's latent
+
+
+def test_cancel_long_inversion(win, qtbot):
+    latent = win.state.latent
+    win.inversion_panel.iters.setValue(1000)
+    cancelled: list[int] = []
+    win.host.worker.cancelled.connect(cancelled.append)
+    with qtbot.waitSignal(win.host.worker.progress, timeout=TIMEOUT):
+        win.inversion_panel.reinvert.click()
+    assert win.cancel_button.isEnabled() and win.progress.isVisible()
+    with qtbot.waitSignal(win.jobsIdle, timeout=TIMEOUT):
+        win.cancel_button.click()
+    win.inversion_panel.iters.setValue(3)
+    assert cancelled and not win.progress.isVisible() and not win.cancel_button.isEnabled()
+    assert win.state.latent is latent
+
+
+def test_pti_refine_changes_result_and_undoes(win, qtbot):
+    base = win.last_render.image.copy()
+    win.inversion_panel.pti_steps.setValue(3)
+    with qtbot.waitSignal(win.resultShown, timeout=TIMEOUT):
+        win.inversion_panel.refine.click()
+        qtbot.waitUntil(lambda: win.state.generator_file is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    assert not np.array_equal(win.last_render.image, base)
+    back = render_after(qtbot, win, win.act_undo.trigger)
+    assert win.state.generator_file is None and np.array_equal(back, base)
+
+
+def test_about_shows_versions_and_model(win, qtbot):
+    win.dialogs.clear()
+    win.show_about()
+    (dlg,) = win.dialogs
+    text = dlg.text.toPlainText()
+    assert "PySide6" in text and "torch" in text and win.bundle.title in text
+    if win.bundle.notice:
+        assert "random" in text
+    assert hasattr(dlg, "card") and "Random development bundle" in dlg.card.toPlainText()
+
+
+def test_unreadable_model_keeps_previous(win, qtbot, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad-bundle"
+    shutil.copytree(win.bundle.folder, bad)
+    (bad / "generator.safetensors").write_bytes(b"\0" * 100)
+    before = win.bundle
+    win.dialogs.clear()
+    args = wait_signal(qtbot, win.errorShown, lambda: win.load_model(str(bad)))
+    assert args[0] == "Cannot load the model" and "generator.safetensors" in args[1]
+    assert win.bundle is before
+    (box,) = win.dialogs
+    assert isinstance(box, QMessageBox) and "previous model stays" in box.informativeText()
+    qtbot.waitUntil(lambda: not win._active, timeout=TIMEOUT)
+    assert win.render_label.text()
