@@ -78,6 +78,27 @@ def resample_axis(x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int = 1
     return out
 
 
+def resample_range(x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int, down: int, p0: int,
+                   o0: int, o1: int) -> torch.Tensor:
+    """Outputs ``o0 <= j < o1`` of ``resample_axis(x, h, dim, up, down, p0, ...)`` along ``dim``.
+
+    Only the inputs those outputs read are touched, so a large plane can be processed in bands.
+    """
+    hl = h.tolist() if isinstance(h, torch.Tensor) else list(h)
+    taps, length = len(hl), x.shape[dim]
+    # Output j reads inputs i with 0 <= i*up - j*down + p0 < taps.
+    i_lo = max(0, -((p0 - o0 * down) // up))
+    i_hi = min(length - 1, ((o1 - 1) * down - p0 + taps - 1) // up)
+    if i_hi < i_lo:
+        shape = list(x.shape)
+        shape[dim] = o1 - o0
+        return x.new_zeros(shape)
+    xs = _slice(x, dim, i_lo, i_hi + 1, 1)
+    q0 = p0 - o0 * down + i_lo * up
+    q1 = (o1 - o0 - 1) * down + taps - (i_hi - i_lo + 1) * up - q0
+    return resample_axis(xs, hl, dim, up, down, q0, q1)
+
+
 def resample_2d(x: torch.Tensor, h: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
                 pad: tuple[int, int, int, int]) -> torch.Tensor:
     """Resample [N,C,H,W] with a non-separable correlation filter ``h`` [th,tw] (flipped, with gain).

@@ -17,14 +17,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._polyphase import resample_2d, resample_axis
+from kernels._polyphase import resample_2d, resample_axis, resample_range
 from kernels._select import resolve_impl
 from kernels.bias_act import bias_act
 from kernels.upfirdn2d import parse_padding, upfirdn2d
 
-# Upper bound on the elements of one chunk's upsampled temporary (float32: 16 MiB). Small enough to
-# stay near the CPU caches, large enough that Python overhead per chunk is negligible.
-CHUNK_ELEMENTS = 1 << 22
+# Elements of one band of the upsampled plane (float32: 1 MiB, about one core's L2 cache). Larger
+# bands spill to memory, smaller ones pay more Python overhead per band.
+BAND_ELEMENTS = 1 << 18
 
 
 def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
@@ -43,6 +43,19 @@ def _as_taps(f: torch.Tensor | None, gain: float, flip_filter: bool,
     return f if flip_filter else f.flip(list(range(f.ndim)))
 
 
+def _activate_(t: torch.Tensor, gain: float, slope: float, clamp: float | None, grad: bool) -> torch.Tensor:
+    if grad:
+        t = F.leaky_relu(t, slope) * gain if slope != 1 else t * gain
+        return t.clamp(-clamp, clamp) if clamp is not None and clamp >= 0 else t
+    if slope != 1:
+        F.leaky_relu_(t, slope)
+    if gain != 1:
+        t.mul_(gain)
+    if clamp is not None and clamp >= 0:
+        t.clamp_(-clamp, clamp)
+    return t
+
+
 def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     n, c, h, w = x.shape
     px0, px1, py0, py1 = padding
@@ -50,42 +63,50 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
         fu = torch.ones(1)
     hu = _as_taps(fu, up ** 2, flip_filter, x.dtype)
     hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
+    if hd is None and down > 1:
+        hd = torch.ones(1, dtype=x.dtype)
     grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    elif not grad:
+        x = x.clone()  # activated in place below
     x = x.reshape(1, n * c, h, w)
+    if hu is None and hd is None:  # ToRGB: no resampling at all
+        return _activate_(x, gain, slope, clamp, grad).reshape(n, c, h, w)
 
     tu = 1 if hu is None else hu.shape[0]
-    hup = (h * up + py0 + py1 - tu + 1)
-    wup = (w * up + px0 + px1 - tu + 1)
-    per_channel = max(1, hup * wup)
-    step = max(1, CHUNK_ELEMENTS // per_channel)
+    td = 1 if hd is None else hd.shape[0]
+    hz = h * up + py0 + py1 - tu + 1  # upsampled plane before decimation
+    wz = w * up + px0 + px1 - tu + 1
+    ho = -(-(hz - td + 1) // down)
+    if ho <= 0 or -(-(wz - td + 1) // down) <= 0:
+        raise ValueError(f"filtered_lrelu: a {h}x{w} input with padding {padding} gives an empty output")
+    # Channels per chunk and output rows per band are sized so that one band of the upsampled
+    # plane (the only full-resolution temporary) stays near the CPU caches.
+    step = max(1, min(n * c, BAND_ELEMENTS // (wz * 32)))
     outs = []
     for c0 in range(0, n * c, step):
         t = x[:, c0:c0 + step]
         if hu is not None:
             t = resample_axis(t, hu, -1, up, 1, px0, px1)
-            t = resample_axis(t, hu, -2, up, 1, py0, py1)
-        if grad:
-            t = F.leaky_relu(t, slope) * gain if slope != 1 else t * gain
-            if clamp is not None and clamp >= 0:
-                t = t.clamp(-clamp, clamp)
-        else:
-            if hu is None and b is None:
-                t = t.clone()
-            if slope != 1:
-                F.leaky_relu_(t, slope)
-            if gain != 1:
-                t.mul_(gain)
-            if clamp is not None and clamp >= 0:
-                t.clamp_(-clamp, clamp)
-        if hd is not None and hd.ndim == 2:
-            t = resample_2d(t, hd, (1, 1), (down, down), (0, 0, 0, 0))
-        elif hd is not None or down > 1:
-            hd1 = hd if hd is not None else torch.ones(1, dtype=x.dtype)
-            t = resample_axis(t, hd1, -2, 1, down, 0, 0)
-            t = resample_axis(t, hd1, -1, 1, down, 0, 0)
-        outs.append(t)
+        rows = max(1, (BAND_ELEMENTS // (t.shape[1] * wz) - td) // down + 1)
+        bands = []
+        for o0 in range(0, ho, rows):
+            o1 = min(ho, o0 + rows)
+            z0, z1 = o0 * down, (o1 - 1) * down + td
+            if hu is not None:
+                zb = resample_range(t, hu, -2, up, 1, py0, z0, z1)
+            else:
+                zb = t[..., z0:z1, :].clone() if not grad else t[..., z0:z1, :]
+            zb = _activate_(zb, gain, slope, clamp, grad)
+            if hd is None:
+                bands.append(zb)
+            elif hd.ndim == 2:
+                bands.append(resample_2d(zb, hd, (1, 1), (down, down), (0, 0, 0, 0)))
+            else:
+                zb = resample_axis(zb, hd, -2, 1, down, 0, 0)
+                bands.append(resample_axis(zb, hd, -1, 1, down, 0, 0))
+        outs.append(torch.cat(bands, dim=2) if len(bands) > 1 else bands[0])
     y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return y.reshape(n, c, y.shape[2], y.shape[3])
 

@@ -106,11 +106,16 @@ def test_upfirdn2d_fast_gradcheck(case):
 @pytest.mark.parametrize("case", range(4))
 def test_filtered_lrelu_fast_gradcheck(case):
     rng = random.Random(200 + case)
-    x, kw = _random_flrelu_case(rng)
-    x = x[:1, :, :8, :8].clone().requires_grad_(True)
+    while True:
+        x, kw = _random_flrelu_case(rng)
+        x = x[:1, :, :8, :8].clone().requires_grad_(True)
+        try:
+            filtered_lrelu(x.detach(), impl="ref", **kw)
+            break
+        except RuntimeError:  # empty output at this size: draw another case
+            continue
     b = kw.pop("b").clone().requires_grad_(True)
     kw["clamp"] = None if case % 2 else kw["clamp"]
-    # Nudge values away from the kinks of lrelu/clamp so finite differences are well defined.
     assert torch.autograd.gradcheck(lambda t, bb: filtered_lrelu(t, b=bb, impl="fast", **kw), (x, b),
                                     eps=1e-6, atol=1e-5)
 
