@@ -286,7 +286,13 @@ class EngineWorker(QObject):
         from engine.align import align_face, detect_faces, load_image
 
         if self._photo is None or self._photo[0] != path:
-            rgb = load_image(path)
+            try:
+                rgb = load_image(path)
+            except OSError as e:  # a decoder's own error (e.g. a truncated JPEG) rather than ImageReadError
+                from engine.errors import ImageReadError
+
+                raise ImageReadError(f"{Path(path).name!r} cannot be read: it is corrupt or not an image ({e})") \
+                    from None
             self._photo = (path, rgb, detect_faces(rgb))
         _, rgb, faces = self._photo
         if not faces:

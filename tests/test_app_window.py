@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QMessageBox
 
 pytest.importorskip("engine.inversion")
 
@@ -29,7 +28,12 @@ def studio(qapp, tmp_path_factory, faces_dir):
     apply_theme(qapp)
     win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)
     win.dialogs = []
-    win.dialog_hook = lambda dlg: (win.dialogs.append(dlg), QTimer.singleShot(0, dlg.close))
+
+    def hook(dlg):
+        win.dialogs.append((dlg, getattr(dlg, "informativeText", str)()))
+        QTimer.singleShot(0, dlg.close)
+
+    win.dialog_hook = hook
     win.resize(1200, 760)
     win.show()
     yield win
@@ -364,6 +368,7 @@ def test_cancel_long_inversion(win, qtbot):
     assert win.state.latent is latent
 
 
+@pytest.mark.filterwarnings("ignore:LPIPS")  # no AlexNet weights offline: PTI's perceptual term is L2
 def test_pti_refine_changes_result_and_undoes(win, qtbot):
     base = win.last_render.image.copy()
     win.inversion_panel.pti_steps.setValue(3)
@@ -377,9 +382,12 @@ def test_pti_refine_changes_result_and_undoes(win, qtbot):
 
 
 def test_about_shows_versions_and_model(win, qtbot):
+    from app.dialogs import AboutDialog
+
     win.dialogs.clear()
     win.show_about()
-    (dlg,) = win.dialogs
+    ((dlg, _),) = win.dialogs
+    assert isinstance(dlg, AboutDialog)
     text = dlg.text.toPlainText()
     assert "PySide6" in text and "torch" in text and win.bundle.title in text
     if win.bundle.notice:
@@ -398,7 +406,7 @@ def test_unreadable_model_keeps_previous(win, qtbot, tmp_path):
     args = wait_signal(qtbot, win.errorShown, lambda: win.load_model(str(bad)))
     assert args[0] == "Cannot load the model" and "generator.safetensors" in args[1]
     assert win.bundle is before
-    (box,) = win.dialogs
-    assert isinstance(box, QMessageBox) and "previous model stays" in box.informativeText()
+    ((box, info),) = win.dialogs
+    assert "previous model stays" in info
     qtbot.waitUntil(lambda: not win._active, timeout=TIMEOUT)
     assert win.render_label.text()

@@ -1,0 +1,112 @@
+"""The studio window with awkward input: photos without faces, a corrupt file, a photo with two faces,
+and a session file that is not one. Dialogs are closed by a hook so nothing blocks."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtWidgets import QMessageBox
+
+pytest.importorskip("engine.inversion")
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def studio(qapp, tmp_path_factory):
+    import torch
+
+    from app.main_window import create_main_window
+
+    threads = torch.get_num_threads()
+    win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)
+    win.dialogs = []
+
+    def hook(dlg):
+        # Read what the user would see, then dismiss it as a click on OK would (it deletes itself).
+        win.dialogs.append((type(dlg), dlg.windowTitle(), getattr(dlg, "informativeText", str)()))
+        QTimer.singleShot(0, dlg.close)
+
+    win.dialog_hook = hook
+    win.resize(1100, 700)
+    win.show()
+    yield win
+    win.close()
+    win.deleteLater()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def win(studio, qtbot):
+    qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
+    studio.dialogs.clear()
+    yield studio
+    qtbot.waitUntil(lambda: not studio._active, timeout=TIMEOUT)
+
+
+def _open_expecting_error(win, qtbot, path) -> tuple[str, str, str]:
+    with qtbot.waitSignal(win.errorShown, timeout=TIMEOUT) as blocker:
+        win.open_photo(path)
+    title, message = blocker.args
+    ((kind, box_title, info),) = win.dialogs
+    assert kind is QMessageBox and box_title == title
+    qtbot.waitUntil(lambda: not any(isinstance(w, QMessageBox) and w.isVisible()
+                                    for w in win.findChildren(QMessageBox)), timeout=5000)
+    return title, message, info
+
+
+@pytest.mark.parametrize("name", ["no_face_car.jpg", "no_face_church.jpg"])
+def test_no_face_dialog(win, qtbot, faces_dir, name):
+    title, message, info = _open_expecting_error(win, qtbot, faces_dir / name)
+    assert title == "No face found" and name in message
+    assert "clearly visible" in info
+    assert win.photo is None or not win.photo.path.endswith(name)
+    assert not win.progress.isVisible() or win._active
+
+
+def test_corrupt_file_dialog(win, qtbot, tmp_path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 20)
+    title, message, info = _open_expecting_error(win, qtbot, bad)
+    assert title == "Cannot read the image" and "holiday.jpg" in message
+    assert "JPEG or PNG" in info
+
+
+def test_missing_session_dialog(win, qtbot, tmp_path):
+    (tmp_path / "s.json").write_text("{}")
+    with qtbot.waitSignal(win.errorShown, timeout=TIMEOUT) as blocker:
+        win.open_session(tmp_path / "s.json")
+    assert blocker.args[0] == "Cannot open the session"
+
+
+def test_two_faces_pick_by_clicking(win, qtbot, faces_dir, tmp_path):
+    a = cv2.imread(str(faces_dir / "face_a.jpg"))
+    b = cv2.imread(str(faces_dir / "face_b.jpg"))
+    pair = np.concatenate([cv2.resize(a, (512, 512)), cv2.resize(b, (512, 512))], axis=1)
+    path = tmp_path / "two.jpg"
+    cv2.imwrite(str(path), pair)
+    with qtbot.waitSignal(win.facesFound, timeout=TIMEOUT) as blocker:
+        win.open_photo(path)
+    assert blocker.args == [2]
+    assert win.stack.currentWidget() is win.picker
+    picker = win.picker
+    boxes = [picker.box_rect(i) for i in range(2)]
+    right = max(range(2), key=lambda i: boxes[i].center().x())
+    c = boxes[right].center()
+    with qtbot.waitSignal(win.resultShown, timeout=TIMEOUT):
+        qtbot.mouseClick(picker, Qt.MouseButton.LeftButton, pos=QPoint(int(c.x()), int(c.y())))
+    assert win.stack.currentWidget() is win.canvas
+    assert win.photo.face_index == right and win.state.face_index == right
+    # The chosen face is the right half's: its crop centre lies in the right half of the photo.
+    assert np.array(win.state.crop_quad)[:, 0].mean() > 512
+    assert win.act_faces.isEnabled()
+    win.act_faces.trigger()
+    assert win.stack.currentWidget() is win.picker
+    win.stack.setCurrentWidget(win.canvas)
+
+
+def test_app_keeps_working_after_errors(win, qtbot, faces_dir):
+    with qtbot.waitSignal(win.resultShown, timeout=TIMEOUT):
+        win.open_photo(faces_dir / "face_c.jpg")
+    assert win.photo.path.endswith("face_c.jpg") and win.state.latent is not None
