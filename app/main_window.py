@@ -23,7 +23,7 @@ from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QDialog, QDockWidget, QFileDialog,
                                QLabel, QLineEdit, QMainWindow, QProgressBar, QPushButton, QScrollArea,
-                               QStackedWidget, QStyle, QTextEdit, QWidget)
+                               QStackedWidget, QStyle, QTabWidget, QTextEdit, QWidget)
 
 from app.canvas import CompareCanvas, FacePicker, to_qimage
 from app.dialogs import AboutDialog, ExportDialog, error_box
@@ -120,8 +120,14 @@ class MainWindow(QMainWindow):
         self.style_panel = StyleSpacePanel()
         self.transform_panel = TransformPanel()
         self.inversion_panel = InversionPanel()
-        column = make_scroll_column([self.model_panel, self.directions_panel, self.transform_panel,
-                                     self.style_panel, self.inversion_panel])
+        self.tools_tabs = QTabWidget()
+        self.tools_tabs.setObjectName("toolTabs")
+        for panel, name in ((self.transform_panel, "Transform"), (self.style_panel, "StyleSpace"),
+                            (self.inversion_panel, "Inversion")):
+            panel.setTitle("")
+            panel.setFlat(True)
+            self.tools_tabs.addTab(panel, name)
+        column = make_scroll_column([self.model_panel, self.directions_panel, self.tools_tabs])
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(column)
@@ -131,7 +137,7 @@ class MainWindow(QMainWindow):
         self.dock.setWidget(scroll)
         self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
                               QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.dock.setMinimumWidth(330)
+        self.dock.setMinimumWidth(370)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         # Room for the video timeline (a later issue): the bottom dock area stays free for it.
         self.timeline_dock = QDockWidget("Timeline", self)

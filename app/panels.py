@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDial, QDoubleSpinBox, Q
 
 
 class ValueSlider(QWidget):
-    """A labelled float slider: name, value, reset button, the slider and its range.
+    """A labelled float slider on one row: name with its range, the slider, the value, a reset button.
 
     ``edited(value, record)``: record is False while the handle is being dragged (the drag is
     recorded once, see ``dragStarted``/``dragFinished``). Values snap to ``step``.
@@ -29,29 +29,25 @@ class ValueSlider(QWidget):
         self.slider.setValue(0 if self.lo <= 0 <= self.hi else self.slider.minimum())
         self.slider.setSingleStep(max(1, round(0.1 / step)))
         self.slider.setPageStep(max(1, round((self.hi - self.lo) / step / 10)))
-        self.title = QLabel(name)
-        self.title.setStyleSheet("font-weight: 600;")
+        rng = f"{fmt.format(self.lo)} \u2026 {fmt.format(self.hi)}"
+        self.title = QLabel(f"<b>{name}</b><br><span style='font-size:9px; color:#8a9099'>{rng}</span>")
+        self.title.setObjectName(f"title:{name}")
+        self.title.setFixedWidth(92)
         self.value_label = QLabel()
-        self.value_label.setMinimumWidth(48)
+        self.value_label.setMinimumWidth(52)
         self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.reset_button = QToolButton()
         self.reset_button.setText("\u21ba")
         self.reset_button.setToolTip(f"Reset {name}")
         self.reset_button.setAutoRaise(True)
         self.reset_button.setObjectName(f"reset:{name}")
-        lo_label, hi_label = QLabel(fmt.format(self.lo).lstrip("+")), QLabel(fmt.format(self.hi))
-        for lab in (lo_label, hi_label):
-            lab.setStyleSheet("color: palette(mid); font-size: 10px;")
-        grid = QGridLayout(self)
-        grid.setContentsMargins(0, 2, 0, 2)
-        grid.setHorizontalSpacing(6)
-        grid.setVerticalSpacing(0)
-        grid.addWidget(self.title, 0, 0, 1, 2)
-        grid.addWidget(self.value_label, 0, 2)
-        grid.addWidget(self.reset_button, 0, 3)
-        grid.addWidget(self.slider, 1, 0, 1, 4)
-        grid.addWidget(lo_label, 2, 0)
-        grid.addWidget(hi_label, 2, 2, 1, 2, Qt.AlignmentFlag.AlignRight)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 1, 0, 1)
+        row.setSpacing(6)
+        row.addWidget(self.title)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.value_label)
+        row.addWidget(self.reset_button)
         if tooltip:
             self.setToolTip(tooltip)
         self.slider.valueChanged.connect(self._changed)

@@ -1,0 +1,112 @@
+"""Screenshot of the studio: start the app, load a photo, apply an edit, save the window as a PNG.
+
+    python tools/screenshot.py [--photo PATH] [--out PNG] [--model demo|random|FOLDER]
+                               [--edit smile=2,age=-1] [--angle 10] [--split] [--size 1400x860]
+
+Runs under Xvfb when ``--xvfb`` is given and ``xvfb-run`` exists (the real X11 code path), else on
+Qt's offscreen platform; either way the image is ``QWidget.grab()`` of the main window, so it does not
+depend on a window manager.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PHOTO = ROOT.parent / "shared" / "faces" / "face_a.jpg"
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "charm-studio-screenshot.png"
+
+
+def parse_edits(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        out[name.strip()] = float(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photo", default=str(DEFAULT_PHOTO))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
+    ap.add_argument("--edit", default="smile=2,age=-1.5", help="direction=value,... (unknown names are skipped)")
+    ap.add_argument("--angle", type=float, default=0.0, help="rotation in degrees")
+    ap.add_argument("--split", action="store_true", help="split view instead of side by side")
+    ap.add_argument("--size", default="1400x860")
+    ap.add_argument("--xvfb", action="store_true", help="run under xvfb-run when available")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")
+    args = ap.parse_args(argv)
+
+    if args.xvfb and not os.environ.get("CHARM_UNDER_XVFB"):
+        if shutil.which("xvfb-run"):
+            env = dict(os.environ, CHARM_UNDER_XVFB="1", QT_QPA_PLATFORM="xcb")
+            cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, __file__] + \
+                [a for a in (argv if argv is not None else sys.argv[1:])]
+            return subprocess.call(cmd, env=env)
+        print("xvfb-run not found (apt-get install -y xvfb); using the offscreen platform", file=sys.stderr)
+    if not os.environ.get("CHARM_UNDER_XVFB"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    sys.path.insert(0, str(ROOT))
+
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.main_window import APP_NAME, apply_theme, create_main_window
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName(APP_NAME)
+    apply_theme(app)
+    win = create_main_window(model=args.model)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    win.resize(w, h)
+    errors: list[str] = []
+    win.errorShown.connect(lambda title, msg: errors.append(f"{title}: {msg}"))
+    win.dialog_hook = lambda dlg: QTimer.singleShot(0, dlg.close)
+    win.show()
+
+    def wait_for(check, what: str) -> None:
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: (check() or errors) and loop.quit())
+        timer.start(20)
+        QTimer.singleShot(int(args.timeout * 1000), loop.quit)
+        loop.exec()
+        timer.stop()
+        if errors:
+            raise SystemExit(f"error while waiting for {what}: {errors[0]}")
+        if not check():
+            raise SystemExit(f"timed out waiting for {what}")
+
+    def rendered() -> bool:
+        return win.last_render is not None and win.last_render.state.same_as(win.state) and not win._active
+
+    wait_for(lambda: win.bundle is not None, "the model")
+    win.open_photo(args.photo)
+    wait_for(rendered, "the inverted photo")
+    state = win.state
+    for name, value in parse_edits(args.edit).items():
+        if name in win.directions_panel.sliders:
+            state = state.with_direction(name, value)
+    if args.angle:
+        state = state.replace(angle_deg=args.angle)
+    win._edit(state)
+    win.set_compare_mode("split" if args.split else "side")
+    wait_for(rendered, "the edited render")
+    app.processEvents()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not win.grab().save(str(out)):
+        raise SystemExit(f"could not write {out}")
+    print(f"{out} ({win.bundle.title}; edits {dict(win.state.directions)}; angle {win.state.angle_deg:g})")
+    win.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
