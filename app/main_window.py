@@ -8,7 +8,7 @@ the controls and asks for a render; renders come back as signals (latest request
 Configuration (environment): ``CHARM_AUTOQUIT_MS`` closes the app after that many milliseconds;
 ``CHARM_CACHE_DIR`` is where the random development bundle and PTI results go (default: the user's
 cache folder); ``CHARM_DEVICE`` ('cpu', 'cuda', default: CUDA when available); ``CHARM_THREADS``
-(torch CPU threads).
+(torch CPU threads; default all cores but one).
 """
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
     return Path(base or Path.home() / ".cache") / "charm-studio"
+
+
+def default_threads() -> int:
+    """Torch CPU threads for the worker: all cores but one, which stays free for the UI thread (with
+    every core busy, torch's threads spin against the UI and the rest of the desktop and renders
+    stall for seconds on a 2-core machine)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def default_model() -> tuple[str, str | None]:
@@ -91,7 +102,8 @@ class MainWindow(QMainWindow):
         self._model_notice: str | None = None
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
-        threads = threads or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None)
+        threads = threads or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None) \
+            or default_threads()
         self.host = EngineHost(self.cache_dir, device=device or os.environ.get("CHARM_DEVICE", "auto"),
                                threads=threads, parent=self)
         self._build_ui()

@@ -531,7 +531,7 @@ class EngineHost(QObject):
         """Cancel every job issued so far (or up to ``upto``): the running one stops at its next check."""
         self.worker.cancelled_upto = max(self.worker.cancelled_upto, self._job if upto is None else int(upto))
 
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
+    def shutdown(self, timeout_ms: int = 60000) -> bool:
         """Cancel everything, stop the thread and wait for it; True when it stopped in time."""
         if not self.thread.isRunning():
             return True
