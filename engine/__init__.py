@@ -6,14 +6,14 @@ The engine never imports Qt, so it runs headless (CLI, batch jobs, tests). Stabl
 """
 from __future__ import annotations
 
-from engine.transforms import make_transform
-
 __all__ = ["Generator", "load_generator", "make_transform"]
 
 
 def __getattr__(name: str):
-    # Imported lazily so that light users (the CLI's --help, the alignment room) do not pay for the
-    # network modules.
+    # Imported lazily so that light users (the CLI's --help) do not pay for torch and the networks.
+    if name == "make_transform":
+        from engine.transforms import make_transform
+        return make_transform
     if name == "Generator":
         from engine.networks.stylegan3 import Generator
         return Generator

@@ -22,9 +22,9 @@ from kernels._select import resolve_impl
 from kernels.bias_act import bias_act
 from kernels.upfirdn2d import parse_padding, upfirdn2d
 
-# Elements of one band of the upsampled plane (float32: 1 MiB, about one core's L2 cache). Larger
+# Elements of one band of the upsampled plane (float32: 4 MiB). Larger
 # bands spill to memory, smaller ones pay more Python overhead per band.
-BAND_ELEMENTS = 1 << 18
+BAND_ELEMENTS = 1 << 20
 
 
 def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
