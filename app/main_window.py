@@ -162,14 +162,14 @@ class MainWindow(QMainWindow):
         self._build_status()
 
         p = self.directions_panel
-        p.directionEdited.connect(lambda n, v, rec: self._edit(self.state.with_direction(n, v), rec))
-        p.reset_all.clicked.connect(lambda: self._edit(self.state.replace(directions={}), True))
+        p.directionEdited.connect(lambda n, v, rec: self.set_state(self.state.with_direction(n, v), rec))
+        p.reset_all.clicked.connect(lambda: self.set_state(self.state.replace(directions={}), True))
         s = self.style_panel
         s.channelsEdited.connect(self._channels_edited)
-        s.clearRequested.connect(lambda: self._edit(self.state.replace(channels={}), True))
+        s.clearRequested.connect(lambda: self.set_state(self.state.replace(channels={}), True))
         t = self.transform_panel
-        t.transformEdited.connect(lambda a, x, y, rec: self._edit(self.state.replace(angle_deg=a, tx=x, ty=y), rec))
-        t.resetRequested.connect(lambda: self._edit(self.state.replace(angle_deg=0.0, tx=0.0, ty=0.0), True))
+        t.transformEdited.connect(lambda a, x, y, rec: self.set_state(self.state.replace(angle_deg=a, tx=x, ty=y), rec))
+        t.resetRequested.connect(lambda: self.set_state(self.state.replace(angle_deg=0.0, tx=0.0, ty=0.0), True))
         t.viewChosen.connect(self.set_view)
         for panel in (p, s, t):
             panel.dragStarted.connect(self._drag_started)
@@ -204,7 +204,7 @@ class MainWindow(QMainWindow):
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
         self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
-        self.act_reset = self._action("Reset &all edits", lambda: self._edit(self.state.reset_edits(), True))
+        self.act_reset = self._action("Reset &all edits", lambda: self.set_state(self.state.reset_edits(), True))
         self.act_original = self._action("Show &original", self._original_toggled, None, SP.SP_DesktopIcon,
                                          "Show the original in place of the result (or hold Space)", True)
         self.act_side = self._action("Side by side", lambda on: on and self.set_compare_mode("side"),
@@ -290,7 +290,12 @@ class MainWindow(QMainWindow):
     def state(self) -> EditState:
         return self.history.state
 
-    def _edit(self, new: EditState, record: bool = True) -> None:
+    @property
+    def busy(self) -> bool:
+        """True while a long job (model, photo, inversion, PTI, export, session) is running or queued."""
+        return bool(self._active)
+
+    def set_state(self, new: EditState, record: bool = True) -> None:
         """Make ``new`` the current state (recorded for undo unless a drag is in progress)."""
         if self._drag_origin is not None:
             record = False
@@ -305,7 +310,7 @@ class MainWindow(QMainWindow):
         s = self.state
         for (layer, ch), v in values.items():
             s = s.with_channel(layer, ch, v)
-        self._edit(s, record)
+        self.set_state(s, record)
 
     def _drag_started(self) -> None:
         self._drag_origin = self.state
@@ -330,7 +335,7 @@ class MainWindow(QMainWindow):
         self.request_render()
 
     def set_view(self, view: str) -> None:
-        self._edit(self.state.replace(view=view), True)
+        self.set_state(self.state.replace(view=view), True)
 
     def _sync_actions(self) -> None:
         self.act_undo.setEnabled(self.history.can_undo)
@@ -425,6 +430,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Render failed: {f.message}", 8000)
             return
         self.show_error(f.title, f.message, f.hint)
+        if f.kind == "model" and self.bundle is not None:
+            self.model_panel.select(self.bundle.spec)  # the picker goes back to the model still in use
         if f.kind == "model" and self.bundle is None and not self._fallback_tried:
             self._fallback_tried = True
             self._model_notice = "the model could not be loaded: random weights"

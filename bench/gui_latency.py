@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_for(lambda: win.bundle is not None, "the model")
     t0 = time.perf_counter()
     win.open_photo(args.photo)
-    wait_for(lambda: shown() and not win._active, "the inverted photo")
+    wait_for(lambda: shown() and not win.busy, "the inverted photo")
     first = time.perf_counter() - t0
 
     rng = random.Random(args.seed)

@@ -42,7 +42,7 @@ def win(studio, qtbot):
     qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
     studio.dialogs.clear()
     yield studio
-    qtbot.waitUntil(lambda: not studio._active, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not studio.busy, timeout=TIMEOUT)
 
 
 def _open_expecting_error(win, qtbot, path) -> tuple[str, str, str]:
@@ -62,7 +62,7 @@ def test_no_face_dialog(win, qtbot, faces_dir, name):
     assert title == "No face found" and name in message
     assert "clearly visible" in info
     assert win.photo is None or not win.photo.path.endswith(name)
-    assert not win.progress.isVisible() or win._active
+    assert not win.progress.isVisible() or win.busy
 
 
 def test_corrupt_file_dialog(win, qtbot, tmp_path):

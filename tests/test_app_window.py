@@ -95,10 +95,10 @@ def qtbot_module(qapp, request):
 def win(loaded, qtbot):
     w = loaded[0]
     yield w
-    qtbot.waitUntil(lambda: not w._active, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
     if w.state.directions or w.state.channels or w.state.angle_deg or w.state.tx or w.state.ty \
             or w.state.view != "aligned" or w.state.generator_file:
-        render_after(qtbot, w, lambda: w._edit(w.state.reset_edits().replace(view="aligned", generator_file=None)))
+        render_after(qtbot, w, lambda: w.set_state(w.state.reset_edits().replace(view="aligned", generator_file=None)))
 
 
 def test_fallback_model_notice(studio, qtbot):
@@ -284,7 +284,7 @@ def test_session_round_trip_identical_render(win, qtbot, tmp_path):
     path = tmp_path / "edit.json"
     args = wait_signal(qtbot, win.sessionSaved, lambda: win.save_session(path))
     assert args[0] == str(path) and path.is_file() and path.with_suffix(".npz").is_file()
-    render_after(qtbot, win, lambda: win._edit(win.state.reset_edits()))
+    render_after(qtbot, win, lambda: win.set_state(win.state.reset_edits()))
     with qtbot.waitSignal(win.sessionOpened, timeout=TIMEOUT):
         win.open_session(path)
     qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
@@ -406,7 +406,8 @@ def test_unreadable_model_keeps_previous(win, qtbot, tmp_path):
     args = wait_signal(qtbot, win.errorShown, lambda: win.load_model(str(bad)))
     assert args[0] == "Cannot load the model" and "generator.safetensors" in args[1]
     assert win.bundle is before
+    assert win.model_panel.combo.currentData() == before.spec
     ((box, info),) = win.dialogs
     assert "previous model stays" in info
-    qtbot.waitUntil(lambda: not win._active, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
     assert win.render_label.text()

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"timed out waiting for {what}")
 
     def rendered() -> bool:
-        return win.last_render is not None and win.last_render.state.same_as(win.state) and not win._active
+        return win.last_render is not None and win.last_render.state.same_as(win.state) and not win.busy
 
     wait_for(lambda: win.bundle is not None, "the model")
     win.open_photo(args.photo)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             state = state.with_direction(name, value)
     if args.angle:
         state = state.replace(angle_deg=args.angle)
-    win._edit(state)
+    win.set_state(state)
     win.set_compare_mode("split" if args.split else "side")
     wait_for(rendered, "the edited render")
     app.processEvents()
