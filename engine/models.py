@@ -18,9 +18,8 @@ stay inside it)::
       "random_weights": false,                 # true for development bundles (the GUI says so)
       "generator": {"file": "generator.safetensors"},            # engine.checkpoints format
       "inverter": {"file": "encoder.safetensors"} | null,        # engine.inversion.load_inverter
-      "predictor": {"file": "predictor.safetensors",             # optional
-                    "loader": "engine.<module>:<function>",      # optional, see below
-                    "attributes": ["smile", "age", ...]} | null,
+      "predictor": {"file": "predictor.safetensors",             # engine.predictor (optional)
+                    "loader": "engine.<module>:<function>"} | null,   # "loader" optional, see below
       "directions": {"file": "directions.safetensors",           # tensors: name -> float32 [w_dim]
                      "items": {"smile": {"range": [-3, 3], "description": "...",
                                          "layers": null, "attribute": "smile"}, ...}},
@@ -29,7 +28,8 @@ stay inside it)::
     }
 
 Loaders: the generator goes through :func:`engine.checkpoints.load_generator`; the inverter through
-``engine.inversion.load_inverter``; the predictor through ``engine.predictor.load_predictor`` unless
+``engine.inversion.load_inverter``; the predictor through ``engine.predictor.load_predictor`` (its
+``.attributes`` name the columns of ``.predict(images)``) unless
 the component names another ``"loader"`` (only functions of modules inside ``engine`` are accepted, so
 a manifest can never import other code). A loader takes the file path (and ``device=`` when it
 accepts it). Direction vectors are normalised to unit length on load.

@@ -26,7 +26,7 @@ def test_smile_slider_raises_predictor_smile_score(qtbot, faces_dir, tmp_path):
     if bundle.predictor is None:
         pytest.skip("the demo bundle has no predictor")
     smile = bundle.directions["smile"]
-    column = list(bundle.manifest["predictor"].get("attributes", [])).index(smile.attribute or "smile")
+    column = list(bundle.predictor.attributes).index(smile.attribute or "smile")
     slider = win.directions_panel.sliders["smile"]
     scores = []
     for value in (smile.range[0], smile.range[1]):
@@ -34,6 +34,5 @@ def test_smile_slider_raises_predictor_smile_score(qtbot, faces_dir, tmp_path):
             slider.set_value(value, emit=True)
         qtbot.waitUntil(lambda: win.last_render.state.same_as(win.state), timeout=TIMEOUT)
         img = torch.from_numpy(np.ascontiguousarray(win.last_render.image)).permute(2, 0, 1)[None].float() / 127.5 - 1
-        with torch.no_grad():
-            scores.append(float(bundle.predictor(img)[0, column]))
+        scores.append(float(bundle.predictor.predict(img)[0, column]))
     assert scores[1] > scores[0], f"smile score at {smile.range}: {scores}"

@@ -128,13 +128,10 @@ def test_demo_bundle_smile_direction_raises_predictor_smile():
     with torch.no_grad():
         ws = G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0)), truncation_psi=0.7)
     smile = b.directions["smile"]
-    attr = smile.attribute or "smile"
-    names = list(b.manifest["predictor"].get("attributes", []))
-    col = names.index(attr)
+    column = list(b.predictor.attributes).index(smile.attribute or "smile")
     lo, hi = smile.range
     scores = []
     for value in (lo, hi):
         imgs = torch.cat([render_state(EditState(latent=w.numpy()).with_direction("smile", value), b) for w in ws])
-        with torch.no_grad():
-            scores.append(b.predictor(imgs)[:, col])
+        scores.append(b.predictor.predict(imgs)[:, column])
     assert float((scores[1] - scores[0]).mean()) > 0
