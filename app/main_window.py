@@ -94,8 +94,9 @@ class MainWindow(QMainWindow):
         self.last_render: RenderResult | None = None
         self.last_latency: float | None = None
         self._pending_choice: PhotoInfo | None = None
-        self._photo_job = self._invert_job = self._model_job = self._session_job = 0
-        self._active: dict[int, str] = {}
+        self._photo_job = self._invert_job = self._refine_job = self._model_job = self._session_job = 0
+        self._active: dict[int, str] = {}  # long jobs running or queued: job id -> what it does
+        self._invert_record = False
         self._shown_render = 0
         self._drag_origin: EditState | None = None
         self._space_held = False
@@ -418,7 +419,7 @@ class MainWindow(QMainWindow):
 
     def cancel_jobs(self) -> None:
         """Cancel every running or queued long job."""
-        self.host.cancel()
+        self.host.cancel(list(self._active))
         self.statusBar().showMessage("Cancelling\u2026")
 
     def _on_cancelled(self, job: int) -> None:
@@ -502,9 +503,13 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # Photos and inversion
 
+    def _cancel_photo_jobs(self) -> None:
+        """A new photo or face replaces whatever photo was being loaded, inverted or refined."""
+        self.host.cancel([j for j in (self._photo_job, self._invert_job, self._refine_job) if j in self._active])
+
     def open_photo(self, path: str | os.PathLike) -> int:
         """Load a photo: find its faces, then align and invert the chosen one (asynchronously)."""
-        self.host.cancel()  # a new photo replaces whatever was being loaded or inverted
+        self._cancel_photo_jobs()
         self._photo_job = self._job(self.host.load_photo(str(path)), "Finding faces")
         return self._photo_job
 
@@ -512,7 +517,7 @@ class MainWindow(QMainWindow):
         p = self._pending_choice or self.photo
         if p is None:
             raise RuntimeError("no photo loaded")
-        self.host.cancel()
+        self._cancel_photo_jobs()
         self._photo_job = self._job(self.host.load_photo(p.path, index), "Aligning the face")
         return self._photo_job
 
@@ -566,9 +571,12 @@ class MainWindow(QMainWindow):
         """PTI: tune a copy of the generator to this photo (undoable; the session keeps the weights)."""
         if self.photo is None or self.state.latent is None:
             return None
-        return self._job(self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)")
+        self._refine_job = self._job(self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)")
+        return self._refine_job
 
     def _on_refined(self, job: int, path: str) -> None:
+        if job != self._refine_job:
+            return
         self.history.set(self.state.replace(generator_file=path))
         self._sync_controls()
         self.request_render()
@@ -586,7 +594,7 @@ class MainWindow(QMainWindow):
         return self._job(self.host.save_session(self.state, str(path)), "Saving session")
 
     def open_session(self, path: str | os.PathLike) -> int:
-        self.host.cancel()
+        self._cancel_photo_jobs()
         self._session_job = self._job(self.host.open_session(str(path)), "Opening session")
         return self._session_job
 

@@ -8,8 +8,8 @@ Protocol (see :class:`EngineHost`, the UI-side handle):
   ``worker.latest_render`` *before* queuing the request; the worker skips every render whose id is
   older, so dragging a slider never builds a backlog (latest wins).
 - Long jobs (model and photo loading, inversion, PTI, export) report ``progress(job, done, total,
-  text)`` and poll ``worker.cancelled_upto``: :meth:`EngineHost.cancel` cancels every job issued so
-  far, running or queued. Ints are written and read atomically, so no lock is needed.
+  text)`` and poll ``worker.cancelled_jobs`` (a set of job ids): :meth:`EngineHost.cancel` adds jobs to it,
+  running or queued. Adding to a set and testing membership are atomic, so no lock is needed.
 - Results go back as signals with plain data (numpy arrays, dataclasses); the UI never sees tensors.
 """
 from __future__ import annotations
@@ -200,7 +200,7 @@ class EngineWorker(QObject):
         self.device = device
         self.threads = threads
         self.latest_render = 0
-        self.cancelled_upto = 0
+        self.cancelled_jobs: set[int] = set()
         self.bundle = None
         self.spec: str | None = None
         self._photo: tuple[str, np.ndarray, list] | None = None
@@ -209,7 +209,7 @@ class EngineWorker(QObject):
     # -- helpers ------------------------------------------------------------------------------------
 
     def _is_cancelled(self, job: int) -> bool:
-        return job <= self.cancelled_upto
+        return job in self.cancelled_jobs
 
     def _fail(self, job: int, kind: str, exc: BaseException) -> None:
         from engine.errors import CharmError
@@ -527,9 +527,10 @@ class EngineHost(QObject):
         self._openSession.emit(job, str(path))
         return job
 
-    def cancel(self, upto: int | None = None) -> None:
-        """Cancel every job issued so far (or up to ``upto``): the running one stops at its next check."""
-        self.worker.cancelled_upto = max(self.worker.cancelled_upto, self._job if upto is None else int(upto))
+    def cancel(self, jobs=None) -> None:
+        """Cancel ``jobs`` (default: every job issued so far); a running one stops at its next check,
+        queued ones never start."""
+        self.worker.cancelled_jobs.update(range(1, self._job + 1) if jobs is None else (int(j) for j in jobs))
 
     def shutdown(self, timeout_ms: int = 60000) -> bool:
         """Cancel everything, stop the thread and wait for it; True when it stopped in time."""

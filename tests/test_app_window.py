@@ -368,6 +368,22 @@ def test_cancel_long_inversion(win, qtbot):
     assert win.state.latent is latent
 
 
+def test_new_photo_supersedes_running_inversion(win, qtbot, faces_dir):
+    win.inversion_panel.iters.setValue(1000)
+    cancelled: list[int] = []
+    win.host.worker.cancelled.connect(cancelled.append)
+    with qtbot.waitSignal(win.host.worker.progress, timeout=TIMEOUT):
+        win.inversion_panel.reinvert.click()
+    old_job = win._invert_job
+    win.inversion_panel.iters.setValue(3)
+    with qtbot.waitSignal(win.photoReady, timeout=TIMEOUT):
+        drop_file(win, faces_dir / "face_b.jpg")
+    qtbot.waitUntil(lambda: not win.busy and win.last_render.state.same_as(win.state), timeout=TIMEOUT)
+    assert old_job in cancelled
+    assert win.photo.path.endswith("face_b.jpg") and win.state.input_path.endswith("face_b.jpg")
+    assert win.state.latent is not None and not win.act_undo.isEnabled()
+
+
 @pytest.mark.filterwarnings("ignore:LPIPS")  # no AlexNet weights offline: PTI's perceptual term is L2
 def test_pti_refine_changes_result_and_undoes(win, qtbot):
     base = win.last_render.image.copy()
