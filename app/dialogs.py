@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import platform
-import sys
 from pathlib import Path
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
@@ -67,29 +66,30 @@ class ExportDialog(QDialog):
                              kinds=kinds)
 
 
+def _dist_version(*names: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
+
+
 def versions() -> list[tuple[str, str]]:
-    """(component, version) rows for the About box."""
+    """(component, version) rows for the About box, read from package metadata (nothing is imported)."""
     import PySide6
     from PySide6.QtCore import qVersion
 
-    rows = [("Charm Studio", _own_version()), ("Python", platform.python_version()),
-            ("PySide6 / Qt", f"{PySide6.__version__} / {qVersion()}")]
-    for mod in ("torch", "numpy", "cv2", "dlib", "safetensors"):
-        m = sys.modules.get(mod)
-        rows.append((mod, getattr(m, "__version__", "not loaded") if m else "not loaded"))
-    return rows
+    return [("Charm Studio", _dist_version("charm-studio").replace("not installed", "development checkout")),
+            ("Python", platform.python_version()), ("PySide6 / Qt", f"{PySide6.__version__} / {qVersion()}"),
+            ("torch", _dist_version("torch")), ("numpy", _dist_version("numpy")),
+            ("OpenCV", _dist_version("opencv-python-headless", "opencv-python")),
+            ("dlib", _dist_version("dlib-bin", "dlib")), ("safetensors", _dist_version("safetensors"))]
 
 
-def _own_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("charm-studio")
-    except Exception:  # noqa: BLE001 - not installed: running from a checkout
-        return "development checkout"
-
-
-def about_html(bundle: BundleInfo | None, device: str) -> str:
+def about_html(bundle: BundleInfo | None, device: str, notice: str | None = None) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in versions())
     parts = ["<h2>Charm Studio</h2>",
              "<p>Edit faces in photos with StyleGAN3, after <i>Third Time's the Charm? Image and Video "
@@ -98,8 +98,8 @@ def about_html(bundle: BundleInfo | None, device: str) -> str:
              "</table>"]
     if bundle is not None:
         parts.append(f"<h3>Model: {html.escape(bundle.title)}</h3>")
-        if bundle.notice:
-            parts.append(f"<p style='color:#c77c00'><b>{html.escape(bundle.notice)}</b></p>")
+        for line in dict.fromkeys(n for n in (notice, bundle.notice) if n):
+            parts.append(f"<p style='color:#c77c00'><b>{html.escape(line)}</b></p>")
         parts.append(f"<p>{bundle.resolution} px, w_dim {bundle.w_dim}, {bundle.num_ws} ws, "
                      f"{len(bundle.directions)} directions, inversion by {html.escape(bundle.inverter)}.<br>"
                      f"Folder: {html.escape(bundle.folder)}</p>")
@@ -107,17 +107,18 @@ def about_html(bundle: BundleInfo | None, device: str) -> str:
 
 
 class AboutDialog(QDialog):
-    def __init__(self, bundle: BundleInfo | None, device: str, parent: QWidget | None = None):
+    def __init__(self, bundle: BundleInfo | None, device: str, notice: str | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("About Charm Studio")
-        self.resize(620, 560)
+        self.resize(640, 640)
         self.text = QTextBrowser()
         self.text.setObjectName("aboutText")
         self.text.setOpenExternalLinks(True)
         md = ""
         if bundle is not None and bundle.model_card and Path(bundle.model_card).is_file():
             md = Path(bundle.model_card).read_text(encoding="utf-8", errors="replace")
-        self.text.setHtml(about_html(bundle, device))
+        self.text.setHtml(about_html(bundle, device, notice))
         if md:
             self.card = QTextBrowser()
             self.card.setObjectName("modelCard")
@@ -126,9 +127,9 @@ class AboutDialog(QDialog):
         buttons.rejected.connect(self.reject)
         buttons.accepted.connect(self.accept)
         lay = QVBoxLayout(self)
-        lay.addWidget(self.text, 1)
+        lay.addWidget(self.text, 3)
         if md:
-            lay.addWidget(self.card, 1)
+            lay.addWidget(self.card, 2)
         lay.addWidget(buttons)
 
 

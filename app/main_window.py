@@ -644,7 +644,8 @@ class MainWindow(QMainWindow):
         self.exported.emit(paths)
 
     def show_about(self) -> None:
-        self._open_dialog_box(AboutDialog(self.bundle, self.device_label.text(), self))
+        device = self.bundle.device if self.bundle else "not known yet"
+        self._open_dialog_box(AboutDialog(self.bundle, device, self.notice_label.text() or None, self))
 
     # ------------------------------------------------------------------------------------------
     # Compare, drag and drop, held key

@@ -408,6 +408,7 @@ def test_about_shows_versions_and_model(win, qtbot):
     assert "PySide6" in text and "torch" in text and win.bundle.title in text
     if win.bundle.notice:
         assert "random" in text
+    assert win.notice_label.text() in text
     assert hasattr(dlg, "card") and "Random development bundle" in dlg.card.toPlainText()
 
 
