@@ -150,6 +150,8 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray | None:
         return None
     except Image.DecompressionBombError:
         return None  # OpenCV's own limit (2^30 pixels) applies instead
+    except (OSError, SyntaxError, ValueError) as e:  # a recognised format with a broken header
+        raise _read_error(name, f"the file is damaged or truncated ({e})") from e
     try:
         im.load()
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
@@ -158,6 +160,13 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray | None:
         im = ImageOps.exif_transpose(im)
     except Exception:  # a malformed EXIF block only costs us the orientation
         pass
+    try:
+        return _pil_to_rgb8(im, name)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise _read_error(name, f"the file is damaged or truncated ({e})") from e
+
+
+def _pil_to_rgb8(im, name: str) -> np.ndarray:
     if im.mode in ("RGB", "L", "RGBA", "LA", "I;16", "I;16L", "I;16B", "I", "F"):
         if im.mode in ("I;16B",):
             im = im.convert("I")

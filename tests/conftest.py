@@ -13,11 +13,19 @@ SHARED = ROOT.parent / "shared"
 
 
 def _set_threads() -> None:
+    """All cores on an idle machine; one thread when the machine is already busy, where OpenMP
+    threads waiting on each other at every small op make the suite several times slower."""
     try:
         import torch
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
     except ImportError:
-        pass
+        return
+    cores = os.cpu_count() or 1
+    wanted = os.environ.get("CHARM_TEST_THREADS")
+    if wanted:
+        torch.set_num_threads(int(wanted))
+    else:
+        busy = os.getloadavg()[0] >= cores - 0.5
+        torch.set_num_threads(1 if busy else cores)
 
 
 _set_threads()
