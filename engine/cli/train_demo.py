@@ -1,0 +1,90 @@
+"""``python main.py train-demo generator|encoder|predictor|directions``: train the embedded demo model.
+
+Every trainer checkpoints to ``--out`` (default ``out/train/<what>``) every few minutes and continues
+with ``--resume``. Order: generator, predictor, encoder (needs the generator), directions (needs the
+generator and the predictor), then ``package`` writes the bundle (resources/models/demo). ``--steps`` is the total number of steps of the run (a resumed run goes
+on up to it). Runs on CUDA when available (``--device`` to choose).
+"""
+from __future__ import annotations
+
+import argparse
+
+COMMAND = "train-demo"
+HELP = "Train the embedded demo model (generator, encoder, predictor, directions); resumable."
+
+WHATS = ("generator", "encoder", "predictor", "directions", "package")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=WHATS, help="which part to train")
+    parser.add_argument("--out", default=None, help="output/checkpoint folder (default out/train/WHAT)")
+    parser.add_argument("--steps", type=int, default=None, help="total training steps (samples for directions)")
+    parser.add_argument("--size", type=int, default=None, help="image size (generator output; inputs of the others)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--generator", default="out/train/generator/generator.safetensors",
+                        help="generator file (encoder, directions)")
+    parser.add_argument("--predictor", default="out/train/predictor/predictor.safetensors",
+                        help="predictor file (directions)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
+    parser.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between checkpoints")
+    parser.add_argument("--train", default="out/train", help="package: folder holding the trainers' outputs")
+    parser.add_argument("--dest", default="resources/models/demo", help="package: bundle folder to write")
+    parser.add_argument("--tiny", action="store_true", help="tiny architecture (tests)")
+    parser.add_argument("--follow", action="store_true",
+                        help="encoder: reload --generator whenever it changes (train alongside the generator)")
+    parser.add_argument("--image-weight", type=float, default=None, help="encoder: weight of the image loss")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.training.common import pick_device
+
+    out = Path(args.out or f"out/train/{args.what}")
+    device = pick_device(args.device)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    if args.what == "generator":
+        from engine.training.generator import GeneratorConfig, train_generator
+        cfg = GeneratorConfig(checkpoint_every_s=args.checkpoint_every)
+        if args.tiny:
+            cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
+                                  checkpoint_every_s=args.checkpoint_every)
+        for k in ("steps", "size", "batch"):
+            if getattr(args, k) is not None:
+                setattr(cfg, k, getattr(args, k))
+        train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log)
+    elif args.what == "predictor":
+        from engine.training.predictor import PredictorTrainConfig, train_predictor
+        cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)
+        if args.tiny:
+            cfg = PredictorTrainConfig(size=16, width=4, batch=2, checkpoint_every_s=args.checkpoint_every)
+        for k in ("steps", "size", "batch"):
+            if getattr(args, k) is not None:
+                setattr(cfg, k, getattr(args, k))
+        train_predictor(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log)
+    elif args.what == "encoder":
+        from engine.training.encoder import EncoderTrainConfig, train_encoder
+        cfg = EncoderTrainConfig(checkpoint_every_s=args.checkpoint_every)
+        if args.tiny:
+            cfg = EncoderTrainConfig(batch=2, checkpoint_every_s=args.checkpoint_every)
+        for k in ("steps", "batch", "image_weight"):
+            if getattr(args, k) is not None:
+                setattr(cfg, k, getattr(args, k))
+        cfg.follow = args.follow
+        train_encoder(out, Path(args.generator), cfg, resume=args.resume, device=device, threads=args.threads,
+                      log=log)
+    elif args.what == "package":
+        from engine.training.package import package_demo
+        package_demo(Path(args.train), Path(args.dest), log=log)
+    else:
+        from engine.training.directions import DirectionsConfig, fit_directions
+        cfg = DirectionsConfig()
+        if args.steps is not None:
+            cfg.samples = args.steps
+        if args.batch is not None:
+            cfg.batch = args.batch
+        fit_directions(out, Path(args.generator), Path(args.predictor), cfg, device=device, threads=args.threads,
+                       log=log)
+    return 0

@@ -1,0 +1,130 @@
+"""Shared pieces of the demo-model trainers: the latent <-> factor code, render batches, checkpoints.
+
+The demo generator's latent ``z`` carries the renderer's non-pose factors, one standard-normal
+coordinate per factor, mapped to the factor's value through the normal CDF and the same marginal
+distribution as :func:`engine.synthetic.sample_factors` (so ``z ~ N(0, I)`` gives a random renderer
+face). ``LATENT_FACTORS`` lists those factors in ``z`` order.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
+
+__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "pick_device",
+           "save_state", "load_state", "Timer", "set_threads"]
+
+#: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
+LATENT_FACTORS: tuple[str, ...] = tuple(f.name for f in FACTORS if f.kind != "pose")
+Z_DIM = len(LATENT_FACTORS)
+_LOW = np.array([FACTORS[FACTOR_NAMES.index(n)].low for n in LATENT_FACTORS], dtype=np.float64)
+_HIGH = np.array([FACTORS[FACTOR_NAMES.index(n)].high for n in LATENT_FACTORS], dtype=np.float64)
+_COL = {n: i for i, n in enumerate(LATENT_FACTORS)}
+# Marginals of sample_factors: powers on a few uniform columns, spikes at 0 for glasses / beard.
+_POWER = {"eye_color": 1.6, "hair_lightness": 1.4, "hair_red": 2.0}
+_SPIKE = {"glasses": (0.70, 0.5, 1.0), "beard": (0.65, 0.15, 1.0)}  # P(absent), value range when present
+
+
+def _phi(z: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+    return ndtr(z)
+
+
+def _phi_inv(u: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtri
+    return ndtri(np.clip(u, 1e-6, 1 - 1e-6))
+
+
+def z_to_factors(z: np.ndarray) -> Factors:
+    """Latents float [N, Z_DIM] -> renderer factors (pose columns 0, i.e. an aligned face)."""
+    z = np.asarray(z, dtype=np.float64)
+    u = _phi(z)
+    vals = np.zeros((z.shape[0], len(FACTORS)), dtype=np.float32)
+    for name, i in _COL.items():
+        col = u[:, i]
+        if name in _POWER:
+            col = col ** _POWER[name]
+        if name in _SPIKE:
+            p0, lo, hi = _SPIKE[name]
+            col = np.where(col < p0, 0.0, lo + (col - p0) / (1 - p0) * (hi - lo))
+        else:
+            col = _LOW[i] + col * (_HIGH[i] - _LOW[i])
+        vals[:, FACTOR_NAMES.index(name)] = col
+    return Factors(vals)
+
+
+def factors_to_z(factors: Factors, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Inverse of :func:`z_to_factors` (float64 [N, Z_DIM]); an absent glasses/beard draws a random z
+    below the threshold (``rng``) or uses the middle of that interval."""
+    out = np.zeros((len(factors), Z_DIM))
+    for name, i in _COL.items():
+        v = factors[name].astype(np.float64)
+        if name in _SPIKE:
+            p0, lo, hi = _SPIKE[name]
+            absent = rng.uniform(0, p0, len(v)) if rng is not None else np.full(len(v), p0 / 2)
+            u = np.where(v <= 0, absent, p0 + (v - lo) / (hi - lo) * (1 - p0))
+        else:
+            u = (v - _LOW[i]) / (_HIGH[i] - _LOW[i])
+            if name in _POWER:
+                u = np.clip(u, 0, 1) ** (1 / _POWER[name])
+        out[:, i] = _phi_inv(u)
+    return out
+
+
+def render_batch(z: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """Aligned renders of the faces that latents ``z`` [N, Z_DIM] encode: float32 [N,3,size,size] in [-1,1]."""
+    images, _, _ = render(z_to_factors(z), size, aligned=True)
+    x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2)
+    return x / 127.5 - 1.0
+
+
+def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Box-filter downscale of [N,C,H,W] by an integer factor."""
+    return F.avg_pool2d(x, factor) if factor > 1 else x
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` or CUDA when available, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(n: int | None) -> None:
+    """Limit intra-op CPU threads (the dev machine has 2 shared cores)."""
+    if n:
+        torch.set_num_threads(int(n))
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a trainer checkpoint atomically (tensors and plain Python values only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_state` (weights_only: nothing in it is executed)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class Timer:
+    """Says when ``every_s`` seconds have passed since the last ``due()`` that returned True."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s, self.last = every_s, time.time()
+
+    def due(self) -> bool:
+        if time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            return True
+        return False

@@ -1,0 +1,137 @@
+"""Encoder trainer: ReStyle-e4e head with the ``ir_se_small`` backbone on aligned renders.
+
+The generator is frozen. For a render of latent ``z`` the true W code is known (``G.mapping(z)``), so
+each of the ``iters`` ReStyle passes is trained with a latent regression to it (strong and cheap) plus,
+when ``image_weight > 0``, an image loss (L1 + L2) on the last pass against the render through the
+frozen synthesis network (costly on a CPU: off by default).
+
+``follow=True`` reloads the generator file whenever it changes, so the encoder can train while the
+generator does (the demo generator's mapping is frozen, so the latent targets never move). The
+input of pass k > 1 is the current reconstruction, rendered without gradients, exactly as
+:meth:`engine.inversion.Inverter.invert` does at inference.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.training.common import Z_DIM, Timer, load_state, pick_device, render_batch, save_state, set_threads
+
+__all__ = ["EncoderTrainConfig", "train_encoder", "build_demo_encoder", "encoder_input_size"]
+
+
+@dataclass
+class EncoderTrainConfig:
+    backbone: str = "ir_se_small"
+    iters: int = 3
+    batch: int = 8
+    lr: float = 5e-4
+    latent_weight: float = 1.0
+    image_weight: float = 0.0
+    follow: bool = False
+    steps: int = 1500
+    checkpoint_every_s: float = 180.0
+    seed: int = 2
+
+
+def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) -> torch.nn.Module:
+    """ReStyle-e4e encoder sized for ``G``: input [N,6,R,R] (image + reconstruction), output [N,num_ws,w_dim]."""
+    from engine.encoders import build_encoder
+
+    return build_encoder("restyle_e4e", input_nc=6, n_styles=G.num_ws, backbone=backbone, w_dim=G.w_dim,
+                         input_size=encoder_input_size(G), device=device)
+
+
+def encoder_input_size(G: torch.nn.Module) -> int:
+    """The encoder's input side: the generator's resolution, at least 32 (the backbone downsamples 16x)."""
+    return max(int(G.img_resolution), 32)
+
+
+def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resume: bool = False,
+                  device: torch.device | None = None, threads: int | None = 2, log=print) -> Path:
+    """Train (or continue) the encoder; writes ``out/checkpoint.pt`` and ``out/encoder.safetensors``
+    (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent)."""
+    from engine.checkpoints import load_generator
+    from engine.inversion import Inverter, resize_images, save_inverter
+
+    set_threads(threads)
+    device = device or pick_device()
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    g_mtime = generator_path.stat().st_mtime
+    G = load_generator(generator_path, device=device).eval().requires_grad_(False)
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_state(ckpt_path)
+        cfg = EncoderTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
+                                    "follow": cfg.follow})
+        enc = build_demo_encoder(G, cfg.backbone, device)
+        enc.load_state_dict(state["encoder"])
+        opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        torch.manual_seed(cfg.seed)
+        enc = build_demo_encoder(G, cfg.backbone, device)
+        opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
+    enc.train()
+    inverter = Inverter(enc, G, kind="restyle_e4e", input_size=encoder_input_size(G)).to(device)
+    avg_codes = inverter.latent_avg.unsqueeze(0)
+    avg_image = inverter.average_image()
+
+    def checkpoint() -> None:
+        save_state(ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step})
+
+    timer, t0, seen, ema = Timer(cfg.checkpoint_every_s), time.time(), 0, None
+    while step < cfg.steps:
+        lr = cfg.lr * (0.2 if step > 0.8 * cfg.steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        rng = np.random.default_rng((cfg.seed, step))
+        z = rng.standard_normal((cfg.batch, Z_DIM))
+        x = render_batch(z, G.img_resolution, device)
+        x_small = resize_images(x, inverter.input_size)
+        with torch.no_grad():
+            w_true = G.mapping(torch.from_numpy(z).to(device=device, dtype=torch.float32))
+        codes = avg_codes.expand(cfg.batch, -1, -1)
+        y = avg_image.expand(cfg.batch, -1, -1, -1)
+        loss = torch.zeros((), device=device)
+        for it in range(cfg.iters):
+            codes = enc(torch.cat([x_small, y], dim=1)) + codes.detach()
+            loss = loss + cfg.latent_weight * (codes - w_true).square().mean()
+            if it + 1 < cfg.iters:
+                with torch.no_grad():
+                    y = resize_images(G.synthesis(codes), inverter.input_size)
+        rec = None
+        if cfg.image_weight > 0:
+            rec = G.synthesis(codes)
+            loss = loss + cfg.image_weight * ((rec - x).abs().mean() + (rec - x).square().mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += cfg.batch
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 10 == 0 or step == cfg.steps:
+            with torch.no_grad():
+                rec = G.synthesis(codes) if rec is None else rec
+                psnr = (10 * torch.log10(4.0 / (rec - x).square().mean(dim=(1, 2, 3)))).median().item()
+            log(f"step {step}/{cfg.steps} loss {ema:.4f} psnr {psnr:.2f} {seen / (time.time() - t0):.1f} img/s")
+        if timer.due():
+            checkpoint()
+            if cfg.follow and generator_path.stat().st_mtime != g_mtime:
+                g_mtime = generator_path.stat().st_mtime
+                G.load_state_dict(load_generator(generator_path, device=device).state_dict())
+                inverter.clear_cache()
+                avg_image = inverter.average_image()
+                log(f"reloaded {generator_path}")
+    checkpoint()
+    enc.eval()
+    path = save_inverter(inverter, out / "encoder.safetensors", source="charm demo encoder (engine.training.encoder)")
+    log(f"wrote {path}")
+    return path

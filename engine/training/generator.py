@@ -1,0 +1,139 @@
+"""Demo generator trainer: supervised regression of our StyleGAN3 to the synthetic renderer.
+
+``z`` [N, Z_DIM] encodes the renderer's factors (see :mod:`engine.training.common`); mapping and
+synthesis are trained so that ``G(z)`` reproduces the aligned render of those factors (L1 + L2 at full
+resolution and at half resolution). Deterministic targets make the latent space carry the factors
+almost linearly, which is what InterFaceGAN directions need. ``magnitude_ema`` and ``w_avg`` are
+updated with ``update_emas=True``.
+
+By default the mapping network keeps its random initialisation (``train_mapping=False``): W is then a
+fixed, smooth, injective function of the factors from step 0, so the encoder can be trained at the
+same time as the synthesis network (its latent-regression target ``G.mapping(z)`` never moves) and a
+partly trained generator already has its final latent space.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.training.common import (Z_DIM, Timer, downsample, load_state, pick_device, render_batch, save_state,
+                                    set_threads)
+
+__all__ = ["GeneratorConfig", "build_demo_generator", "train_generator"]
+
+
+@dataclass
+class GeneratorConfig:
+    """Architecture and schedule of the demo generator (defaults: the shipped 64 px model)."""
+
+    size: int = 64
+    w_dim: int = 128
+    num_layers: int = 4
+    channel_base: int = 1536
+    channel_max: int = 32
+    margin_size: int = 4
+    mapping_layers: int = 2
+    mapping_lr_multiplier: float = 0.1
+    train_mapping: bool = False
+    batch: int = 8
+    lr: float = 2e-3
+    steps: int = 4000
+    checkpoint_every_s: float = 180.0
+    seed: int = 0
+
+
+def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn.Module:
+    """A StyleGAN3-T generator of the demo size (our class, real code path)."""
+    from engine.networks.stylegan3 import Generator
+
+    torch.manual_seed(cfg.seed)
+    G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.size, img_channels=3,
+                  mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": cfg.mapping_lr_multiplier},
+                  num_layers=cfg.num_layers, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
+                  num_critical=2, margin_size=cfg.margin_size, conv_kernel=3)
+    return G.to(device)
+
+
+def _trainable(G: torch.nn.Module, cfg: GeneratorConfig) -> list[torch.nn.Parameter]:
+    if not cfg.train_mapping:
+        G.mapping.requires_grad_(False)
+        return list(G.synthesis.parameters())
+    return list(G.parameters())
+
+
+def regression_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 at full and half resolution; fake, real [N,3,S,S] in [-1,1]. Returns a scalar."""
+    loss = (fake - real).abs().mean() + (fake - real).square().mean()
+    f2, r2 = downsample(fake, 2), downsample(real, 2)
+    return loss + (f2 - r2).abs().mean() + (f2 - r2).square().mean()
+
+
+def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
+                    threads: int | None = 2, log=print) -> Path:
+    """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
+
+    Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
+    run continues up to it).
+    """
+    from engine.checkpoints import save_generator
+
+    set_threads(threads)
+    device = device or pick_device()
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_state(ckpt_path)
+        saved = GeneratorConfig(**state["config"])
+        # Architecture comes from the checkpoint; only the schedule may change on resume.
+        cfg = GeneratorConfig(**{**asdict(saved), "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s})
+        G = build_demo_generator(cfg, device)
+        G.load_state_dict(state["G"])
+        opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        G = build_demo_generator(cfg, device)
+        opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
+    G.train()
+
+    def checkpoint() -> None:
+        save_state(ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step})
+        # A current export lets the encoder trainer follow the generator while it trains.
+        save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
+
+    timer = Timer(cfg.checkpoint_every_s)
+    t0, seen, ema = time.time(), 0, None
+    while step < cfg.steps:
+        # Cosine decay over the last half of the schedule.
+        frac = step / max(cfg.steps, 1)
+        lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        rng = np.random.default_rng((cfg.seed, step))
+        z = rng.standard_normal((cfg.batch, Z_DIM))
+        real = render_batch(z, cfg.size, device)
+        fake = G(torch.from_numpy(z).to(device=device, dtype=torch.float32), update_emas=True)
+        loss = regression_loss(fake, real)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += cfg.batch
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % 10 == 0 or step == cfg.steps:
+            dt = time.time() - t0
+            log(f"step {step}/{cfg.steps} loss {ema:.4f} lr {lr:.2e} {seen / dt:.1f} img/s")
+        if timer.due():
+            checkpoint()
+    checkpoint()
+    G.eval()
+    path = save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
+    log(f"wrote {path}")
+    return path

@@ -1,0 +1,102 @@
+"""Predictor trainer: regress the renderer's factors from aligned renders generated on the fly.
+
+Targets are the identity and attribute factors (the pose is 0 in aligned renders), normalised to
+[0,1] by their ranges; loss is the mean squared error. Faces come from :func:`sample_factors` with a
+per-step seed, so a resumed run sees the same stream.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.training.common import LATENT_FACTORS, Timer, load_state, pick_device, save_state, set_threads
+
+__all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch"]
+
+
+@dataclass
+class PredictorTrainConfig:
+    size: int = 64
+    width: int = 24
+    batch: int = 32
+    lr: float = 2e-3
+    steps: int = 1500
+    checkpoint_every_s: float = 180.0
+    seed: int = 1
+
+
+def predictor_batch(n: int, size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images float32 [n,3,size,size] in [-1,1], factors float32 [n,len(LATENT_FACTORS)]) of random aligned renders."""
+    from engine.synthetic import render, sample_factors
+
+    f = sample_factors(n, seed=seed)
+    images, _, labels = render(f, size, aligned=True)
+    x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+    y = torch.from_numpy(np.stack([labels[k] for k in LATENT_FACTORS], axis=1)).to(device)
+    return x, y
+
+
+def _new_model(cfg: PredictorTrainConfig, device: torch.device):
+    from engine.predictor import AttributePredictor
+    from engine.synthetic import FACTORS, FACTOR_NAMES
+
+    torch.manual_seed(cfg.seed)
+    fs = [FACTORS[FACTOR_NAMES.index(n)] for n in LATENT_FACTORS]
+    return AttributePredictor(list(LATENT_FACTORS), [f.low for f in fs], [f.high for f in fs], cfg.size,
+                              cfg.width).to(device)
+
+
+def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, device: torch.device | None = None,
+                    threads: int | None = 2, log=print) -> Path:
+    """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``."""
+    from engine.predictor import save_predictor
+
+    set_threads(threads)
+    device = device or pick_device()
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_state(ckpt_path)
+        cfg = PredictorTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s})
+        model = _new_model(cfg, device)
+        model.load_state_dict(state["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        model = _new_model(cfg, device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    span = model.high - model.low
+
+    def checkpoint() -> None:
+        save_state(ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(), "step": step})
+
+    timer, t0, seen, ema = Timer(cfg.checkpoint_every_s), time.time(), 0, None
+    while step < cfg.steps:
+        lr = cfg.lr * (0.1 if step > 0.8 * cfg.steps else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = predictor_batch(cfg.batch, cfg.size, seed=cfg.seed * 1_000_003 + step, device=device)
+        loss = (model.forward_normalized(x) - (y - model.low) / span).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += cfg.batch
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 25 == 0 or step == cfg.steps:
+            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema ** 0.5:.3f} of range) {seen / (time.time() - t0):.1f} img/s")
+        if timer.due():
+            checkpoint()
+    checkpoint()
+    model.eval()
+    path = save_predictor(model, out / "predictor.safetensors")
+    log(f"wrote {path}")
+    return path

@@ -1,0 +1,69 @@
+"""Demo-model trainers: two steps of each on tiny sizes (they never train for real), resume, export."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_latent_factor_code_roundtrip() -> None:
+    from engine.synthetic import sample_factors
+    from engine.training.common import Z_DIM, factors_to_z, z_to_factors
+
+    z = np.random.default_rng(0).standard_normal((4000, Z_DIM))
+    f = z_to_factors(z)
+    assert np.abs(z_to_factors(factors_to_z(f)).values - f.values).max() < 1e-4
+    ref = sample_factors(4000, seed=0).values
+    assert np.abs(f.values.mean(0) - ref.mean(0)).max() < 0.03  # same marginals as sample_factors
+
+
+def test_linear_svm_and_direction() -> None:
+    from engine.directions import fit_direction, stylespace_channels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 16, generator=g)
+    true = torch.zeros(16)
+    true[3] = 1.0
+    d, acc = fit_direction(x, x @ true + 0.05 * torch.randn(400, generator=g))
+    assert acc > 0.9 and float(d @ true) > 0.9
+    pos = {"L0": torch.randn(50, 4, generator=g) + torch.tensor([0.0, 3.0, 0.0, 0.0])}
+    neg = {"L0": torch.randn(50, 4, generator=g)}
+    assert stylespace_channels(pos, neg, top=1) == [("L0", 1, 1)]
+
+
+def _run(*args: str, cwd: Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "train-demo", *args, "--tiny", "--threads", "1"],
+                       cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_trainers_two_steps_resume_and_export(tmp_path: Path) -> None:
+    from engine.checkpoints import load_generator
+    from engine.inversion import load_inverter
+    from engine.predictor import load_predictor
+
+    g, p, e, d = (tmp_path / k for k in ("g", "p", "e", "d"))
+    _run("generator", "--steps", "2", "--out", str(g), cwd=ROOT)
+    _run("generator", "--steps", "3", "--resume", "--out", str(g), cwd=ROOT)
+    assert torch.load(g / "checkpoint.pt", weights_only=True)["step"] == 3
+    G = load_generator(g / "generator.safetensors")
+    _run("predictor", "--steps", "2", "--out", str(p), cwd=ROOT)
+    P = load_predictor(p / "predictor.safetensors")
+    assert P.predict(torch.zeros(2, 3, 16, 16)).shape == (2, len(P.attributes))
+    _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"), cwd=ROOT)
+    inv = load_inverter(e / "encoder.safetensors")
+    res = inv.invert(torch.zeros(1, 3, G.img_resolution, G.img_resolution), n_iters=3)
+    assert res.latent.shape == (1, G.num_ws, G.w_dim)
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "train-demo", "directions", "--steps", "40",
+                        "--batch", "20", "--threads", "1", "--out", str(d), "--generator", str(g / "generator.safetensors"),
+                        "--predictor", str(p / "predictor.safetensors")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dirs = torch.load(d / "directions.pt", weights_only=True)["directions"]
+    assert {"smile", "age", "glasses", "beard", "hair colour", "yaw"} <= set(dirs)
+    for v in dirs.values():
+        assert abs(float(v["vector"].norm()) - 1) < 1e-4 and v["range"][1] > 0
