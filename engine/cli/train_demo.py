@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from engine.training.directions import DirectionsConfig, fit_directions
         cfg = DirectionsConfig()
+        if args.tiny:
+            cfg = DirectionsConfig(calib_samples=4, stylespace_top=2)
         if args.steps is not None:
             cfg.samples = args.steps
         if args.batch is not None:
