@@ -38,6 +38,7 @@ class DirectionsConfig:
     calib_samples: int = 24
     target_change: float = 0.55
     stylespace_top: int = 8
+    max_range: float = 3.0  # in units of the samples' W spread (norm of the per-dimension std)
     seed: int = 3
 
 
@@ -87,14 +88,17 @@ def fit_directions(out: Path, generator_path: Path, predictor_path: Path, cfg: D
         d, acc = fit_direction(w.cpu(), scores[:, col].cpu(), cfg.fraction)
         d = d.to(device)
         # Calibrate the symmetric range [-s, s] so the full sweep changes the attribute by target_change.
-        s = 0.5 * float(w.std(0).norm())
+        w_scale = float(w.std(0).norm())
+        s = 0.5 * w_scale
         for _ in range(3):
             lo, hi = _edit_scores(G, P, w_calib, d, -s), _edit_scores(G, P, w_calib, d, s)
             change = float((hi[:, col] - lo[:, col]).mean() / span[col])
             if change <= 1e-4:
-                s *= 3.0
+                s = min(3.0 * s, cfg.max_range * w_scale)
                 continue
             s *= float(np.clip(cfg.target_change / change, 0.5, 3.0))
+            # Beyond a few sample spreads the edit leaves the training distribution: stop there.
+            s = min(s, cfg.max_range * w_scale)
         others = [(hi[:, j] - lo[:, j]).abs().mean().item() / float(span[j]) for j in range(len(P.attributes)) if j != col]
         log(f"{name}: svm accuracy {acc:.3f}, range +-{s:.2f}, change {change:.2f} of range (before last rescale), "
             f"others {np.mean(others):.3f}")
