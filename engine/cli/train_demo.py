@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictor", default="out/train/predictor/predictor.safetensors",
                         help="predictor file (directions)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="generator/encoder: render processes working ahead (use several with a GPU)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
     parser.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between checkpoints")
     parser.add_argument("--train", default="out/train", help="package: folder holding the trainers' outputs")
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         for k in ("steps", "size", "batch"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
-        train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log)
+        train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
+                        workers=args.workers)
     elif args.what == "predictor":
         from engine.training.predictor import PredictorTrainConfig, train_predictor
         cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 setattr(cfg, k, getattr(args, k))
         cfg.follow = args.follow
         train_encoder(out, Path(args.generator), cfg, resume=args.resume, device=device, threads=args.threads,
-                      log=log)
+                      log=log, workers=args.workers)
     elif args.what == "package":
         from engine.training.package import package_demo
         package_demo(Path(args.train), Path(args.dest), log=log)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
 
-__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "pick_device",
+__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "RenderStream", "pick_device",
            "save_state", "load_state", "Timer", "set_threads"]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
@@ -84,6 +84,47 @@ def render_batch(z: np.ndarray, size: int, device: torch.device) -> torch.Tensor
     images, _, _ = render(z_to_factors(z), size, aligned=True)
     x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2)
     return x / 127.5 - 1.0
+
+
+def _render_step(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, step, batch, size = job
+    z = np.random.default_rng((seed, step)).standard_normal((batch, Z_DIM))
+    images, _, _ = render(z_to_factors(z), size, aligned=True)
+    return z, images
+
+
+class RenderStream:
+    """Per-step training batches ``(z float64 [B,Z_DIM], images float32 [B,3,S,S] in [-1,1])``.
+
+    Step ``k`` always gets the same faces (seeded by ``(seed, k)``), so a resumed run sees the same
+    stream. ``workers > 0`` renders ahead in that many processes (the renderer runs on the CPU; on a
+    GPU machine it is the bottleneck without them).
+    """
+
+    def __init__(self, seed: int, batch: int, size: int, start: int, stop: int, device: torch.device,
+                 workers: int = 0) -> None:
+        self.device = device
+        jobs = ((seed, k, batch, size) for k in range(start, stop))
+        if workers > 0:
+            import multiprocessing as mp
+            self._pool = mp.get_context("spawn").Pool(workers)
+            self._it = self._pool.imap(_render_step, jobs, chunksize=1)
+        else:
+            self._pool = None
+            self._it = map(_render_step, jobs)
+
+    def __iter__(self) -> RenderStream:
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, torch.Tensor]:
+        z, images = next(self._it)
+        x = torch.from_numpy(images).to(device=self.device, dtype=torch.float32).permute(0, 3, 1, 2)
+        return z, x / 127.5 - 1.0
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
 
 
 def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -16,10 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from engine.training.common import Z_DIM, Timer, load_state, pick_device, render_batch, save_state, set_threads
+from engine.training.common import RenderStream, Timer, load_state, pick_device, save_state, set_threads
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "build_demo_encoder", "encoder_input_size"]
 
@@ -52,7 +51,7 @@ def encoder_input_size(G: torch.nn.Module) -> int:
 
 
 def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resume: bool = False,
-                  device: torch.device | None = None, threads: int | None = 2, log=print) -> Path:
+                  device: torch.device | None = None, threads: int | None = 2, log=print, workers: int = 0) -> Path:
     """Train (or continue) the encoder; writes ``out/checkpoint.pt`` and ``out/encoder.safetensors``
     (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent)."""
     from engine.checkpoints import load_generator
@@ -88,13 +87,12 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
         save_state(ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step})
 
     timer, t0, seen, ema = Timer(cfg.checkpoint_every_s), time.time(), 0, None
+    stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
     while step < cfg.steps:
         lr = cfg.lr * (0.2 if step > 0.8 * cfg.steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        rng = np.random.default_rng((cfg.seed, step))
-        z = rng.standard_normal((cfg.batch, Z_DIM))
-        x = render_batch(z, G.img_resolution, device)
+        z, x = next(stream)
         x_small = resize_images(x, inverter.input_size)
         with torch.no_grad():
             w_true = G.mapping(torch.from_numpy(z).to(device=device, dtype=torch.float32))
@@ -130,6 +128,7 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
                 inverter.clear_cache()
                 avg_image = inverter.average_image()
                 log(f"reloaded {generator_path}")
+    stream.close()
     checkpoint()
     enc.eval()
     path = save_inverter(inverter, out / "encoder.safetensors", source="charm demo encoder (engine.training.encoder)")

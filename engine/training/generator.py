@@ -18,10 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from engine.training.common import (Z_DIM, Timer, downsample, load_state, pick_device, render_batch, save_state,
+from engine.training.common import (Z_DIM, RenderStream, Timer, downsample, load_state, pick_device, save_state,
                                     set_threads)
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "train_generator"]
@@ -75,11 +74,11 @@ def regression_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print) -> Path:
+                    threads: int | None = 2, log=print, workers: int = 0) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
-    run continues up to it).
+    run continues up to it). ``workers``: render processes working ahead (0: render in this process).
     """
     from engine.checkpoints import save_generator
 
@@ -111,15 +110,14 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
 
     timer = Timer(cfg.checkpoint_every_s)
     t0, seen, ema = time.time(), 0, None
+    stream = RenderStream(cfg.seed, cfg.batch, cfg.size, step, cfg.steps, device, workers)
     while step < cfg.steps:
         # Cosine decay over the last half of the schedule.
         frac = step / max(cfg.steps, 1)
         lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
-        rng = np.random.default_rng((cfg.seed, step))
-        z = rng.standard_normal((cfg.batch, Z_DIM))
-        real = render_batch(z, cfg.size, device)
+        z, real = next(stream)
         fake = G(torch.from_numpy(z).to(device=device, dtype=torch.float32), update_emas=True)
         loss = regression_loss(fake, real)
         opt.zero_grad(set_to_none=True)
@@ -133,6 +131,7 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
             log(f"step {step}/{cfg.steps} loss {ema:.4f} lr {lr:.2e} {seen / dt:.1f} img/s")
         if timer.due():
             checkpoint()
+    stream.close()
     checkpoint()
     G.eval()
     path = save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
