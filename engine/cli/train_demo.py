@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictor", default="out/train/predictor/predictor.safetensors",
                         help="predictor file (directions)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--lr", type=float, default=None, help="generator: learning rate (also on --resume)")
     parser.add_argument("--workers", type=int, default=0,
                         help="generator/encoder: render processes working ahead (use several with a GPU)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
@@ -53,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
         if args.tiny:
             cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
                                   checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "size", "batch"):
+        for k in ("steps", "size", "batch", "lr"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
-                        workers=args.workers)
+                        workers=args.workers, lr_override=args.lr is not None)
     elif args.what == "predictor":
         from engine.training.predictor import PredictorTrainConfig, train_predictor
         cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)

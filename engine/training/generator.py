@@ -74,11 +74,12 @@ def regression_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print, workers: int = 0) -> Path:
+                    threads: int | None = 2, log=print, workers: int = 0, lr_override: bool = False) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
     run continues up to it). ``workers``: render processes working ahead (0: render in this process).
+    ``lr_override``: a resumed run uses ``cfg.lr`` instead of the checkpoint's.
     """
     from engine.checkpoints import save_generator
 
@@ -91,7 +92,8 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         state = load_state(ckpt_path)
         saved = GeneratorConfig(**state["config"])
         # Architecture comes from the checkpoint; only the schedule may change on resume.
-        cfg = GeneratorConfig(**{**asdict(saved), "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s})
+        cfg = GeneratorConfig(**{**asdict(saved), "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
+                                 "lr": cfg.lr if lr_override else saved.lr})
         G = build_demo_generator(cfg, device)
         G.load_state_dict(state["G"])
         opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
