@@ -171,7 +171,7 @@ class Inverter(nn.Module):
         input_size: side of the encoder's input (256 for the released encoders); defaults to
             ``encoder.input_size``.
 
-    Everything runs on the device and in the dtype of ``latent_avg`` (move the whole inverter with
+    Everything runs in float32 on the device of ``latent_avg`` (move the whole inverter with
     ``.to(device)``). ``latent_avg`` is a buffer; the average image is cached and recomputed when
     ``latent_avg`` or the generator's synthesis weights change in place.
     """
@@ -270,8 +270,8 @@ class Inverter(nn.Module):
             progress: called as ``progress(done, total)`` after every pass of every batch.
             cancel: polled before every pass; when it returns True, :class:`Cancelled` is raised.
             batch_size: images per forward pass (all at once by default).
-            keep_images: keep every iteration's aligned render (the renders are needed for the next
-                pass anyway; this only controls whether they are returned).
+            keep_images: return every iteration's aligned render (all but the last are needed for the
+                next pass anyway; without them the last render is skipped).
 
         Returns:
             :class:`InversionResult` with latents per iteration [N,num_ws,w_dim] on the inverter's
@@ -303,12 +303,14 @@ class Inverter(nn.Module):
             for it in range(n_iters):
                 check_cancel(cancel, "inversion", done, total)
                 codes = self._encode(x, y_small) + codes
-                y = self.render(codes)
                 latents[it].append(codes)
-                if keep_images:
-                    renders[it].append(y)
-                if self.recurrent and it + 1 < n_iters:
-                    y_small = resize_images(y, self.input_size)
+                more = self.recurrent and it + 1 < n_iters
+                if keep_images or more:
+                    y = self.render(codes)
+                    if keep_images:
+                        renders[it].append(y)
+                    if more:
+                        y_small = resize_images(y, self.input_size)
                 done += 1
                 if progress is not None:
                     progress(done, total)
