@@ -52,3 +52,20 @@ def faces_dir(shared_dir: Path) -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} is missing")
     return d
+
+
+@pytest.fixture
+def small_nets_quiet_lpips():
+    """One torch thread (tiny networks: thread synchronisation dominates, above all on a busy machine)
+    and no LPIPS-unavailable warnings (the backbone weights are not available offline)."""
+    import warnings
+
+    import torch
+    from engine.losses import LPIPSUnavailableWarning
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LPIPSUnavailableWarning)
+        yield
+    torch.set_num_threads(threads)

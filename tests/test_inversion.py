@@ -33,16 +33,7 @@ ENCODER_TYPES = {"restyle_psp": "BackboneEncoder", "restyle_e4e": "ProgressiveBa
                  "psp": "GradualStyleEncoder", "e4e": "Encoder4Editing"}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lpips_one_thread():
-    # The networks here are so small that thread synchronisation dominates: one thread is faster than
-    # two, and much faster on a loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LPIPSUnavailableWarning)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_nets_quiet_lpips")
 
 
 @pytest.fixture(scope="module")

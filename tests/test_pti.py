@@ -24,15 +24,7 @@ SMALL_G = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, c
                num_layers=4, margin_size=2)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lpips_one_thread():
-    # Small networks: one thread beats two (and by far on a loaded machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LPIPSUnavailableWarning)
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_nets_quiet_lpips")
 
 
 @pytest.fixture(scope="module")
