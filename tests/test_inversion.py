@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from engine.encoders import BackboneSpec, build_encoder
 from engine.errors import CheckpointError
 from engine.inversion import (Cancelled, Inverter, infer_encoder_config, load_inverter, optimize_latent,
                               resize_images, save_inverter)
-from engine.losses import LPIPSUnavailableWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PAIR = ROOT / "tests" / "data" / "tiny_restyle_pair.safetensors"

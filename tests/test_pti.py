@@ -8,7 +8,6 @@ distances it gives are not perceptual.
 """
 from __future__ import annotations
 
-import warnings
 
 import cv2
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from engine import Generator
 from engine.inversion import (Cancelled, apply_weight_delta, resize_images, tunable_parameter_names, tune_generator,
                               weight_delta)
-from engine.losses import LPIPSUnavailableWarning, PerceptualLoss
+from engine.losses import PerceptualLoss
 
 SMALL_G = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, channel_base=2048, channel_max=64,
                num_layers=4, margin_size=2)
