@@ -8,6 +8,7 @@ distances it gives are not perceptual.
 """
 from __future__ import annotations
 
+import copy
 
 import cv2
 import numpy as np
@@ -133,3 +134,24 @@ def test_pti_rejects_bad_pivots(G, photo):
     with pytest.raises(KeyError):
         apply_weight_delta(G, {"nope": torch.zeros(1)})
     assert weight_delta(G, G)  # zero deltas for every tunable parameter
+
+
+def test_layer_checkpointing_gives_the_same_gradients_and_tuning(G, photo):
+    # Gradient checkpointing (on by default from 512 px) must not change the numbers, only the memory.
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(3)))
+    t = torch.tensor([[0.98, -0.2, 0.05], [0.2, 0.98, -0.03], [0, 0, 1]])
+    grads = []
+    for ckpt in (False, True):
+        Gc = copy.deepcopy(G).requires_grad_(True)
+        ws_ = ws.clone().requires_grad_(True)
+        img = Gc.synthesis(ws_, transform=t, checkpoint_layers=ckpt)
+        (img * torch.linspace(-1, 1, img.numel()).view_as(img)).sum().backward()
+        grads.append([ws_.grad] + [p.grad for p in Gc.synthesis.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 10
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    a = tune_generator(G, photo, pivot_of(G), steps=3, lpips_weight=0.0, checkpoint_layers=False)
+    b = tune_generator(G, photo, pivot_of(G), steps=3, lpips_weight=0.0, checkpoint_layers=True)
+    torch.testing.assert_close(a.image, b.image, rtol=1e-5, atol=1e-6)
+    assert a.l2 == pytest.approx(b.l2, rel=1e-5)

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -329,13 +330,24 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor | None = None, transform: torch.Tensor | None = None,
                 styles: dict[str, torch.Tensor] | None = None, input_from_mean: bool = False,
                 update_emas: bool = False, force_fp32: bool = True, impl: str | None = None,
-                **_ignored) -> torch.Tensor:
+                checkpoint_layers: bool = False, **_ignored) -> torch.Tensor:
         """Render images [N,C,R,R] from ws (or from StyleSpace ``styles``).
 
         transform: None (the stored ``synthesis.input.transform`` buffer), [3,3] or [N,3,3], in the
         stored inverse convention (see engine.transforms.make_transform).
         input_from_mean: feed mean(ws[:,1:]) to the input layer (the paper's unaligned-generator trick).
+        checkpoint_layers: when gradients are recorded, keep only each layer's output and recompute
+            its inside during backward (gradient checkpointing: the 1024 px backward pass then needs a
+            fraction of the memory for about one more forward pass; results are identical).
         """
+        ckpt = checkpoint_layers and torch.is_grad_enabled() and not update_emas
+
+        def run(layer: nn.Module, x: torch.Tensor, **kw) -> torch.Tensor:
+            if ckpt:
+                return torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, force_fp32=force_fp32,
+                                                         impl=impl, **kw)
+            return layer(x, update_emas=update_emas, force_fp32=force_fp32, impl=impl, **kw)
+
         if styles is None:
             if ws is None:
                 raise ValueError("pass ws or styles")
@@ -344,12 +356,11 @@ class SynthesisNetwork(nn.Module):
             w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
             x = self.input(w_in, transform=transform)
             for idx, layer in enumerate(self.layers()):
-                x = layer(x, ws[:, idx + 1], update_emas=update_emas, force_fp32=force_fp32, impl=impl)
+                x = run(layer, x, w=ws[:, idx + 1])
         else:
             x = self.input(styles=styles["input"].to(torch.float32), transform=transform)
             for name, layer in zip(self.layer_names, self.layers()):
-                x = layer(x, styles=styles[name].to(torch.float32), update_emas=update_emas,
-                          force_fp32=force_fp32, impl=impl)
+                x = run(layer, x, styles=styles[name].to(torch.float32))
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
