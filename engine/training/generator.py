@@ -36,6 +36,9 @@ class GeneratorConfig:
     channel_base: int = 1536
     channel_max: int = 32
     margin_size: int = 4
+    # Frequency band of the Fourier input (SG3 defaults: 2 and 2**2.1).
+    first_cutoff: float = 2.0
+    first_stopband: float = 2 ** 2.1
     mapping_layers: int = 2
     mapping_lr_multiplier: float = 0.1
     train_mapping: bool = False
@@ -55,7 +58,8 @@ def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn
     G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.size, img_channels=3,
                   mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": cfg.mapping_lr_multiplier},
                   num_layers=cfg.num_layers, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                  num_critical=2, margin_size=cfg.margin_size, conv_kernel=3)
+                  num_critical=2, margin_size=cfg.margin_size, conv_kernel=3,
+                  first_cutoff=cfg.first_cutoff, first_stopband=cfg.first_stopband)
     return G.to(device)
 
 
