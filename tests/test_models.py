@@ -135,3 +135,20 @@ def test_demo_bundle_smile_direction_raises_predictor_smile():
         imgs = torch.cat([render_state(EditState(latent=w.numpy()).with_direction("smile", value), b) for w in ws])
         scores.append(b.predictor.predict(imgs)[:, column])
     assert float((scores[1] - scores[0]).mean()) > 0
+
+
+def test_demo_restyle_more_iterations_never_worse_on_average():
+    """Issue 4 on the shipped demo model: on held-out aligned renders, each ReStyle iteration (1..5)
+    reconstructs at least as well as the one before, on average (image MSE)."""
+    if not DEMO_MANIFEST.is_file():
+        pytest.skip(DEMO_MISSING)
+    import numpy as np
+
+    from engine.synthetic import render, sample_factors
+
+    b = load_bundle("demo")
+    images, _, _ = render(sample_factors(48, seed=424_242), b.resolution, aligned=True)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    res = b.inverter.invert(x, n_iters=5)
+    mse = [float((im.clamp(-1, 1) - x).square().mean()) for im in res.images]
+    assert all(later <= earlier for earlier, later in zip(mse, mse[1:])), f"image MSE per iteration: {mse}"

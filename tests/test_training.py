@@ -68,6 +68,10 @@ def test_trainers_two_steps_resume_and_export(tmp_path: Path) -> None:
     P = load_predictor(p / "predictor.safetensors")
     assert P.predict(torch.zeros(2, 3, 16, 16)).shape == (2, len(P.attributes))
     _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"))
+    _run("encoder", "--steps", "3", "--resume", "--iters", "1", "--lr", "1e-3", "--out", str(e), "--generator",
+         str(g / "generator.safetensors"))
+    state = torch.load(e / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["config"]["iters"] == 1 and state["config"]["lr"] == 1e-3
     inv = load_inverter(e / "encoder.safetensors")
     res = inv.invert(torch.zeros(1, 3, G.img_resolution, G.img_resolution), n_iters=3)
     assert res.latent.shape == (1, G.num_ws, G.w_dim)

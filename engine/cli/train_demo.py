@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictor", default="out/train/predictor/predictor.safetensors",
                         help="predictor file (directions)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--lr", type=float, default=None, help="generator: learning rate (also on --resume)")
+    parser.add_argument("--lr", type=float, default=None, help="generator/encoder: learning rate (also on --resume)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="encoder: ReStyle passes trained per step (also on --resume; 1 = cheap first phase)")
     parser.add_argument("--workers", type=int, default=0,
                         help="generator/encoder: render processes working ahead (use several with a GPU)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
@@ -73,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = EncoderTrainConfig(checkpoint_every_s=args.checkpoint_every)
         if args.tiny:
             cfg = EncoderTrainConfig(batch=2, checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "batch", "image_weight"):
+        given = tuple(k for k in ("batch", "image_weight", "lr", "iters") if getattr(args, k) is not None)
+        for k in ("steps",) + given:
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         cfg.follow = args.follow
         train_encoder(out, Path(args.generator), cfg, resume=args.resume, device=device, threads=args.threads,
-                      log=log, workers=args.workers)
+                      log=log, workers=args.workers, override=given)
     elif args.what == "package":
         from engine.training.package import package_demo
         package_demo(Path(args.train), Path(args.dest), log=log)

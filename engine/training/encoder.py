@@ -51,9 +51,15 @@ def encoder_input_size(G: torch.nn.Module) -> int:
 
 
 def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resume: bool = False,
-                  device: torch.device | None = None, threads: int | None = 2, log=print, workers: int = 0) -> Path:
+                  device: torch.device | None = None, threads: int | None = 2, log=print, workers: int = 0,
+                  override: tuple[str, ...] = ()) -> Path:
     """Train (or continue) the encoder; writes ``out/checkpoint.pt`` and ``out/encoder.safetensors``
-    (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent)."""
+    (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent).
+
+    A resumed run keeps the checkpoint's schedule except ``steps``, ``follow`` and the ``cfg`` fields
+    named in ``override`` (e.g. ``("iters", "lr")``: a cheap first-pass-only phase, ``iters=1``, then
+    the full ReStyle passes).
+    """
     from engine.checkpoints import load_generator
     from engine.inversion import Inverter, resize_images, save_inverter
 
@@ -66,14 +72,14 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     step = 0
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
-        cfg = EncoderTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
-                                    "follow": cfg.follow})
+        keep = {"steps", "checkpoint_every_s", "follow", *override}
+        cfg = EncoderTrainConfig(**{**state["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
         enc = build_demo_encoder(G, cfg.backbone, device)
         enc.load_state_dict(state["encoder"])
         opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
-        log(f"resumed from {ckpt_path} at step {step}")
+        log(f"resumed from {ckpt_path} at step {step} ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})")
     else:
         torch.manual_seed(cfg.seed)
         enc = build_demo_encoder(G, cfg.backbone, device)
