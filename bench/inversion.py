@@ -2,7 +2,7 @@
 
 Plain script, prints a table::
 
-    python3 bench/inversion.py [--threads 2] [--repeat 3] [--only demo|ffhq] [--ffhq-pti]
+    python3 bench/inversion.py [--threads 2] [--repeat 3] [--only demo|ffhq] [--ffhq-pti [--pti-only]]
 
 Networks have random weights (timing only):
 
@@ -12,8 +12,9 @@ Networks have random weights (timing only):
 - ``ffhq-1024``: the released configuration, StyleGAN3-R 1024 px (z 512, w 512, channel_base 65536,
   channel_max 1024, conv_kernel 1, radial filters) with the IR-SE50 ReStyle-pSp encoder at 256 px.
   Its forward takes tens of seconds on CPU, so it is timed once (``--repeat`` does not apply). Its PTI
-  step is only timed with ``--ffhq-pti``: the backward pass at 1024 px keeps more than 12 GB of
-  activations on CPU (a 23 GB machine shared with other jobs ran out of memory).
+  step is only timed with ``--ffhq-pti`` (minutes per step on a CPU); PTI checkpoints the synthesis
+  layers from 512 px up, which keeps the 1024 px backward pass within a laptop's memory (without it,
+  more than 12 GB of activations).
 
 Rows per network: the average image (rendered once per inverter and cached), ``invert`` of one image
 with 1 and 3 iterations (average image already cached), and one PTI step (forward, L2 + LPIPS or its L2
@@ -73,7 +74,7 @@ def _networks(name: str):
     return G.eval().requires_grad_(False), E.eval().requires_grad_(False)
 
 
-def bench(name: str, repeat: int, pti: bool, rows: list) -> None:
+def bench(name: str, repeat: int, pti: bool, rows: list, invert: bool = True) -> None:
     import torch
 
     from engine.inversion import Inverter, tune_generator
@@ -85,10 +86,10 @@ def bench(name: str, repeat: int, pti: bool, rows: list) -> None:
     x = torch.rand(1, 3, R, R) * 2 - 1
     params = f"G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M, E {sum(p.numel() for p in E.parameters()) / 1e6:.1f}M"
 
-    wall, cpu = _time(lambda: inv.average_image(), 1, warmup=False)
+    wall, cpu = (_time(lambda: inv.average_image(), 1, warmup=False) if invert else (float("nan"), float("nan")))
     rows.append((name, "average image (once, cached)", wall, cpu, params))
     print(f"  {name}: average image {wall:.3f} s", file=sys.stderr, flush=True)
-    for n_iters in (1, 3):
+    for n_iters in ((1, 3) if invert else ()):
         wall, cpu = _time(lambda: inv.invert(x, n_iters=n_iters), repeat, warmup=repeat > 1)
         rows.append((name, f"invert, {n_iters} iteration{'s' if n_iters > 1 else ''}", wall, cpu, "per image"))
         print(f"  {name}: invert x{n_iters} {wall:.3f} s", file=sys.stderr, flush=True)
@@ -109,7 +110,10 @@ def bench(name: str, repeat: int, pti: bool, rows: list) -> None:
             # Step times between progress callbacks: the first step (after the copy of G) is a warm-up.
             walls = [b[0] - a[0] for a, b in zip(stamps[1:], stamps[2:])]
             cpus = [b[1] - a[1] for a, b in zip(stamps[1:], stamps[2:])]
-            note = f"LPIPS {'on' if perceptual.is_lpips else 'off (L2 fallback)'}, median of {len(walls)}"
+            import resource
+            peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: kB
+            note = (f"LPIPS {'on' if perceptual.is_lpips else 'off (L2 fallback)'}, median of {len(walls)}, "
+                    f"layer checkpointing {'on' if R >= 512 else 'off'}, process peak RSS {peak_gb:.1f} GB")
             rows.append((name, "PTI step", statistics.median(walls), statistics.median(cpus), note))
         except (RuntimeError, MemoryError) as e:
             rows.append((name, "PTI step", float("nan"), float("nan"), f"failed: {type(e).__name__}"))
@@ -121,6 +125,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per demo measurement (FFHQ: always 1)")
     parser.add_argument("--only", choices=("demo", "ffhq"), default=None, help="only these networks")
+    parser.add_argument("--pti-only", action="store_true", help="FFHQ: skip the average-image and invert rows")
     parser.add_argument("--ffhq-pti", action="store_true",
                         help="also time a PTI step at 1024 px (its backward needs more than 12 GB of memory)")
     args = parser.parse_args()
@@ -134,7 +139,7 @@ def main() -> int:
         bench("demo-64", args.repeat, True, rows)
         bench("demo-128", args.repeat, True, rows)
     if args.only != "demo":
-        bench("ffhq-1024", 1, args.ffhq_pti, rows)
+        bench("ffhq-1024", 1, args.ffhq_pti, rows, invert=not args.pti_only)
 
     print(f"\nInversion on CPU ({torch.get_num_threads()} threads, torch {torch.__version__}); seconds\n")
     print(f"| {'network':<10} | {'operation':<30} | {'wall s':>8} | {'CPU s':>8} | note")

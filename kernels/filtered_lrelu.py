@@ -8,7 +8,10 @@ add the bias ``b`` [C]; upsample by ``up`` with the filter ``fu`` (gain up**2) a
 
 'fast' processes a bounded number of channels at a time through the whole chain with polyphase
 filtering, so the 4x/16x upsampled temporaries of the big layers never exist for all channels at
-once, no inserted zero is multiplied and no discarded sample is computed.
+once, no inserted zero is multiplied and no discarded sample is computed. When it records gradients
+for a big layer (more than ``RECOMPUTE_ELEMENTS`` upsampled elements), it keeps only its input and
+recomputes a slice of channels at a time during the backward pass, so the memory of a training or
+PTI step at 1024 px stays bounded (the same gradients).
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ from kernels.upfirdn2d import parse_padding, upfirdn2d
 # Elements of one band of the upsampled plane (float32: 4 MiB). Larger
 # bands spill to memory, smaller ones pay more Python overhead per band.
 BAND_ELEMENTS = 1 << 20
+# Above this many elements of the upsampled plane (all channels), a 'fast' call that records gradients
+# keeps only its input and recomputes a slice of channels at a time in the backward pass: autograd
+# would otherwise hold several upsampled planes (17 GB for one 1024 px StyleGAN3-R layer at batch 1).
+RECOMPUTE_ELEMENTS = 1 << 26
 
 
 def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
@@ -111,6 +118,45 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
     return y.reshape(n, c, y.shape[2], y.shape[3])
 
 
+class _RecomputedFilteredLReLU(torch.autograd.Function):
+    """The fast path with a memory-bounded backward: saves x and b only; the backward recomputes the
+    chain for a slice of channels at a time (channels are independent) and backpropagates through it."""
+
+    @staticmethod
+    def forward(ctx, x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk):
+        ctx.save_for_backward(x, b)
+        ctx.args = (fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk)
+        with torch.no_grad():
+            return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, b = ctx.saved_tensors
+        fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk = ctx.args
+        need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
+        gx = torch.empty_like(x) if need_x else None
+        gb = torch.zeros_like(b) if need_b else None
+        for c0 in range(0, x.shape[1], chunk):
+            c1 = min(x.shape[1], c0 + chunk)
+            with torch.enable_grad():
+                xs = x[:, c0:c1].detach().requires_grad_(need_x)
+                bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
+                ys = _filtered_lrelu_fast(xs, fu, fd, bs, up, down, padding, gain, slope, clamp, flip_filter)
+                inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need]
+                grads = list(torch.autograd.grad(ys, inputs, gy[:, c0:c1]))
+            if need_x:
+                gx[:, c0:c1] = grads.pop(0)
+            if need_b:
+                gb[c0:c1] = grads.pop(0)
+        return (gx, gb) + (None,) * 10
+
+
+def _upsampled_elements(x: torch.Tensor, up: int, padding) -> int:
+    n, c, h, w = x.shape
+    px0, px1, py0, py1 = padding
+    return n * c * (h * up + py0 + py1) * (w * up + px0 + px1)
+
+
 def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Tensor | None = None,
                    b: torch.Tensor | None = None, up: int = 1, down: int = 1, padding=0,
                    gain: float = math.sqrt(2), slope: float = 0.2, clamp: float | None = None,
@@ -126,4 +172,10 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
         return cuda_ext.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if which == "ref":
         return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+    grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    if grad and _upsampled_elements(x, up, padding) > RECOMPUTE_ELEMENTS:
+        per_channel = max(1, _upsampled_elements(x, up, padding) // x.shape[1])
+        chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
+        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter,
+                                              chunk)
     return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
