@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fit_linear_svm", "fit_direction", "stylespace_channels", "calibrate_range"]
+__all__ = ["fit_linear_svm", "fit_direction", "condition_direction", "stylespace_channels", "calibrate_range"]
 
 
 def fit_linear_svm(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, iters: int = 200) -> tuple[torch.Tensor, float]:
@@ -61,6 +61,20 @@ def fit_direction(latents: torch.Tensor, scores: torch.Tensor, fraction: float =
     w, b = fit_linear_svm(x[tr], y[tr])
     acc = float(((x[val].float() @ w + b).sign() == y[val]).float().mean())
     return w / w.norm(), acc
+
+
+def condition_direction(primal: torch.Tensor, conditions: list[torch.Tensor]) -> torch.Tensor:
+    """InterFaceGAN's conditional manipulation: the unit direction closest to ``primal`` [D] that is
+    orthogonal to every condition direction (each [D]), i.e. moving along it leaves the conditions'
+    linear scores unchanged. With no conditions, ``primal`` normalised."""
+    d = primal.double()
+    if conditions:
+        basis = torch.linalg.qr(torch.stack([c.double() for c in conditions], dim=1)).Q  # [D,k] orthonormal
+        d = d - basis @ (basis.T @ d)
+    norm = d.norm()
+    if norm < 1e-6:
+        raise ValueError("the primal direction lies in the span of its conditions")
+    return (d / norm).to(primal.dtype)
 
 
 def calibrate_range(strengths: torch.Tensor, deltas: torch.Tensor, target: float) -> float:

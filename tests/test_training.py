@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,25 @@ def test_linear_svm_and_direction() -> None:
     pos = {"L0": torch.randn(50, 4, generator=g) + torch.tensor([0.0, 3.0, 0.0, 0.0])}
     neg = {"L0": torch.randn(50, 4, generator=g)}
     assert stylespace_channels(pos, neg, top=1) == [("L0", 1, 1)]
+
+
+def test_conditional_direction() -> None:
+    # InterFaceGAN conditional manipulation: the primal direction with the conditions' components removed.
+    from engine.directions import condition_direction
+
+    g = torch.Generator().manual_seed(1)
+    conds = [torch.randn(16, generator=g) for _ in range(3)]
+    primal = torch.randn(16, generator=g)
+    d = condition_direction(primal, conds)
+    assert abs(float(d.norm()) - 1) < 1e-6
+    assert all(abs(float(d @ c)) < 1e-5 for c in conds)
+    # No other unit vector orthogonal to the conditions is closer to the primal direction.
+    for _ in range(20):
+        other = condition_direction(d + 0.3 * torch.randn(16, generator=g), conds)
+        assert float(other @ primal) <= float(d @ primal) + 1e-6
+    assert torch.allclose(condition_direction(primal, []), primal / primal.norm())
+    with pytest.raises(ValueError):
+        condition_direction(conds[0] + conds[1], conds)
 
 
 def _run(*args: str, tiny: bool = True) -> None:

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny architecture (tests)")
     parser.add_argument("--follow", action="store_true",
                         help="encoder: reload --generator whenever it changes (train alongside the generator)")
+    parser.add_argument("--freeze-bn", action="store_true",
+                        help="encoder: BatchNorm on running statistics (the multi-pass phase after --iters 1)")
     parser.add_argument("--image-weight", type=float, default=None, help="encoder: weight of the image loss")
 
 
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         if args.tiny:
             cfg = EncoderTrainConfig(batch=2, checkpoint_every_s=args.checkpoint_every)
         given = tuple(k for k in ("batch", "image_weight", "lr", "iters") if getattr(args, k) is not None)
+        if args.freeze_bn:
+            cfg.freeze_bn, given = True, given + ("freeze_bn",)
         for k in ("steps",) + given:
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))

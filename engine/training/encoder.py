@@ -32,6 +32,10 @@ class EncoderTrainConfig:
     latent_weight: float = 1.0
     image_weight: float = 0.0
     follow: bool = False
+    # BatchNorm layers use their running statistics (frozen) instead of batch statistics. For the
+    # multi-pass phase: passes see different inputs (average image vs reconstructions), and running
+    # statistics mixed over passes match none of them at inference.
+    freeze_bn: bool = False
     steps: int = 1500
     checkpoint_every_s: float = 180.0
     seed: int = 2
@@ -85,6 +89,10 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
         enc = build_demo_encoder(G, cfg.backbone, device)
         opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
     enc.train()
+    if cfg.freeze_bn:
+        for m in enc.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     inverter = Inverter(enc, G, kind="restyle_e4e", input_size=encoder_input_size(G)).to(device)
     avg_codes = inverter.latent_avg.unsqueeze(0)
     avg_image = inverter.average_image()
