@@ -1,6 +1,6 @@
 """Screenshot of the studio: start the app, load a photo, apply an edit, save the window as a PNG.
 
-    python tools/screenshot.py [--photo PATH] [--out PNG] [--model demo|random|FOLDER]
+    python tools/screenshot.py [--photo PATH | --synthetic SEED] [--out PNG] [--model demo|random|FOLDER]
                                [--edit smile=2,age=-1] [--angle 10] [--split] [--size 1400x860]
 
 Runs under Xvfb when ``--xvfb`` is given and ``xvfb-run`` exists (the real X11 code path), else on
@@ -33,6 +33,8 @@ def parse_edits(text: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO))
+    ap.add_argument("--synthetic", type=int, default=None, metavar="SEED",
+                    help="use a 512 px photo of a procedural face (engine.synthetic, the demo model's domain)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
     ap.add_argument("--edit", default="smile=2,age=-1.5", help="direction=value,... (unknown names are skipped)")
@@ -87,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         return win.last_render is not None and win.last_render.state.same_as(win.state) and not win.busy
 
     wait_for(lambda: win.bundle is not None, "the model")
-    win.open_photo(args.photo)
+    photo = args.photo
+    if args.synthetic is not None:
+        import cv2
+
+        from engine.synthetic import render, sample_factors
+        images, _, _ = render(sample_factors(1, seed=args.synthetic), 512, aligned=False)
+        photo = str(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png")
+        cv2.imwrite(photo, images[0][:, :, ::-1])
+    win.open_photo(photo)
     wait_for(rendered, "the inverted photo")
     state = win.state
     for name, value in parse_edits(args.edit).items():
