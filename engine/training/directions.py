@@ -38,7 +38,7 @@ class DirectionsConfig:
     fraction: float = 0.3
     calib_samples: int = 64
     # Sweep change of the target attribute on the calibration samples (held-out faces: ~0.55-0.7).
-    target_change: float = 0.42
+    target_change: float = 0.50
     stylespace_top: int = 8
     # Project each SVM normal off the other directions' normals (InterFaceGAN conditional manipulation).
     conditional: bool = True
