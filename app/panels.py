@@ -2,6 +2,8 @@
 and inversion settings. Panels only emit what the user did; the main window turns that into states."""
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDial, QDoubleSpinBox, QGridLayout,
                                QGroupBox, QHBoxLayout, QLabel, QPushButton, QRadioButton, QSizePolicy, QSlider,
@@ -25,7 +27,8 @@ class ValueSlider(QWidget):
         self.name, self.lo, self.hi, self.step, self.fmt = name, float(lo), float(hi), float(step), fmt
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setObjectName(f"slider:{name}")
-        self.slider.setRange(round(self.lo / step), round(self.hi / step))
+        # End positions round outwards; value() clamps them to the range's exact ends.
+        self.slider.setRange(math.floor(self.lo / step + 1e-9), math.ceil(self.hi / step - 1e-9))
         self.slider.setValue(0 if self.lo <= 0 <= self.hi else self.slider.minimum())
         self.slider.setSingleStep(max(1, round(0.1 / step)))
         self.slider.setPageStep(max(1, round((self.hi - self.lo) / step / 10)))
@@ -57,16 +60,22 @@ class ValueSlider(QWidget):
         self._update_label()
 
     def value(self) -> float:
-        return self.slider.value() * self.step
+        return min(self.hi, max(self.lo, self.slider.value() * self.step))
 
     def set_value(self, value: float, emit: bool = False) -> None:
         """Move the handle; with ``emit`` the change is reported as a recorded edit."""
-        v = min(self.hi, max(self.lo, float(value)))
+        v = float(value)
+        if v >= self.hi:
+            pos = self.slider.maximum()
+        elif v <= self.lo:
+            pos = self.slider.minimum()
+        else:
+            pos = min(self.slider.maximum(), max(self.slider.minimum(), round(v / self.step)))
         if emit:
-            self.slider.setValue(round(v / self.step))
+            self.slider.setValue(pos)
         else:
             self.slider.blockSignals(True)
-            self.slider.setValue(round(v / self.step))
+            self.slider.setValue(pos)
             self.slider.blockSignals(False)
         self._update_label()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 
 import cv2
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
@@ -101,15 +103,27 @@ def win(loaded, qtbot):
         render_after(qtbot, w, lambda: w.set_state(w.state.reset_edits().replace(view="aligned", generator_file=None)))
 
 
-def test_fallback_model_notice(studio, qtbot):
+def test_fallback_model_notice(studio, qtbot, monkeypatch, tmp_path):
     qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
-    from engine.models import DEMO_MANIFEST
+    import engine.models
+    from app.main_window import DEMO_MISSING_NOTICE, create_main_window
 
-    if DEMO_MANIFEST.is_file():
-        pytest.skip("the demo model is installed")
     assert studio.windowTitle() == "Charm Studio"
-    assert "demo model not installed yet: random weights" in studio.notice_label.text()
-    assert studio.notice_label.isVisible()
+    if engine.models.DEMO_MANIFEST.is_file():
+        assert studio.bundle.name == "demo" and studio.bundle.notice is None
+        assert DEMO_MISSING_NOTICE not in studio.notice_label.text()
+    else:
+        assert DEMO_MISSING_NOTICE in studio.notice_label.text() and studio.notice_label.isVisible()
+    # Without the demo model (a checkout without resources/models/demo) the window falls back to the
+    # random development bundle and says so.
+    monkeypatch.setattr(engine.models, "DEMO_MANIFEST", tmp_path / "no-demo" / "manifest.json")
+    fallback = create_main_window(cache_dir=tmp_path / "cache", threads=1)
+    qtbot.addWidget(fallback)
+    fallback.dialog_hook = lambda dlg: dlg.close()
+    qtbot.waitUntil(lambda: fallback.bundle is not None, timeout=TIMEOUT)
+    assert fallback.bundle.name != "demo" and fallback.bundle.notice
+    assert DEMO_MISSING_NOTICE in fallback.notice_label.text() and not fallback.notice_label.isHidden()
+    fallback.close()
     assert studio.device_label.text() == "device: CPU"
 
 
@@ -237,13 +251,14 @@ def test_latest_render_wins(win, qtbot):
     s = win.directions_panel.sliders["age"]
     s.slider.setSliderDown(True)
     for v in range(1, 41):  # 40 moves queued at once, faster than the worker renders
-        s.slider.setValue(v * 10)
+        s.slider.setValue(round(s.slider.maximum() * v / 40))
     s.slider.setSliderDown(False)
     last = win.host._render_id
     qtbot.waitUntil(lambda: bool(shown) and shown[-1] == last, timeout=TIMEOUT)
     win.resultShown.disconnect(shown.append)
     assert len(shown) < 10, f"{len(shown)} renders for 40 queued requests: stale requests were not skipped"
-    assert win.last_render.state.directions["age"] == pytest.approx(4.0)
+    assert s.value() == pytest.approx(s.hi)
+    assert win.last_render.state.directions["age"] == pytest.approx(s.hi)
 
 
 def test_show_original_toggle_and_held_key(win, qtbot):
@@ -409,7 +424,8 @@ def test_about_shows_versions_and_model(win, qtbot):
     if win.bundle.notice:
         assert "random" in text
     assert win.notice_label.text() in text
-    assert hasattr(dlg, "card") and "Random development bundle" in dlg.card.toPlainText()
+    card_title = Path(win.bundle.model_card).read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+    assert hasattr(dlg, "card") and card_title and card_title in dlg.card.toPlainText()
 
 
 def test_unreadable_model_keeps_previous(win, qtbot, tmp_path):
