@@ -33,7 +33,7 @@ from app.worker import RANDOM_SPEC, BundleInfo, EngineHost, ExportOptions, Failu
 from engine.session import EditState, History
 
 APP_NAME = "Charm Studio"
-DEMO_MISSING_NOTICE = "demo model not installed yet: random weights"
+DEMO_MISSING_NOTICE = "demo model missing (restore resources/models/demo): random weights"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -459,7 +459,7 @@ class MainWindow(QMainWindow):
         from engine.models import DEMO_MANIFEST
 
         demo = DEMO_MANIFEST.is_file()
-        choices = [("Demo model" if demo else "Demo model (not installed yet)", "demo", demo),
+        choices = [("Demo model" if demo else "Demo model (missing)", "demo", demo),
                    ("Random weights (development)", RANDOM_SPEC, True)]
         self.model_panel.set_choices(choices, current)
 
@@ -475,7 +475,7 @@ class MainWindow(QMainWindow):
 
     def _apply_bundle(self, info: BundleInfo) -> None:
         self.bundle = info
-        # The fallback's reason ("demo model not installed yet") beats the bundle's own notice.
+        # The fallback's reason ("demo model missing") beats the bundle's own notice.
         notice = (self._model_notice if info.spec == RANDOM_SPEC else None) or info.notice
         self.model_panel.select(info.spec)
         self.model_panel.set_info(f"{info.title}\n{info.resolution} px \u2022 {len(info.directions)} directions "

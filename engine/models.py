@@ -151,8 +151,8 @@ def resolve_manifest(spec: str | os.PathLike) -> Path:
     if str(spec) == "demo":
         if not DEMO_MANIFEST.is_file():
             raise CheckpointError(
-                f"the demo model is not installed yet ({DEMO_MANIFEST} is missing); it ships with a later "
-                "release: choose another model folder, or use a random development bundle")
+                f"the demo model is missing ({DEMO_MANIFEST} not found); restore resources/models/demo "
+                "(git checkout -- resources/models/demo, or reinstall Charm Studio), or choose another model folder")
         return DEMO_MANIFEST
     p = Path(spec).expanduser()
     if p.is_dir():

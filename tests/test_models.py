@@ -47,11 +47,14 @@ def test_random_bundle_is_deterministic(tmp_path):
     assert a.stylespace == b.stylespace
 
 
-def test_demo_missing_is_a_clear_error():
-    if DEMO_MANIFEST.is_file():
-        pytest.skip("the demo model is installed")
-    with pytest.raises(CheckpointError, match="demo model is not installed"):
+def test_demo_missing_is_a_clear_error(monkeypatch, tmp_path):
+    import engine.models
+
+    missing = tmp_path / "demo" / "manifest.json"
+    monkeypatch.setattr(engine.models, "DEMO_MANIFEST", missing)
+    with pytest.raises(CheckpointError, match=r"demo model is missing .*restore resources/models/demo") as err:
         load_bundle("demo")
+    assert str(missing) in str(err.value)
 
 
 def _copy(bundle_dir, tmp_path):
