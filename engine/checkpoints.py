@@ -54,7 +54,7 @@ from engine.errors import CheckpointError
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "GeneratorCheckpoint", "EncoderCheckpoint", "PersistentObject",
     "RestrictedUnpickler", "load_generator", "read_generator_checkpoint", "load_encoder_checkpoint",
-    "build_generator", "infer_init_kwargs", "save_generator", "sniff_format",
+    "build_generator", "infer_init_kwargs", "plain_json", "save_generator", "sniff_format",
 ]
 
 FORMAT_NAME = "charm-studio/stylegan3-generator"
@@ -398,16 +398,15 @@ def sniff_format(path: os.PathLike | str) -> str:
 # From loaded objects to a generator state dict
 
 
-def _plain(value: Any) -> Any:
-    """Deep copy of init kwargs as plain JSON-able Python values."""
+def plain_json(value: Any) -> Any:
+    """Deep copy of init kwargs / options as plain JSON-able Python values (NumPy and tensor values as lists
+    or scalars)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
+        return [plain_json(v) for v in value]
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars, tensors
         return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 
@@ -442,9 +441,9 @@ def _init_kwargs_from_persistent(obj: PersistentObject) -> dict[str, Any] | None
     args = obj.state.get("_init_args") or ()
     if kwargs is None and not args:
         return None
-    out = _plain(dict(kwargs or {}))
+    out = plain_json(dict(kwargs or {}))
     for name, value in zip(_POSITIONAL_ORDER, args):
-        out.setdefault(name, _plain(value))
+        out.setdefault(name, plain_json(value))
     return out
 
 
@@ -680,7 +679,7 @@ def _drop_unknown_kwargs(kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _check_init_kwargs(kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
-    kwargs = _plain(dict(kwargs))
+    kwargs = plain_json(dict(kwargs))
     unknown = _unknown_kwargs(kwargs)
     if unknown:
         raise _error(path, f"its generator uses construction options Charm Studio does not know "
@@ -798,7 +797,7 @@ def save_generator(checkpoint: GeneratorCheckpoint | torch.nn.Module, out: os.Pa
         source_format = "generator"
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state.items()}
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "kind": "stylegan3",
-                "init_kwargs": json.dumps(_plain(dict(kwargs)), sort_keys=True),
+                "init_kwargs": json.dumps(plain_json(dict(kwargs)), sort_keys=True),
                 "source": source or "", "source_format": source_format}
     _write_atomically(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return out

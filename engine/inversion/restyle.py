@@ -545,16 +545,6 @@ def load_inverter(path: os.PathLike | str, device: torch.device | str = "cpu") -
                             "Use restyle_pSp_ffhq.pt / restyle_e4e_ffhq.pt or a file written by save_inverter.")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # NumPy arrays and scalars
-        return value.tolist()
-    return value
-
-
 def save_inverter(inverter: Inverter, path: os.PathLike | str, *, dtype: torch.dtype = torch.float32,
                   source: str = "") -> Path:
     """Write ``inverter`` in Charm Studio's format (see the module docstring); returns the path.
@@ -563,6 +553,8 @@ def save_inverter(inverter: Inverter, path: os.PathLike | str, *, dtype: torch.d
     back as float32). The file appears atomically (temporary file, then rename).
     """
     from safetensors.torch import save_file
+
+    from engine.checkpoints import plain_json
 
     p = Path(path)
     tensors: dict[str, torch.Tensor] = {}
@@ -578,7 +570,7 @@ def save_inverter(inverter: Inverter, path: os.PathLike | str, *, dtype: torch.d
     metadata = {
         "format": INVERTER_FORMAT, "format_version": str(INVERTER_FORMAT_VERSION), "kind": "inverter",
         "encoder": json.dumps(inverter.config.to_json(), sort_keys=True),
-        "decoder_init_kwargs": json.dumps(_jsonable(dict(inverter.generator.init_kwargs)), sort_keys=True),
+        "decoder_init_kwargs": json.dumps(plain_json(dict(inverter.generator.init_kwargs)), sort_keys=True),
         "source": source,
     }
     p.parent.mkdir(parents=True, exist_ok=True)
