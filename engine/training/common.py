@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
 
 __all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "RenderStream", "pick_device",
-           "save_state", "load_state", "Timer", "set_threads"]
+           "save_state", "load_state", "Timer", "LossMeter", "set_threads"]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
 LATENT_FACTORS: tuple[str, ...] = tuple(f.name for f in FACTORS if f.kind != "pose")
@@ -169,3 +169,20 @@ class Timer:
             self.last = time.time()
             return True
         return False
+
+
+class LossMeter:
+    """Training-log bookkeeping: exponential moving average of the loss and images per second since start."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay, self.value, self.seen, self.t0 = decay, None, 0, time.time()
+
+    def update(self, loss: float, images: int) -> float:
+        """Fold in one step's loss over ``images`` images; returns the moving average."""
+        self.seen += images
+        self.value = loss if self.value is None else self.decay * self.value + (1 - self.decay) * loss
+        return self.value
+
+    @property
+    def rate(self) -> float:
+        return self.seen / max(time.time() - self.t0, 1e-9)

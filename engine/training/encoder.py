@@ -12,13 +12,12 @@ input of pass k > 1 is the current reconstruction, rendered without gradients, e
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from engine.training.common import RenderStream, Timer, load_state, pick_device, save_state, set_threads
+from engine.training.common import LossMeter, RenderStream, Timer, load_state, pick_device, save_state, set_threads
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "build_demo_encoder", "encoder_input_size"]
 
@@ -100,7 +99,7 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     def checkpoint() -> None:
         save_state(ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step})
 
-    timer, t0, seen, ema = Timer(cfg.checkpoint_every_s), time.time(), 0, None
+    timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
     while step < cfg.steps:
         lr = cfg.lr * (0.2 if step > 0.8 * cfg.steps else 1.0)
@@ -127,13 +126,12 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
         loss.backward()
         opt.step()
         step += 1
-        seen += cfg.batch
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        ema = meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == cfg.steps:
             with torch.no_grad():
                 rec = G.synthesis(codes) if rec is None else rec
                 psnr = (10 * torch.log10(4.0 / (rec - x).square().mean(dim=(1, 2, 3)))).median().item()
-            log(f"step {step}/{cfg.steps} loss {ema:.4f} psnr {psnr:.2f} {seen / (time.time() - t0):.1f} img/s")
+            log(f"step {step}/{cfg.steps} loss {ema:.4f} psnr {psnr:.2f} {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
             if cfg.follow and generator_path.stat().st_mtime != g_mtime:

@@ -14,14 +14,13 @@ partly trained generator already has its final latent space.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from engine.training.common import (Z_DIM, RenderStream, Timer, downsample, load_state, pick_device, save_state,
-                                    set_threads)
+from engine.training.common import (Z_DIM, LossMeter, RenderStream, Timer, downsample, load_state, pick_device,
+                                    save_state, set_threads)
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "train_generator"]
 
@@ -115,7 +114,7 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
 
     timer = Timer(cfg.checkpoint_every_s)
-    t0, seen, ema = time.time(), 0, None
+    meter = LossMeter(0.98)
     stream = RenderStream(cfg.seed, cfg.batch, cfg.size, step, cfg.steps, device, workers)
     while step < cfg.steps:
         # Cosine decay over the last half of the schedule.
@@ -130,11 +129,9 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         loss.backward()
         opt.step()
         step += 1
-        seen += cfg.batch
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        ema = meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == cfg.steps:
-            dt = time.time() - t0
-            log(f"step {step}/{cfg.steps} loss {ema:.4f} lr {lr:.2e} {seen / dt:.1f} img/s")
+            log(f"step {step}/{cfg.steps} loss {ema:.4f} lr {lr:.2e} {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
     stream.close()

@@ -6,14 +6,13 @@ per-step seed, so a resumed run sees the same stream.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.training.common import LATENT_FACTORS, Timer, load_state, pick_device, save_state, set_threads
+from engine.training.common import LATENT_FACTORS, LossMeter, Timer, load_state, pick_device, save_state, set_threads
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch"]
 
@@ -78,7 +77,7 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
     def checkpoint() -> None:
         save_state(ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(), "step": step})
 
-    timer, t0, seen, ema = Timer(cfg.checkpoint_every_s), time.time(), 0, None
+    timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     while step < cfg.steps:
         lr = cfg.lr * (0.1 if step > 0.8 * cfg.steps else 1.0)
         for g in opt.param_groups:
@@ -89,10 +88,9 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
         loss.backward()
         opt.step()
         step += 1
-        seen += cfg.batch
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        ema = meter.update(loss.item(), cfg.batch)
         if step % 25 == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema ** 0.5:.3f} of range) {seen / (time.time() - t0):.1f} img/s")
+            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema ** 0.5:.3f} of range) {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
     checkpoint()
