@@ -16,25 +16,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _median_time(fn: Callable[[], object], repeat: int) -> tuple[float, float, float]:
-    """(median wall s, max wall s, median CPU s of this process) over ``repeat`` runs after a warm-up.
-
-    CPU time shows the work itself when other jobs share the cores and stretch the wall time.
-    """
-    fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), max(walls), statistics.median(cpus)
+from _timing import median_times  # noqa: E402 (bench/ is the script's folder)
 
 
 def main() -> int:
@@ -62,13 +48,13 @@ def main() -> int:
         rgb = A.load_image(path)
         face = A.align_face(rgb)
         size = f"{rgb.shape[1]}x{rgb.shape[0]}"
-        rows.append((f"{path.name}: decode", size, *_median_time(lambda: A.load_image(path), args.repeat)))
+        rows.append((f"{path.name}: decode", size, *median_times(lambda: A.load_image(path), args.repeat)))
         rows.append((f"{path.name}: detect + landmarks", size,
-                     *_median_time(lambda: A.detect_faces(rgb), args.repeat)))
+                     *median_times(lambda: A.detect_faces(rgb), args.repeat)))
         rows.append((f"{path.name}: 2 warps to 1024", size,
-                     *_median_time(lambda: (A.warp_quad(rgb, face.quad, 1024),
+                     *median_times(lambda: (A.warp_quad(rgb, face.quad, 1024),
                                             A.warp_quad(rgb, face.crop_quad, 1024)), args.repeat)))
-        timing = _median_time(lambda: A.align_face(path), args.repeat)
+        timing = median_times(lambda: A.align_face(path), args.repeat)
         rows.append((f"{path.name}: align_face(path)", size, *timing))
         totals.append(timing[0])
 
@@ -76,10 +62,10 @@ def main() -> int:
     m = np.float64([[1.5, 0.0, 1800.0], [0.0, 1.5, 800.0]])
     large = cv2.warpAffine(base, m, (4000, 3000), borderMode=cv2.BORDER_REPLICATE)
     rows.append(("large photo: align_face(array)", "4000x3000",
-                 *_median_time(lambda: A.align_face(large), args.repeat)))
+                 *median_times(lambda: A.align_face(large), args.repeat)))
     face = A.align_face(base)
     rows.append(("paste_back 1024 crop", f"{base.shape[1]}x{base.shape[0]}",
-                 *_median_time(lambda: A.paste_back(base, face.crop, face.crop_quad), args.repeat)))
+                 *median_times(lambda: A.paste_back(base, face.crop, face.crop_quad), args.repeat)))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"alignment benchmark ({os.cpu_count()} CPU cores, load average {load:.1f}, cv2 threads "

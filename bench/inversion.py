@@ -36,18 +36,13 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import median_times  # noqa: E402 (bench/ is the script's folder)
+
 
 def _time(fn: Callable[[], object], repeat: int, warmup: bool = True) -> tuple[float, float]:
     """(median wall s, median process CPU s) over ``repeat`` runs."""
-    if warmup:
-        fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
+    wall, _, cpu = median_times(fn, repeat, warmup)
+    return wall, cpu
 
 
 def _networks(name: str):

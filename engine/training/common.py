@@ -7,7 +7,6 @@ face). ``LATENT_FACTORS`` lists those factors in ``z`` order.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
