@@ -101,3 +101,37 @@ def test_trainers_two_steps_resume_and_export(tmp_path: Path) -> None:
     assert {"smile", "age", "glasses", "beard", "hair colour", "yaw"} <= set(dirs)
     for v in dirs.values():
         assert abs(float(v["vector"].norm()) - 1) < 1e-4 and v["range"][1] > 0
+
+
+def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Path) -> None:
+    """--mapping-from keeps an earlier generator's latent space; --init-from carries an encoder over to it."""
+    from engine.checkpoints import load_generator
+    from engine.training.common import load_state
+
+    g, g2, e, e2 = (tmp_path / k for k in ("g", "g2", "e", "e2"))
+    _run("generator", "--steps", "2", "--out", str(g))
+    _run("generator", "--steps", "2", "--out", str(g2), "--num-layers", "5", "--mapping-from",
+         str(g / "generator.safetensors"))
+    G, G2 = load_generator(g / "generator.safetensors"), load_generator(g2 / "generator.safetensors")
+    assert G2.num_ws == G.num_ws + 2
+    z = torch.randn(4, G.z_dim)
+    assert torch.equal(G.mapping(z)[:, 0], G2.mapping(z)[:, 0])
+    _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"))
+    _run("encoder", "--steps", "1", "--lr", "0", "--out", str(e2), "--generator", str(g2 / "generator.safetensors"),
+         "--init-from", str(e / "checkpoint.pt"))
+    old, new = load_state(e / "checkpoint.pt")["encoder"], load_state(e2 / "checkpoint.pt")["encoder"]
+    n_old = G.num_ws
+    for k, v in new.items():
+        if k.startswith("styles."):
+            i = int(k.split(".")[1])
+            j = 0 if i == 0 else max(1, round(i * (n_old - 1) / (G2.num_ws - 1)))
+            src = old["styles." + str(j) + k[len("styles." + str(i)):]]
+        else:
+            src = old[k]
+        if v.is_floating_point() and "running" not in k:  # lr 0: weights unchanged; BN statistics move
+            assert torch.equal(v, src), k
+    with pytest.raises(ValueError, match="same latent sizes"):
+        from engine.training.generator import GeneratorConfig, build_demo_generator, copy_mapping
+        copy_mapping(build_demo_generator(GeneratorConfig(size=16, w_dim=8, num_layers=3, channel_base=64,
+                                                          channel_max=8), torch.device("cpu")),
+                     g / "generator.safetensors")

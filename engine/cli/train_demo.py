@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-bn", action="store_true",
                         help="encoder: BatchNorm on running statistics (the multi-pass phase after --iters 1)")
     parser.add_argument("--image-weight", type=float, default=None, help="encoder: weight of the image loss")
+    parser.add_argument("--num-layers", type=int, default=None, help="generator: synthesis layers (new runs)")
+    parser.add_argument("--channel-base", type=int, default=None, help="generator: channel base (new runs)")
+    parser.add_argument("--channel-max", type=int, default=None, help="generator: channel maximum (new runs)")
+    parser.add_argument("--mapping-from", default=None,
+                        help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
+                             "so an encoder trained for it still applies")
+    parser.add_argument("--init-from", default=None,
+                        help="encoder: start from this encoder checkpoint.pt (its rows are spread over the new "
+                             "generator's ws when their counts differ)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if args.tiny:
             cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
                                   checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "size", "batch", "lr"):
+        for k in ("steps", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
@@ -84,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         cfg.follow = args.follow
+        if args.init_from:
+            cfg.init_from = args.init_from
         train_encoder(out, Path(args.generator), cfg, resume=args.resume, device=device, threads=args.threads,
                       log=log, workers=args.workers, override=given)
     elif args.what == "package":

@@ -19,7 +19,7 @@ import torch
 
 from engine.training.common import LossMeter, RenderStream, Timer, load_state, pick_device, save_state, set_threads
 
-__all__ = ["EncoderTrainConfig", "train_encoder", "build_demo_encoder", "encoder_input_size"]
+__all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_demo_encoder", "encoder_input_size"]
 
 
 @dataclass
@@ -38,6 +38,8 @@ class EncoderTrainConfig:
     steps: int = 1500
     checkpoint_every_s: float = 180.0
     seed: int = 2
+    # Encoder checkpoint.pt to start a new run from ("" = random init); see init_encoder_from.
+    init_from: str = ""
 
 
 def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) -> torch.nn.Module:
@@ -51,6 +53,30 @@ def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) 
 def encoder_input_size(G: torch.nn.Module) -> int:
     """The encoder's input side: the generator's resolution, at least 32 (the backbone downsamples 16x)."""
     return max(int(G.img_resolution), 32)
+
+
+def init_encoder_from(enc: torch.nn.Module, path: Path) -> None:
+    """Load the encoder weights of the trainer checkpoint ``path`` into ``enc``.
+
+    The backbone and the w0 head are copied as they are. When the generators' ``num_ws`` differ (a
+    deeper synthesis network trained in the same latent space, see ``GeneratorConfig.mapping_from``),
+    row i of the new encoder takes the delta head of the old row at the same relative depth."""
+    state = load_state(path)["encoder"]
+    old_rows = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("styles."))
+    new_rows = enc.n_styles
+    mapped = {}
+    for k, v in state.items():
+        if not k.startswith("styles."):
+            mapped[k] = v
+    for i in range(new_rows):
+        j = 0 if i == 0 else max(1, round(i * (old_rows - 1) / max(new_rows - 1, 1)))
+        for k, v in state.items():
+            if k.startswith(f"styles.{j}."):
+                mapped[f"styles.{i}." + k[len(f"styles.{j}."):]] = v
+    try:
+        enc.load_state_dict(mapped)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not an encoder of this backbone and latent size ({e})") from e
 
 
 def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resume: bool = False,
@@ -86,6 +112,9 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     else:
         torch.manual_seed(cfg.seed)
         enc = build_demo_encoder(G, cfg.backbone, device)
+        if cfg.init_from:
+            init_encoder_from(enc, Path(cfg.init_from))
+            log(f"weights from {cfg.init_from}")
         opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
     enc.train()
     if cfg.freeze_bn:

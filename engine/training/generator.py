@@ -22,7 +22,7 @@ import torch
 from engine.training.common import (Z_DIM, LossMeter, RenderStream, Timer, downsample, load_state, pick_device,
                                     save_state, set_threads)
 
-__all__ = ["GeneratorConfig", "build_demo_generator", "train_generator"]
+__all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "train_generator"]
 
 
 @dataclass
@@ -41,6 +41,8 @@ class GeneratorConfig:
     mapping_layers: int = 2
     mapping_lr_multiplier: float = 0.1
     train_mapping: bool = False
+    # Generator file whose mapping network is copied at the start of a new run ("" = random init).
+    mapping_from: str = ""
     batch: int = 8
     # 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see MODEL_CARD.md.
     lr: float = 1e-2
@@ -60,6 +62,20 @@ def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn
                   num_critical=2, margin_size=cfg.margin_size, conv_kernel=3,
                   first_cutoff=cfg.first_cutoff, first_stopband=cfg.first_stopband)
     return G.to(device)
+
+
+def copy_mapping(G: torch.nn.Module, path: Path) -> None:
+    """Load the mapping network (and ``w_avg``) of the generator file ``path`` into ``G``.
+
+    A new synthesis network can then be trained in the latent space of an earlier generator, so an
+    encoder's latent-regression targets (``G.mapping(z)``) stay the same."""
+    from engine.checkpoints import load_generator
+
+    src = load_generator(path, device=torch.device("cpu"))
+    if (src.z_dim, src.w_dim) != (G.z_dim, G.w_dim):
+        raise ValueError(f"{path}: its mapping is z {src.z_dim} -> w {src.w_dim}, this generator needs "
+                         f"z {G.z_dim} -> w {G.w_dim}; pick a generator of the same latent sizes")
+    G.mapping.load_state_dict(src.mapping.state_dict())
 
 
 def _trainable(G: torch.nn.Module, cfg: GeneratorConfig) -> list[torch.nn.Parameter]:
@@ -105,6 +121,9 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         log(f"resumed from {ckpt_path} at step {step}")
     else:
         G = build_demo_generator(cfg, device)
+        if cfg.mapping_from:
+            copy_mapping(G, Path(cfg.mapping_from))
+            log(f"mapping network copied from {cfg.mapping_from}")
         opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
     G.train()
 
