@@ -135,3 +135,20 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
         copy_mapping(build_demo_generator(GeneratorConfig(size=16, w_dim=8, num_layers=3, channel_base=64,
                                                           channel_max=8), torch.device("cpu")),
                      g / "generator.safetensors")
+
+
+def test_predictor_soft_image_augmentation(tmp_path: Path) -> None:
+    from engine.training.predictor import soften
+
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    y = soften(x, 1.5, seed=4)
+    assert torch.equal(y[0::2], x[0::2])  # every other image is left as it is
+    # blurred images lose high-frequency energy (neighbour differences shrink)
+    hf = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+    assert hf(y[1::2]) < 0.9 * hf(x[1::2])
+    assert torch.equal(y, soften(x, 1.5, seed=4)) and y.abs().max() <= 1
+    p = tmp_path / "p"
+    _run("predictor", "--steps", "2", "--out", str(p))
+    _run("predictor", "--steps", "3", "--resume", "--blur", "1.2", "--out", str(p))
+    state = torch.load(p / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["config"]["blur_max"] == 1.2

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-bn", action="store_true",
                         help="encoder: BatchNorm on running statistics (the multi-pass phase after --iters 1)")
     parser.add_argument("--image-weight", type=float, default=None, help="encoder: weight of the image loss")
+    parser.add_argument("--blur", type=float, default=None,
+                        help="predictor: largest blur sigma (px) of the soft-image augmentation (also on --resume)")
     parser.add_argument("--num-layers", type=int, default=None, help="generator: synthesis layers (new runs)")
     parser.add_argument("--channel-base", type=int, default=None, help="generator: channel base (new runs)")
     parser.add_argument("--channel-max", type=int, default=None, help="generator: channel maximum (new runs)")
@@ -80,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         for k in ("steps", "size", "batch"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
-        train_predictor(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log)
+        if args.blur is not None:
+            cfg.blur_max = args.blur
+        train_predictor(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
+                        blur_override=args.blur is not None)
     elif args.what == "encoder":
         from engine.training.encoder import EncoderTrainConfig, train_encoder
         cfg = EncoderTrainConfig(checkpoint_every_s=args.checkpoint_every)

@@ -3,6 +3,10 @@
 Targets are the identity and attribute factors (the pose is 0 in aligned renders), normalised to
 [0,1] by their ranges; loss is the mean squared error. Faces come from :func:`sample_factors` with a
 per-step seed, so a resumed run sees the same stream.
+
+``blur_max > 0`` softens half of each batch with a Gaussian blur of random width (sigma uniform in
+[0, blur_max] px) and adds faint noise: the predictor then reads the factors off a generator's
+samples, which are never as crisp as the renderer's, instead of extrapolating on them.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 
 from engine.training.common import LATENT_FACTORS, LossMeter, Timer, load_state, pick_device, save_state, set_threads
 
-__all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch"]
+__all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
 
 
 @dataclass
@@ -26,6 +30,8 @@ class PredictorTrainConfig:
     steps: int = 1500
     checkpoint_every_s: float = 180.0
     seed: int = 1
+    # Largest blur sigma (px at ``size``) of the soft-image augmentation; 0 = none.
+    blur_max: float = 0.0
 
 
 def predictor_batch(n: int, size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +45,25 @@ def predictor_batch(n: int, size: int, seed: int, device: torch.device) -> tuple
     return x, y
 
 
+def soften(x: torch.Tensor, blur_max: float, seed: int) -> torch.Tensor:
+    """Blur every other image of x [N,3,H,W] in [-1,1] with sigma ~ U(0, blur_max) px and add noise
+    (std up to 0.02); deterministic for a seed. Returns a new tensor."""
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    pick = torch.arange(n) % 2 == 1
+    sig = torch.rand(n, generator=g) * blur_max
+    radius = max(1, int(np.ceil(3 * blur_max)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t[None] / sig.clamp_min(1e-3)[:, None]) ** 2)
+    k = torch.where(pick[:, None], k / k.sum(1, keepdim=True), (t[None] == 0).float())  # identity when unpicked
+    k = k.repeat_interleave(3, 0).to(x)  # one kernel per channel plane
+    planes = torch.nn.functional.pad(x.reshape(1, n * 3, *x.shape[2:]), [radius] * 4, mode="replicate")
+    planes = torch.nn.functional.conv2d(planes, k[:, None, None, :], groups=n * 3)
+    planes = torch.nn.functional.conv2d(planes, k[:, None, :, None], groups=n * 3)
+    noise = torch.randn(x.shape, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) * 0.02)
+    return (planes.reshape(x.shape) + noise.to(x) * pick[:, None, None, None].to(x)).clamp(-1, 1)
+
+
 def _new_model(cfg: PredictorTrainConfig, device: torch.device):
     from engine.predictor import AttributePredictor
     from engine.synthetic import FACTORS, FACTOR_NAMES
@@ -50,8 +75,11 @@ def _new_model(cfg: PredictorTrainConfig, device: torch.device):
 
 
 def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print) -> Path:
-    """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``."""
+                    threads: int | None = 2, log=print, blur_override: bool = False) -> Path:
+    """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``.
+
+    ``blur_override``: a resumed run uses ``cfg.blur_max`` instead of the checkpoint's (fine-tuning a
+    predictor on soft images)."""
     from engine.predictor import save_predictor
 
     set_threads(threads)
@@ -61,7 +89,8 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
     step = 0
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
-        cfg = PredictorTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s})
+        cfg = PredictorTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
+                                      **({"blur_max": cfg.blur_max} if blur_override else {})})
         model = _new_model(cfg, device)
         model.load_state_dict(state["model"])
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -83,6 +112,8 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = predictor_batch(cfg.batch, cfg.size, seed=cfg.seed * 1_000_003 + step, device=device)
+        if cfg.blur_max > 0:
+            x = soften(x, cfg.blur_max, seed=cfg.seed * 7_000_003 + step)
         loss = (model.forward_normalized(x) - (y - model.low) / span).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
