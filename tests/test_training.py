@@ -130,6 +130,12 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
             src = old[k]
         if v.is_floating_point() and "running" not in k:  # lr 0: weights unchanged; BN statistics move
             assert torch.equal(v, src), k
+    # an inverter file (what a bundle ships) works as a starting point too
+    e3 = tmp_path / "e3"
+    _run("encoder", "--steps", "1", "--lr", "0", "--out", str(e3), "--generator", str(g2 / "generator.safetensors"),
+         "--init-from", str(e / "encoder.safetensors"))
+    w3 = load_state(e3 / "checkpoint.pt")["encoder"]
+    assert all(torch.equal(w3[k], v) for k, v in new.items() if v.is_floating_point() and "running" not in k)
     with pytest.raises(ValueError, match="same latent sizes"):
         from engine.training.generator import GeneratorConfig, build_demo_generator, copy_mapping
         copy_mapping(build_demo_generator(GeneratorConfig(size=16, w_dim=8, num_layers=3, channel_base=64,

@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
                              "so an encoder trained for it still applies")
     parser.add_argument("--init-from", default=None,
-                        help="encoder: start from this encoder checkpoint.pt (its rows are spread over the new "
-                             "generator's ws when their counts differ)")
+                        help="encoder: start from this encoder (checkpoint.pt or inverter .safetensors); its rows "
+                             "are spread over the generator's ws when their counts differ")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,12 +56,18 @@ def encoder_input_size(G: torch.nn.Module) -> int:
 
 
 def init_encoder_from(enc: torch.nn.Module, path: Path) -> None:
-    """Load the encoder weights of the trainer checkpoint ``path`` into ``enc``.
+    """Load the encoder weights of the trainer checkpoint ``path`` (or an inverter ``.safetensors``
+    file) into ``enc``.
 
     The backbone and the w0 head are copied as they are. When the generators' ``num_ws`` differ (a
     deeper synthesis network trained in the same latent space, see ``GeneratorConfig.mapping_from``),
     row i of the new encoder takes the delta head of the old row at the same relative depth."""
-    state = load_state(path)["encoder"]
+    if Path(path).suffix == ".safetensors":  # an inverter file, e.g. a shipped bundle's encoder.safetensors
+        from engine.inversion import load_inverter
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_inverter(path).encoder.state_dict().items()}
+    else:
+        state = load_state(path)["encoder"]
     old_rows = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("styles."))
     new_rows = enc.n_styles
     mapped = {}

@@ -31,9 +31,11 @@ class GeneratorConfig:
 
     size: int = 64
     w_dim: int = 128
-    num_layers: int = 4
-    channel_base: int = 1536
-    channel_max: int = 32
+    # 6 layers of up to 48 channels: at equal wall time on the 2-core CPU this fitted better than 8
+    # layers of 32 (loss 0.52 vs 0.57 after 4 min) and far better than the first demo's 4 layers of 32.
+    num_layers: int = 6
+    channel_base: int = 3072
+    channel_max: int = 48
     margin_size: int = 4
     # Frequency band of the Fourier input (SG3 defaults: 2 and 2**2.1).
     first_cutoff: float = 2.0
@@ -46,7 +48,7 @@ class GeneratorConfig:
     batch: int = 8
     # 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see MODEL_CARD.md.
     lr: float = 1e-2
-    steps: int = 4000
+    steps: int = 8000
     checkpoint_every_s: float = 180.0
     seed: int = 0
 
