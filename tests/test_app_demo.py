@@ -14,17 +14,13 @@ TIMEOUT = 120_000
 
 @pytest.mark.skipif(not DEMO_MANIFEST.is_file(), reason="demo model not installed")
 def test_smile_slider_raises_predictor_smile_score(qtbot, tmp_path):
-    import cv2
-
     from app.main_window import create_main_window
     from engine.models import load_bundle
-    from engine.synthetic import render, sample_factors
+    from engine.synthetic import write_photo
 
     # A 512 px photo of a procedural face, not aligned (roll, shift): the demo model's domain. Real
     # photos far from it may invert to no face at all (MODEL_CARD.md).
-    images, _, _ = render(sample_factors(1, seed=3), 512, aligned=False)
-    photo = tmp_path / "synthetic_3.png"
-    cv2.imwrite(str(photo), images[0][..., ::-1])
+    photo = write_photo(tmp_path / "synthetic_3.png", seed=3)
 
     win = create_main_window(model="demo", cache_dir=tmp_path / "cache")
     qtbot.addWidget(win)

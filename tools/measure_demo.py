@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     R = G.img_resolution
     span = (P.high - P.low)
     attrs = P.attributes
+    # Columns of the directions' attributes (smile, age, ...): "the other attributes" of the edit check.
+    edit_cols = [attrs.index(d.attribute) for d in b.directions.values() if d.attribute in attrs]
     t0 = time.time()
     print(f"bundle {b.folder} ({R} px, w_dim {G.w_dim}, num_ws {G.num_ws})")
 
@@ -135,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{float(err_true.max()):.3f} ({attrs[int(err_true.argmax())]}); the predictor on the inputs "
               f"themselves: mean {float(err_in.mean()):.3f}, worst {float(err_in.max()):.3f} "
               f"({attrs[int(err_in.argmax())]})")
-        edit_cols = [attrs.index(d.attribute) for d in b.directions.values() if d.attribute in attrs]
         if edit_cols:
             print("[encoder] editable attributes, reconstruction vs truth: " + ", ".join(
                 f"{attrs[c]} {float(err_true[c]):.3f}" for c in edit_cols))
@@ -168,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         # "The other attributes": the editable attributes of the other directions (smile, age, ...);
         # the mean over every other factor is printed as well (identity factors the predictor reads
         # poorly at this size add their own noise to it).
-        edit_cols = sorted({attrs.index(d.attribute) for d in b.directions.values() if d.attribute in attrs})
         for name, d in b.directions.items():
             col = attrs.index(d.attribute) if d.attribute in attrs else None
             if col is None:

@@ -91,12 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     wait_for(lambda: win.bundle is not None, "the model")
     photo = args.photo
     if args.synthetic is not None:
-        import cv2
-
-        from engine.synthetic import render, sample_factors
-        images, _, _ = render(sample_factors(1, seed=args.synthetic), 512, aligned=False)
-        photo = str(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png")
-        cv2.imwrite(photo, images[0][:, :, ::-1])
+        from engine.synthetic import write_photo
+        photo = str(write_photo(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png", args.synthetic))
     win.open_photo(photo)
     wait_for(rendered, "the inverted photo")
     state = win.state

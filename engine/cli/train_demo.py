@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
-                        workers=args.workers, lr_override=args.lr is not None)
+                        workers=args.workers, override=("lr",) if args.lr is not None else ())
     elif args.what == "predictor":
         from engine.training.predictor import PredictorTrainConfig, train_predictor
         cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if args.blur is not None:
             cfg.blur_max = args.blur
         train_predictor(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
-                        blur_override=args.blur is not None)
+                        override=("blur_max",) if args.blur is not None else ())
     elif args.what == "encoder":
         from engine.training.encoder import EncoderTrainConfig, train_encoder
         cfg = EncoderTrainConfig(checkpoint_every_s=args.checkpoint_every)

@@ -18,8 +18,8 @@ from engine.synthetic.factors import (FACTOR_NAMES, FACTORS, ROLL_DEGREES, SHIFT
                                       ZOOM_RANGE, Factor, Factors, factor_index, factor_table,
                                       sample_factors)
 from engine.synthetic.geometry import ffhq_quad
-from engine.synthetic.render import render, render_clip, render_one
+from engine.synthetic.render import render, render_clip, render_one, write_photo
 
 __all__ = ["FACTORS", "FACTOR_NAMES", "Factor", "Factors", "factor_index", "factor_table", "sample_factors",
-           "render", "render_one", "render_clip", "ffhq_quad", "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION",
+           "render", "render_one", "render_clip", "write_photo", "ffhq_quad", "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION",
            "ZOOM_RANGE"]

@@ -10,7 +10,7 @@ from engine.synthetic.face import draw_face
 from engine.synthetic.factors import FACTOR_NAMES, SHIFT_FRACTION, Factors, factor_index
 from engine.synthetic.geometry import aligned_camera, apply_camera, face_shape, unaligned_camera
 
-__all__ = ["render", "render_one", "render_clip"]
+__all__ = ["render", "render_one", "render_clip", "write_photo"]
 
 _POSE = ("roll", "tx", "ty", "scale")
 
@@ -77,6 +77,23 @@ def render(factors: Factors | np.ndarray, size: int = 256, aligned: bool = True,
         images[i], landmarks[i] = render_one(f, size, aligned, scale_mode)
     labels = fac.replace(**{k: 0.0 for k in _POSE}) if aligned else fac
     return images, landmarks, labels
+
+
+def write_photo(path, seed: int, size: int = 512):
+    """Write one unaligned procedural face (``sample_factors(1, seed)``, roll / shift / zoom applied) as an
+    image file at ``path`` (format from the suffix, e.g. .png), ``size`` x ``size`` px: a stand-in photo
+    from the demo model's domain. Returns the path as a ``pathlib.Path``."""
+    from pathlib import Path
+
+    import cv2
+
+    from engine.synthetic.factors import sample_factors
+
+    images, _, _ = render(sample_factors(1, seed=seed), size, aligned=False)
+    path = Path(path)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(images[0][:, :, ::-1])):
+        raise OSError(f"could not write {path}: check the folder exists and the suffix is an image format")
+    return path
 
 
 def _smooth_path(rng: np.random.Generator, n: int, n_waves: int = 3, max_cycles: float = 1.0) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
 
 __all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "RenderStream", "pick_device",
-           "save_state", "load_state", "Timer", "LossMeter", "set_threads"]
+           "save_state", "load_state", "resumed_config", "Timer", "LossMeter", "set_threads"]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
 LATENT_FACTORS: tuple[str, ...] = tuple(f.name for f in FACTORS if f.kind != "pose")
@@ -155,6 +156,14 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_state` (weights_only: nothing in it is executed)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resumed_config(saved: dict[str, Any], cfg: Any, override: tuple[str, ...] = ()) -> Any:
+    """The config a resumed run uses: the checkpoint's ``saved`` fields, except ``steps``,
+    ``checkpoint_every_s`` and the fields named in ``override``, which come from ``cfg`` (a dataclass
+    instance; the result has its type)."""
+    keep = {"steps", "checkpoint_every_s", *override}
+    return type(cfg)(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in keep}})
 
 
 class Timer:

@@ -42,7 +42,7 @@ class DirectionsConfig:
     # Per-direction calibration targets where the default range would be too entangled: smile at 0.50
     # moved the other edited attributes by 0.12 of their ranges on held-out inverted faces (glasses
     # 0.17), so its documented useful range is calibrated to a smaller change.
-    target_change_by_name: dict = field(default_factory=lambda: {"smile": 0.40})
+    target_change_by_name: dict[str, float] = field(default_factory=lambda: {"smile": 0.40})
     stylespace_top: int = 8
     # Project each SVM normal off the other directions' normals (InterFaceGAN conditional manipulation).
     conditional: bool = True
@@ -91,10 +91,8 @@ def fit_directions(out: Path, generator_path: Path, predictor_path: Path, cfg: D
     result: dict[str, dict] = {}
     stylespace: dict[str, list] = {}
     w_calib = w[: cfg.calib_samples]
-    col_of = P.attributes.index
-    fitted = {}
-    for name, (attr, _) in DEMO_DIRECTIONS.items():
-        fitted[name] = fit_direction(w.cpu(), scores[:, col_of(attr)].cpu(), cfg.fraction)
+    fitted = {name: fit_direction(w.cpu(), scores[:, P.attributes.index(attr)].cpu(), cfg.fraction)
+              for name, (attr, _) in DEMO_DIRECTIONS.items()}
     for name, (attr, desc) in DEMO_DIRECTIONS.items():
         col = P.attributes.index(attr)
         d, acc = fitted[name]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from engine.training.common import LossMeter, RenderStream, Timer, load_state, pick_device, save_state, set_threads
+from engine.training.common import (LossMeter, RenderStream, Timer, load_state, pick_device, resumed_config,
+                                    save_state, set_threads)
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_demo_encoder", "encoder_input_size"]
 
@@ -107,8 +108,7 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     step = 0
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
-        keep = {"steps", "checkpoint_every_s", "follow", *override}
-        cfg = EncoderTrainConfig(**{**state["config"], **{k: v for k, v in asdict(cfg).items() if k in keep}})
+        cfg = resumed_config(state["config"], cfg, ("follow", *override))
         enc = build_demo_encoder(G, cfg.backbone, device)
         enc.load_state_dict(state["encoder"])
         opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from engine.training.common import (Z_DIM, LossMeter, RenderStream, Timer, downsample, load_state, pick_device,
-                                    save_state, set_threads)
+                                    resumed_config, save_state, set_threads)
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "train_generator"]
 
@@ -95,12 +95,13 @@ def regression_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print, workers: int = 0, lr_override: bool = False) -> Path:
+                    threads: int | None = 2, log=print, workers: int = 0, override: tuple[str, ...] = ()) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
     run continues up to it). ``workers``: render processes working ahead (0: render in this process).
-    ``lr_override``: a resumed run uses ``cfg.lr`` instead of the checkpoint's.
+    ``override``: schedule fields (e.g. ``("lr",)``) a resumed run takes from ``cfg`` instead of the
+    checkpoint; the architecture always comes from the checkpoint.
     """
     from engine.checkpoints import save_generator
 
@@ -111,10 +112,7 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
     step = 0
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
-        saved = GeneratorConfig(**state["config"])
-        # Architecture comes from the checkpoint; only the schedule may change on resume.
-        cfg = GeneratorConfig(**{**asdict(saved), "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
-                                 "lr": cfg.lr if lr_override else saved.lr})
+        cfg = resumed_config(state["config"], cfg, override)
         G = build_demo_generator(cfg, device)
         G.load_state_dict(state["G"])
         opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))

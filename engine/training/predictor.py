@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from engine.training.common import LATENT_FACTORS, LossMeter, Timer, load_state, pick_device, save_state, set_threads
+from engine.training.common import (LATENT_FACTORS, LossMeter, Timer, load_state, pick_device, resumed_config,
+                                    save_state, set_threads)
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
 
@@ -50,18 +52,19 @@ def soften(x: torch.Tensor, blur_max: float, seed: int) -> torch.Tensor:
     (std up to 0.02); deterministic for a seed. Returns a new tensor."""
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
-    pick = torch.arange(n) % 2 == 1
-    sig = torch.rand(n, generator=g) * blur_max
+    sig = torch.rand(n, generator=g)[1::2] * blur_max
+    noise = (torch.randn(x.shape, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) * 0.02))[1::2].to(x)
     radius = max(1, int(np.ceil(3 * blur_max)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (t[None] / sig.clamp_min(1e-3)[:, None]) ** 2)
-    k = torch.where(pick[:, None], k / k.sum(1, keepdim=True), (t[None] == 0).float())  # identity when unpicked
-    k = k.repeat_interleave(3, 0).to(x)  # one kernel per channel plane
-    planes = torch.nn.functional.pad(x.reshape(1, n * 3, *x.shape[2:]), [radius] * 4, mode="replicate")
-    planes = torch.nn.functional.conv2d(planes, k[:, None, None, :], groups=n * 3)
-    planes = torch.nn.functional.conv2d(planes, k[:, None, :, None], groups=n * 3)
-    noise = torch.randn(x.shape, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) * 0.02)
-    return (planes.reshape(x.shape) + noise.to(x) * pick[:, None, None, None].to(x)).clamp(-1, 1)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(3, 0).to(x)  # one kernel per channel plane
+    soft = x[1::2]
+    m = soft.shape[0] * 3
+    planes = F.pad(soft.reshape(1, m, *x.shape[2:]), [radius] * 4, mode="replicate")
+    planes = F.conv2d(F.conv2d(planes, k[:, None, None, :], groups=m), k[:, None, :, None], groups=m)
+    out = x.clone()
+    out[1::2] = (planes.reshape(soft.shape) + noise).clamp(-1, 1)
+    return out
 
 
 def _new_model(cfg: PredictorTrainConfig, device: torch.device):
@@ -75,11 +78,11 @@ def _new_model(cfg: PredictorTrainConfig, device: torch.device):
 
 
 def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print, blur_override: bool = False) -> Path:
+                    threads: int | None = 2, log=print, override: tuple[str, ...] = ()) -> Path:
     """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``.
 
-    ``blur_override``: a resumed run uses ``cfg.blur_max`` instead of the checkpoint's (fine-tuning a
-    predictor on soft images)."""
+    ``override``: fields a resumed run takes from ``cfg`` instead of the checkpoint (e.g.
+    ``("blur_max",)``: fine-tuning a predictor on soft images)."""
     from engine.predictor import save_predictor
 
     set_threads(threads)
@@ -89,8 +92,7 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
     step = 0
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
-        cfg = PredictorTrainConfig(**{**state["config"], "steps": cfg.steps, "checkpoint_every_s": cfg.checkpoint_every_s,
-                                      **({"blur_max": cfg.blur_max} if blur_override else {})})
+        cfg = resumed_config(state["config"], cfg, override)
         model = _new_model(cfg, device)
         model.load_state_dict(state["model"])
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
