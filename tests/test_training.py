@@ -158,3 +158,54 @@ def test_predictor_soft_image_augmentation(tmp_path: Path) -> None:
     _run("predictor", "--steps", "3", "--resume", "--blur", "1.2", "--out", str(p))
     state = torch.load(p / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3 and state["config"]["blur_max"] == 1.2
+
+
+def test_adversarial_phase_resumes_regression_checkpoint(tmp_path: Path) -> None:
+    """Phase 2 (--adv-weight) continues a phase-1 run: new discriminator, saved and restored with G."""
+    from engine.training.common import load_state
+
+    g = tmp_path / "g"
+    _run("generator", "--steps", "2", "--out", str(g))
+    assert "D" not in load_state(g / "checkpoint.pt")
+    _run("generator", "--steps", "4", "--resume", "--lr", "1e-3", "--edge-weight", "1", "--adv-weight", "0.1",
+         "--out", str(g))
+    s4 = load_state(g / "checkpoint.pt")
+    assert s4["step"] == 4 and s4["config"]["adv_weight"] == 0.1 and s4["config"]["edge_weight"] == 1.0
+    assert s4["config"]["lr"] == 1e-3
+    from engine.training.discriminator import DemoDiscriminator
+    fresh = DemoDiscriminator(16).state_dict()
+    assert fresh.keys() == s4["D"].keys()
+    # the discriminator was trained (two Adam steps move every weight tensor)
+    assert all(not torch.equal(fresh[k], s4["D"][k]) for k in fresh if k.endswith("weight"))
+    # resuming (no step left to run) restores the same discriminator and keeps the phase-2 settings
+    _run("generator", "--steps", "4", "--resume", "--out", str(g))
+    s4b = load_state(g / "checkpoint.pt")
+    assert s4b["config"]["adv_weight"] == 0.1
+    assert all(torch.equal(s4["D"][k], s4b["D"][k]) for k in s4["D"])
+
+
+def test_discriminator_losses() -> None:
+    from engine.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
+    from engine.training.generator import edge_loss
+
+    torch.manual_seed(0)
+    D = DemoDiscriminator(16, width=4)
+    real, fake = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16)
+    plain = discriminator_loss(D, real, fake, r1_gamma=2.0, r1_every=4, step=1)
+    with torch.no_grad():
+        expect = torch.nn.functional.softplus(-D(real)).mean() + torch.nn.functional.softplus(D(fake)).mean()
+    assert torch.allclose(plain, expect)
+    # on R1 steps the penalty gamma/2 * every * |dD/dx|^2 is added
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x)
+    penalty = 0.5 * 2.0 * 4 * grad.square().sum(dim=(1, 2, 3)).mean()
+    lazy = discriminator_loss(D, real, fake, r1_gamma=2.0, r1_every=4, step=8)
+    assert torch.allclose(lazy, expect + penalty, rtol=1e-5)
+    lazy.backward()  # differentiable through the penalty
+    assert all(p.grad is not None for p in D.parameters())
+    assert torch.allclose(generator_adv_loss(D, fake), torch.nn.functional.softplus(-D(fake)).mean())
+    # edge loss: 0 for equal images and for a constant offset; a unit step edge costs its finite difference
+    assert float(edge_loss(real, real)) == 0 and float(edge_loss(real + 0.5, real)) < 1e-6
+    step_img = torch.zeros(1, 1, 4, 4)
+    step_img[..., 2:] = 1.0  # one vertical edge of height 1 per row: dx has a single 1 among 3 columns
+    assert abs(float(edge_loss(step_img, torch.zeros_like(step_img))) - 1 / 3) < 1e-6

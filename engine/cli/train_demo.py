@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-layers", type=int, default=None, help="generator: synthesis layers (new runs)")
     parser.add_argument("--channel-base", type=int, default=None, help="generator: channel base (new runs)")
     parser.add_argument("--channel-max", type=int, default=None, help="generator: channel maximum (new runs)")
+    parser.add_argument("--edge-weight", type=float, default=None,
+                        help="generator: weight of the edge (finite-difference) loss (also on --resume)")
+    parser.add_argument("--adv-weight", type=float, default=None,
+                        help="generator: weight of the adversarial loss, > 0 starts the sharpening phase "
+                             "(also on --resume)")
     parser.add_argument("--mapping-from", default=None,
                         help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
                              "so an encoder trained for it still applies")
@@ -69,11 +74,13 @@ def run(args: argparse.Namespace) -> int:
         if args.tiny:
             cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
                                   checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from"):
+        for k in ("steps", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from",
+                  "edge_weight", "adv_weight"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
+        given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
-                        workers=args.workers, override=("lr",) if args.lr is not None else ())
+                        workers=args.workers, override=given)
     elif args.what == "predictor":
         from engine.training.predictor import PredictorTrainConfig, train_predictor
         cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)

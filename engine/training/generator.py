@@ -6,6 +6,11 @@ resolution and at half resolution). Deterministic targets make the latent space 
 almost linearly, which is what InterFaceGAN directions need. ``magnitude_ema`` and ``w_avg`` are
 updated with ``update_emas=True``.
 
+Phase 2 (``adv_weight > 0``, usually resumed from the phase-1 checkpoint with a fresh ``lr``) adds an
+edge term (L1 between the images' finite differences, ``edge_weight``) and a non-saturating GAN loss
+against :class:`engine.training.discriminator.DemoDiscriminator` (lazy R1 on reals); the regression
+term stays, so each latent keeps its face while samples get sharper.
+
 By default the mapping network keeps its random initialisation (``train_mapping=False``): W is then a
 fixed, smooth, injective function of the factors from step 0, so the encoder can be trained at the
 same time as the synthesis network (its latent-regression target ``G.mapping(z)`` never moves) and a
@@ -49,6 +54,12 @@ class GeneratorConfig:
     # 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see MODEL_CARD.md.
     lr: float = 1e-2
     steps: int = 8000
+    # Phase 2 (sharpening): weights of the edge and adversarial terms (0: pure regression, phase 1).
+    edge_weight: float = 0.0
+    adv_weight: float = 0.0
+    r1_gamma: float = 1.0
+    r1_every: int = 4
+    d_lr: float = 2e-4
     checkpoint_every_s: float = 180.0
     seed: int = 0
 
@@ -94,22 +105,33 @@ def regression_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return loss + (f2 - r2).abs().mean() + (f2 - r2).square().mean()
 
 
+def edge_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences; fake, real [N,3,S,S]. Returns a scalar.
+
+    Weighs fine detail more than the pixel loss does (the regression fits low frequencies first)."""
+    dx = (fake[..., :, 1:] - fake[..., :, :-1]) - (real[..., :, 1:] - real[..., :, :-1])
+    dy = (fake[..., 1:, :] - fake[..., :-1, :]) - (real[..., 1:, :] - real[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
+
+
 def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
                     threads: int | None = 2, log=print, workers: int = 0, override: tuple[str, ...] = ()) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
     run continues up to it). ``workers``: render processes working ahead (0: render in this process).
-    ``override``: schedule fields (e.g. ``("lr",)``) a resumed run takes from ``cfg`` instead of the
+    ``override``: schedule fields (e.g. ``("lr", "adv_weight")``) a resumed run takes from ``cfg`` instead of the
     checkpoint; the architecture always comes from the checkpoint.
     """
     from engine.checkpoints import save_generator
+    from engine.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
 
     set_threads(threads)
     device = device or pick_device()
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
     step = 0
+    state = None
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path)
         cfg = resumed_config(state["config"], cfg, override)
@@ -126,9 +148,20 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
             log(f"mapping network copied from {cfg.mapping_from}")
         opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
     G.train()
+    D = dopt = None
+    if cfg.adv_weight > 0:
+        D = DemoDiscriminator(cfg.size).to(device)
+        dopt = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
+        if state is not None and "D" in state:
+            D.load_state_dict(state["D"])
+            dopt.load_state_dict(state["dopt"])
+        else:
+            log("adversarial phase: new discriminator")
 
     def checkpoint() -> None:
-        save_state(ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step})
+        extra = {"D": D.state_dict(), "dopt": dopt.state_dict()} if D is not None else {}
+        save_state(ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step,
+                               **extra})
         # A current export lets the encoder trainer follow the generator while it trains.
         save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
 
@@ -144,13 +177,23 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         z, real = next(stream)
         fake = G(torch.from_numpy(z).to(device=device, dtype=torch.float32), update_emas=True)
         loss = regression_loss(fake, real)
+        total = loss
+        if cfg.edge_weight > 0:
+            total = total + cfg.edge_weight * edge_loss(fake, real)
+        if D is not None:
+            d_loss = discriminator_loss(D, real, fake, cfg.r1_gamma, cfg.r1_every, step)
+            dopt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            dopt.step()
+            total = total + cfg.adv_weight * generator_adv_loss(D, fake)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         opt.step()
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} loss {ema:.4f} lr {lr:.2e} {meter.rate:.1f} img/s")
+            adv = f" D {d_loss.item():.3f}" if D is not None else ""
+            log(f"step {step}/{cfg.steps} loss {ema:.4f}{adv} lr {lr:.2e} {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
     stream.close()
