@@ -218,15 +218,16 @@ def test_view_toggle_shows_photo_framing(win, qtbot):
 def test_undo_redo(win, qtbot):
     base = win.last_render.image.copy()
     smile, age = win.directions_panel.sliders["smile"], win.directions_panel.sliders["age"]
-    a = render_after(qtbot, win, lambda: smile.set_value(2.0, emit=True))
-    b = render_after(qtbot, win, lambda: age.set_value(-3.0, emit=True))
+    v = round(0.8 * smile.hi, 2)  # inside the model's documented range (the slider clamps to it)
+    a = render_after(qtbot, win, lambda: smile.set_value(v, emit=True))
+    b = render_after(qtbot, win, lambda: age.set_value(age.lo, emit=True))
     assert win.act_undo.isEnabled() and not win.act_redo.isEnabled()
     undone = render_after(qtbot, win, win.act_undo.trigger)
-    assert np.array_equal(undone, a) and age.value() == 0 and smile.value() == pytest.approx(2.0)
+    assert np.array_equal(undone, a) and age.value() == 0 and smile.value() == pytest.approx(v)
     undone2 = render_after(qtbot, win, win.act_undo.trigger)
     assert np.array_equal(undone2, base) and smile.value() == 0
     redone = render_after(qtbot, win, win.act_redo.trigger)
-    assert np.array_equal(redone, a) and smile.value() == pytest.approx(2.0)
+    assert np.array_equal(redone, a) and smile.value() == pytest.approx(v)
     redone2 = render_after(qtbot, win, win.act_redo.trigger)
     assert np.array_equal(redone2, b) and not win.act_redo.isEnabled()
 
@@ -293,7 +294,8 @@ def test_split_view_divider_drags(win, qtbot):
 
 def test_session_round_trip_identical_render(win, qtbot, tmp_path):
     smile = win.directions_panel.sliders["smile"]
-    render_after(qtbot, win, lambda: smile.set_value(1.5, emit=True))
+    v = round(0.7 * smile.hi, 2)
+    render_after(qtbot, win, lambda: smile.set_value(v, emit=True))
     render_after(qtbot, win, lambda: win.transform_panel.tx.set_value(0.1, emit=True))
     saved = render_after(qtbot, win, win.transform_panel.framed.click)
     saved_state = win.state
@@ -307,7 +309,7 @@ def test_session_round_trip_identical_render(win, qtbot, tmp_path):
     reopened = win.last_render.image
     assert win.state.same_as(saved_state)
     assert np.array_equal(reopened, saved)
-    assert smile.value() == pytest.approx(1.5) and win.transform_panel.framed.isChecked()
+    assert smile.value() == pytest.approx(v) and win.transform_panel.framed.isChecked()
     assert not win.act_undo.isEnabled(), "an opened session starts a fresh history"
 
 
