@@ -2,8 +2,11 @@
 
 Every trainer checkpoints to ``--out`` (default ``out/train/<what>``) every few minutes and continues
 with ``--resume``. Order: generator, predictor, encoder (needs the generator), directions (needs the
-generator and the predictor), then ``package`` writes the bundle (resources/models/demo). ``--steps`` is the total number of steps of the run (a resumed run goes
-on up to it). Runs on CUDA when available (``--device`` to choose).
+generator and the predictor), then ``package`` writes the bundle (resources/models/demo).
+``--steps`` is the total number of steps of the run (a resumed run goes on up to it). The generator
+trains in two phases: regression, then ``--resume --adv-weight W --edge-weight E`` with a larger
+``--steps`` (sharpening; see engine/training/discriminator.py). Runs on CUDA when available
+(``--device`` to choose).
 """
 from __future__ import annotations
 
