@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.models import load_bundle
     from engine.synthetic import ROLL_DEGREES, render, sample_factors
+    from engine.training.common import latent_labels
     from engine.training.directions import generate_samples
 
     b = load_bundle(args.bundle)
@@ -113,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         # For reference: the same check over the factors the predictor can read off renders at all
         # (correlation with the true factor >= 0.5); the others (e.g. clothes, out of the crop) have
         # near-constant predictions whose spread ratio is noise.
-        from engine.training.common import LATENT_FACTORS
-        true = torch.from_numpy(np.stack([ref_labels[k] for k in LATENT_FACTORS], 1)).float()
+        true = torch.from_numpy(latent_labels(ref_labels))
         corr = torch.stack([torch.corrcoef(torch.stack([r_pred[:, i], true[:, i]]))[0, 1] for i in range(len(attrs))])
         readable = corr.nan_to_num(0) >= 0.5
         bad = (mean_diff > 0.15) | ((std_ratio - 1).abs() > 0.15)
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         res = inv.invert(x, n_iters=3, batch_size=50)
         rec = res.images[-1]
         p = psnr(rec, x)
-        from engine.training.common import LATENT_FACTORS
-        true = torch.from_numpy(np.stack([labels[k] for k in LATENT_FACTORS], 1))
+        true = torch.from_numpy(latent_labels(labels))
         p_rec, p_in = P.predict(rec), P.predict(x)
         # The encoder's own error: factors the predictor reads off the reconstruction against those it
         # reads off the input (the predictor's error on the input itself is the instrument's, shown too).

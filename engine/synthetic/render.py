@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from engine.synthetic.draw import Canvas
 from engine.synthetic.face import draw_face
-from engine.synthetic.factors import FACTOR_NAMES, SHIFT_FRACTION, Factors, factor_index
+from engine.synthetic.factors import FACTOR_NAMES, SHIFT_FRACTION, Factors, factor_index, sample_factors
 from engine.synthetic.geometry import aligned_camera, apply_camera, face_shape, unaligned_camera
 
 __all__ = ["render", "render_one", "render_clip", "write_photo"]
@@ -79,15 +80,11 @@ def render(factors: Factors | np.ndarray, size: int = 256, aligned: bool = True,
     return images, landmarks, labels
 
 
-def write_photo(path, seed: int, size: int = 512):
+def write_photo(path: str | Path, seed: int, size: int = 512) -> Path:
     """Write one unaligned procedural face (``sample_factors(1, seed)``, roll / shift / zoom applied) as an
     image file at ``path`` (format from the suffix, e.g. .png), ``size`` x ``size`` px: a stand-in photo
     from the demo model's domain. Returns the path as a ``pathlib.Path``."""
-    from pathlib import Path
-
     import cv2
-
-    from engine.synthetic.factors import sample_factors
 
     images, _, _ = render(sample_factors(1, seed=seed), size, aligned=False)
     path = Path(path)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
 
-__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "render_batch", "RenderStream", "pick_device",
+__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "latent_labels", "render_batch", "RenderStream", "pick_device",
            "save_state", "load_state", "resumed_config", "Timer", "LossMeter", "set_threads"]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
@@ -59,6 +59,12 @@ def z_to_factors(z: np.ndarray) -> Factors:
             col = _LOW[i] + col * (_HIGH[i] - _LOW[i])
         vals[:, FACTOR_NAMES.index(name)] = col
     return Factors(vals)
+
+
+def latent_labels(labels: dict[str, np.ndarray]) -> np.ndarray:
+    """The ``labels`` dict of :func:`engine.synthetic.render` as float32 [N, Z_DIM], columns in
+    ``LATENT_FACTORS`` order (the predictor's targets)."""
+    return np.stack([labels[k] for k in LATENT_FACTORS], axis=1).astype(np.float32, copy=False)
 
 
 def factors_to_z(factors: Factors, rng: np.random.Generator | None = None) -> np.ndarray:

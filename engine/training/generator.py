@@ -181,10 +181,12 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         if cfg.edge_weight > 0:
             total = total + cfg.edge_weight * edge_loss(fake, real)
         if D is not None:
+            D.requires_grad_(True)
             d_loss = discriminator_loss(D, real, fake, cfg.r1_gamma, cfg.r1_every, step)
             dopt.zero_grad(set_to_none=True)
             d_loss.backward()
             dopt.step()
+            D.requires_grad_(False)  # G's loss goes through D; D's own gradients would be thrown away
             total = total + cfg.adv_weight * generator_adv_loss(D, fake)
         opt.zero_grad(set_to_none=True)
         total.backward()

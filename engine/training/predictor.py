@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.training.common import (LATENT_FACTORS, LossMeter, Timer, load_state, pick_device, resumed_config,
-                                    save_state, set_threads)
+from engine.training.common import (LATENT_FACTORS, LossMeter, Timer, latent_labels, load_state, pick_device,
+                                    resumed_config, save_state, set_threads)
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
 
@@ -43,7 +43,7 @@ def predictor_batch(n: int, size: int, seed: int, device: torch.device) -> tuple
     f = sample_factors(n, seed=seed)
     images, _, labels = render(f, size, aligned=True)
     x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
-    y = torch.from_numpy(np.stack([labels[k] for k in LATENT_FACTORS], axis=1)).to(device)
+    y = torch.from_numpy(latent_labels(labels)).to(device)
     return x, y
 
 
