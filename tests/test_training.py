@@ -209,3 +209,48 @@ def test_discriminator_losses() -> None:
     step_img = torch.zeros(1, 1, 4, 4)
     step_img[..., 2:] = 1.0  # one vertical edge of height 1 per row: dx has a single 1 among 3 columns
     assert abs(float(edge_loss(step_img, torch.zeros_like(step_img))) - 1 / 3) < 1e-6
+
+
+def test_step_budget_fits_the_schedule_to_the_wall_clock(monkeypatch) -> None:
+    """With ``minutes`` the run's length is re-estimated from the measured rate; without, it is ``steps``."""
+    from engine.training import common
+
+    clock = [1000.0]
+    monkeypatch.setattr(common.time, "time", lambda: clock[0])
+    assert common.StepBudget(0, 500).total(0) == 500
+    budget = common.StepBudget(start=100, steps=10_000, minutes=1.0, warmup=10)
+    assert budget.total(100) == 10_000  # no rate measured yet: the cap
+    clock[0] += 5.0  # 10 steps in 5 s -> 2 steps/s -> 120 steps in the minute
+    assert budget.total(110) == 100 + 120
+    clock[0] += 25.0  # slower now: 30 steps in 30 s -> 60 steps in the minute
+    assert budget.total(130) == 100 + 60
+    clock[0] += 31.0  # the minute is over: the run ends at the current step
+    assert budget.total(140) == 140
+    capped = common.StepBudget(start=0, steps=50, minutes=10.0, warmup=1)
+    clock[0] += 1.0
+    assert capped.total(5) == 50  # never beyond --steps
+
+
+def test_render_stream_workers_match_in_process_batches() -> None:
+    """Rendering ahead in worker processes gives exactly the batches of the in-process stream, in order,
+    and stops at ``stop``."""
+    from engine.training.common import RenderStream
+
+    local = RenderStream(seed=3, batch=2, size=16, start=5, stop=9, device=torch.device("cpu"))
+    pooled = RenderStream(seed=3, batch=2, size=16, start=5, stop=9, device=torch.device("cpu"), workers=2)
+    try:
+        a, b = list(local), list(pooled)
+    finally:
+        pooled.close()
+    assert len(a) == len(b) == 4
+    for (za, xa), (zb, xb) in zip(a, b):
+        assert np.array_equal(za, zb) and torch.equal(xa, xb)
+        assert xa.shape == (2, 3, 16, 16) and -1 <= float(xa.min()) and float(xa.max()) <= 1
+
+
+def test_generator_minutes_budget_ends_the_run(tmp_path: Path) -> None:
+    """``--minutes`` ends a run on time however large ``--steps`` is, and checkpoints where it stopped."""
+    g = tmp_path / "g"
+    _run("generator", "--steps", "1000000", "--minutes", "0.002", "--out", str(g))
+    step = int(torch.load(g / "checkpoint.pt", weights_only=True)["step"])
+    assert 1 <= step < 1000

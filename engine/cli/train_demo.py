@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=WHATS, help="which part to train")
     parser.add_argument("--out", default=None, help="output/checkpoint folder (default out/train/WHAT)")
     parser.add_argument("--steps", type=int, default=None, help="total training steps (samples for directions)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="generator/encoder: wall-clock budget of this run; it takes as many steps as fit "
+                             "(at most --steps) and the learning-rate schedule spans them")
     parser.add_argument("--size", type=int, default=None, help="image size (generator output; inputs of the others)")
     parser.add_argument("--batch", type=int, default=None, help="batch size")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if args.tiny:
             cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
                                   checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from",
+        for k in ("steps", "minutes", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from",
                   "edge_weight", "adv_weight"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         given = tuple(k for k in ("batch", "image_weight", "lr", "iters") if getattr(args, k) is not None)
         if args.freeze_bn:
             cfg.freeze_bn, given = True, given + ("freeze_bn",)
-        for k in ("steps",) + given:
+        for k in ("steps", "minutes") + given:
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
         cfg.follow = args.follow

@@ -7,6 +7,8 @@ face). ``LATENT_FACTORS`` lists those factors in ``z`` order.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import time
 from dataclasses import asdict
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
 
-__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "latent_labels", "render_batch", "RenderStream", "pick_device",
+__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "latent_labels", "render_batch", "RenderStream", "StepBudget", "pick_device",
            "save_state", "load_state", "resumed_config", "Timer", "LossMeter", "set_threads"]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
@@ -104,26 +106,34 @@ class RenderStream:
 
     Step ``k`` always gets the same faces (seeded by ``(seed, k)``), so a resumed run sees the same
     stream. ``workers > 0`` renders ahead in that many processes (the renderer runs on the CPU; on a
-    GPU machine it is the bottleneck without them).
+    GPU machine it is the bottleneck without them), at most ``4 * workers`` batches ahead.
     """
 
     def __init__(self, seed: int, batch: int, size: int, start: int, stop: int, device: torch.device,
                  workers: int = 0) -> None:
         self.device = device
-        jobs = ((seed, k, batch, size) for k in range(start, stop))
+        self._jobs = ((seed, k, batch, size) for k in range(start, stop))
+        self._pending: collections.deque = collections.deque()
+        self._pool = None
         if workers > 0:
             import multiprocessing as mp
             self._pool = mp.get_context("spawn").Pool(workers)
-            self._it = self._pool.imap(_render_step, jobs, chunksize=1)
-        else:
-            self._pool = None
-            self._it = map(_render_step, jobs)
+            for job in itertools.islice(self._jobs, 4 * workers):
+                self._pending.append(self._pool.apply_async(_render_step, (job,)))
 
     def __iter__(self) -> RenderStream:
         return self
 
     def __next__(self) -> tuple[np.ndarray, torch.Tensor]:
-        z, images = next(self._it)
+        if self._pool is None:
+            z, images = _render_step(next(self._jobs))
+        else:
+            if not self._pending:
+                raise StopIteration
+            z, images = self._pending.popleft().get()
+            job = next(self._jobs, None)
+            if job is not None:
+                self._pending.append(self._pool.apply_async(_render_step, (job,)))
         x = torch.from_numpy(images).to(device=self.device, dtype=torch.float32).permute(0, 3, 1, 2)
         return z, x / 127.5 - 1.0
 
@@ -131,6 +141,30 @@ class RenderStream:
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
+
+
+class StepBudget:
+    """How many steps a run takes: ``steps``, or with a wall-clock budget (``minutes`` > 0) as many as
+    fit in it, re-estimated at every step from the rate so far (at most ``steps``). Step-fraction
+    learning-rate schedules then span the budget on any machine.
+
+    ``total(step)`` is the current estimate; the run ends when ``step`` reaches it."""
+
+    def __init__(self, start: int, steps: int, minutes: float = 0.0, warmup: int = 10) -> None:
+        self.start, self.cap, self.seconds, self.warmup = start, steps, minutes * 60.0, warmup
+        self.t0 = time.time()
+        self.estimate = steps
+
+    def total(self, step: int) -> int:
+        if self.seconds <= 0:
+            return self.cap
+        elapsed = time.time() - self.t0
+        if elapsed >= self.seconds:
+            self.estimate = step
+        elif step - self.start >= self.warmup:
+            rate = (step - self.start) / elapsed
+            self.estimate = min(self.cap, max(step + 1, self.start + int(rate * self.seconds)))
+        return self.estimate
 
 
 def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -166,9 +200,9 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def resumed_config(saved: dict[str, Any], cfg: Any, override: tuple[str, ...] = ()) -> Any:
     """The config a resumed run uses: the checkpoint's ``saved`` fields, except ``steps``,
-    ``checkpoint_every_s`` and the fields named in ``override``, which come from ``cfg`` (a dataclass
-    instance; the result has its type)."""
-    keep = {"steps", "checkpoint_every_s", *override}
+    ``minutes``, ``checkpoint_every_s`` and the fields named in ``override``, which come from ``cfg``
+    (a dataclass instance; the result has its type)."""
+    keep = {"steps", "minutes", "checkpoint_every_s", *override}
     return type(cfg)(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in keep}})
 
 

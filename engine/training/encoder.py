@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from engine.training.common import (LossMeter, RenderStream, Timer, load_state, pick_device, resumed_config,
-                                    save_state, set_threads)
+from engine.training.common import (LossMeter, RenderStream, StepBudget, Timer, load_state, pick_device,
+                                    resumed_config, save_state, set_threads)
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_demo_encoder", "encoder_input_size"]
 
@@ -37,6 +37,8 @@ class EncoderTrainConfig:
     # statistics mixed over passes match none of them at inference.
     freeze_bn: bool = False
     steps: int = 1500
+    # Wall-clock budget in minutes (0: none); see GeneratorConfig.minutes.
+    minutes: float = 0.0
     checkpoint_every_s: float = 180.0
     seed: int = 2
     # Encoder checkpoint.pt to start a new run from ("" = random init); see init_encoder_from.
@@ -136,8 +138,10 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
 
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
-    while step < cfg.steps:
-        lr = cfg.lr * (0.2 if step > 0.8 * cfg.steps else 1.0)
+    budget = StepBudget(step, cfg.steps, cfg.minutes)
+    while step < budget.total(step):
+        total_steps = budget.estimate
+        lr = cfg.lr * (0.2 if step > 0.8 * total_steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
         z, x = next(stream)
@@ -162,11 +166,11 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
         opt.step()
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
-        if step % 10 == 0 or step == cfg.steps:
+        if step % 10 == 0 or step == total_steps:
             with torch.no_grad():
                 rec = G.synthesis(codes) if rec is None else rec
                 psnr = (10 * torch.log10(4.0 / (rec - x).square().mean(dim=(1, 2, 3)))).median().item()
-            log(f"step {step}/{cfg.steps} loss {ema:.4f} psnr {psnr:.2f} {meter.rate:.1f} img/s")
+            log(f"step {step}/{total_steps} loss {ema:.4f} psnr {psnr:.2f} {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
             if cfg.follow and generator_path.stat().st_mtime != g_mtime:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from engine.training.common import (Z_DIM, LossMeter, RenderStream, Timer, downsample, load_state, pick_device,
-                                    resumed_config, save_state, set_threads)
+from engine.training.common import (Z_DIM, LossMeter, RenderStream, StepBudget, Timer, downsample, load_state,
+                                    pick_device, resumed_config, save_state, set_threads)
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "train_generator"]
 
@@ -54,6 +54,9 @@ class GeneratorConfig:
     # 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see MODEL_CARD.md.
     lr: float = 1e-2
     steps: int = 8000
+    # Wall-clock budget of a run in minutes (0: none): the run takes as many steps as fit (at most
+    # ``steps``) and the schedule spans them (e.g. a lent GPU's few minutes).
+    minutes: float = 0.0
     # Phase 2 (sharpening): weights of the edge and adversarial terms (0: pure regression, phase 1).
     edge_weight: float = 0.0
     adv_weight: float = 0.0
@@ -168,9 +171,11 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
     timer = Timer(cfg.checkpoint_every_s)
     meter = LossMeter(0.98)
     stream = RenderStream(cfg.seed, cfg.batch, cfg.size, step, cfg.steps, device, workers)
-    while step < cfg.steps:
+    budget = StepBudget(step, cfg.steps, cfg.minutes)
+    while step < budget.total(step):
+        total_steps = budget.estimate
         # Cosine decay over the last half of the schedule.
-        frac = step / max(cfg.steps, 1)
+        frac = step / max(total_steps, 1)
         lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -193,9 +198,9 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
         opt.step()
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
-        if step % 10 == 0 or step == cfg.steps:
+        if step % 10 == 0 or step == total_steps:
             adv = f" D {d_loss.item():.3f}" if D is not None else ""
-            log(f"step {step}/{cfg.steps} loss {ema:.4f}{adv} lr {lr:.2e} {meter.rate:.1f} img/s")
+            log(f"step {step}/{total_steps} loss {ema:.4f}{adv} lr {lr:.2e} {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
     stream.close()
