@@ -6,10 +6,12 @@ configuration, median over ``--repeat`` steps after a warm-up step.
 
     python bench/train_step.py                         # shipped demo architecture and the old one
     python bench/train_step.py --threads 1 --repeat 10
+    python bench/train_step.py --device cuda --impls fast,ref --configs demo-6L-c96 --batch 64
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ CONFIGS = {
     "demo-4L-c32": dict(num_layers=4, channel_base=1536, channel_max=32),
     "demo-6L-c48": dict(num_layers=6, channel_base=3072, channel_max=48),
     "demo-8L-c32": dict(num_layers=8, channel_base=2048, channel_max=32),
+    "demo-6L-c96": dict(num_layers=6, channel_base=6144, channel_max=96),
 }
 
 
@@ -32,30 +35,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--impls", default="fast", help="comma list of kernel implementations (ref, fast, cuda)")
     args = ap.parse_args(argv)
 
     import torch
 
     from _timing import median_times
     from engine.training.generator import GeneratorConfig, build_demo_generator
+    from kernels._select import ENV_VAR
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
-          f"batch {args.batch}")
-    print("| config | synthesis params | fwd+bwd s/step (median) | worst s | img/s |")
-    print("|---|---:|---:|---:|---:|")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {where}, {args.threads} CPU thread(s), batch {args.batch}")
+    print("| config | kernels | synthesis params | fwd+bwd s/step (median) | worst s | img/s |")
+    print("|---|---|---:|---:|---:|---:|")
     for name in args.configs.split(","):
-        G = build_demo_generator(GeneratorConfig(**CONFIGS[name]), torch.device("cpu"))
+        G = build_demo_generator(GeneratorConfig(**CONFIGS[name]), device)
         G.mapping.requires_grad_(False)
-        z = torch.randn(args.batch, G.z_dim, generator=torch.Generator().manual_seed(0))
-
-        def step() -> None:
-            G.zero_grad(set_to_none=True)
-            G(z).square().mean().backward()
-
-        wall, worst, _ = median_times(step, args.repeat)
+        z = torch.randn(args.batch, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
         n_params = sum(p.numel() for p in G.synthesis.parameters())
-        print(f"| {name} | {n_params} | {wall:.3f} | {worst:.3f} | {args.batch / wall:.1f} |")
+        for impl in args.impls.split(","):
+            os.environ[ENV_VAR] = impl
+
+            def step() -> None:
+                G.zero_grad(set_to_none=True)
+                G(z).square().mean().backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+
+            try:
+                wall, worst, _ = median_times(step, args.repeat)
+            except Exception as e:  # report the broken implementation, measure the others
+                print(f"| {name} | {impl} | {n_params} | failed: {type(e).__name__}: {e} | | |", flush=True)
+                continue
+            print(f"| {name} | {impl} | {n_params} | {wall:.4f} | {worst:.4f} | {args.batch / wall:.1f} |", flush=True)
     return 0
 
 

@@ -4,7 +4,7 @@ Each has a plain reference implementation (the release's math, used for parity c
 path in PyTorch ops (polyphase, bounded temporaries) and, for filtered_lrelu, a fused CUDA extension
 built on first use. All support autograd. Pick with ``impl='ref'|'fast'|'cuda'`` per call or with
 the environment variable ``SG3_KERNELS`` for a whole process; by default CUDA tensors use the
-extension when it builds and everything else the fast path.
+extension when it builds (the reference math until then) and everything else the fast path.
 """
 from kernels.bias_act import bias_act
 from kernels.filtered_lrelu import filtered_lrelu

@@ -3,6 +3,11 @@ path in PyTorch ops) or 'cuda' (our fused extension).
 
 Precedence: the call's ``impl`` argument, then the ``SG3_KERNELS`` environment variable, then
 automatic: 'cuda' for CUDA tensors when the extension has been built successfully, else 'fast'.
+
+On CUDA tensors the fallback (extension not built yet or failed, and ops with no fused kernel) is
+'ref', not 'fast': the polyphase path is cut into many small pieces sized for CPU caches, and on a GPU
+each piece is a kernel launch. Measured on an H200 (bench/train_step.py, demo generator forward +
+backward, batch 64): 'fast' 1.51 s per step, 'ref' 0.113 s (bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -25,5 +30,13 @@ def resolve_impl(impl: str | None, x: torch.Tensor) -> str:
         if not x.is_cuda:
             return "fast"
         from kernels import cuda_ext
-        return "cuda" if cuda_ext.available(x.device) else "fast"
+        return "cuda" if cuda_ext.available(x.device) else "ref"
     return "fast" if choice == "auto" else choice
+
+
+def gpu_friendly(which: str, x: torch.Tensor) -> str:
+    """``which`` for an op without a fused CUDA kernel: 'cuda' runs the 'ref' math on CUDA tensors
+    (see the module docstring) and the 'fast' path elsewhere."""
+    if which == "cuda":
+        return "ref" if x.is_cuda else "fast"
+    return which

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from kernels._select import resolve_impl
+from kernels._select import gpu_friendly, resolve_impl
 
 ACTIVATIONS = {
     # name: (default alpha, default gain)
@@ -79,8 +79,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     d_alpha, d_gain = ACTIVATIONS[act]
     alpha = d_alpha if alpha is None else float(alpha)
     gain = d_gain if gain is None else float(gain)
-    which = resolve_impl(impl, x)
+    # The CUDA extension fuses filtered_lrelu only; bias_act on CUDA runs the reference math.
+    which = gpu_friendly(resolve_impl(impl, x), x)
     if which == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    # The CUDA extension fuses filtered_lrelu only; bias_act on CUDA runs the fast PyTorch path.
     return _bias_act_fast(x, b, dim, act, alpha, gain, clamp)

@@ -3,13 +3,14 @@
 The extension is compiled with ninja through ``torch.utils.cpp_extension`` on first use on a CUDA
 device, never at import time. The compiler runs in a child process with a time limit, so a failing
 or hanging toolchain (the reference's most reported problem) cannot freeze the caller: on failure
-the fast PyTorch path is used and one warning says why and how to retry. The build is cached per
+the reference PyTorch path is used and one warning says why and how to retry. The build is cached per
 torch/CUDA version and source hash under ``$CHARM_CACHE_DIR/kernels`` (default
 ``~/.cache/charm-studio/kernels``).
 
 ``available(device)`` never blocks: it starts a background build and reports False until it is
 ready. ``ensure_built()`` blocks (benchmarks, tests). Forward runs the fused kernel; backward
-recomputes through the polyphase PyTorch path, so gradients need no extra saved memory.
+recomputes through the reference PyTorch math (GPU-friendly, see kernels/_select.py), so gradients
+need no extra saved memory.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def _build_now(timeout: float, verbose: bool) -> None:
         mod = _import_library(compile_extension(timeout=timeout, verbose=verbose))
         with _lock:
             _state.update(status="ready", module=mod)
-    except Exception as e:  # any failure means: use the fast path, say so once
+    except Exception as e:  # any failure means: use the PyTorch path, say so once
         with _lock:
             _state.update(status="failed", error=str(e))
         warnings.warn(f"CUDA filtered_lrelu unavailable, using the PyTorch path instead ({e}). "
@@ -158,14 +159,14 @@ class _FilteredLReluCuda(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from kernels.filtered_lrelu import _filtered_lrelu_fast
+        from kernels.filtered_lrelu import _filtered_lrelu_ref
 
         x, b = ctx.saved_tensors
         up, down, padding, gain, slope, clamp, flip_filter = ctx.args
         with torch.enable_grad():
             xr = x.detach().requires_grad_(ctx.needs_input_grad[0])
             br = b.detach().requires_grad_(ctx.needs_input_grad[1]) if b is not None else None
-            y = _filtered_lrelu_fast(xr, ctx.fu, ctx.fd, br, up, down, padding, gain, slope, clamp, flip_filter)
+            y = _filtered_lrelu_ref(xr, ctx.fu, ctx.fd, br, up, down, padding, gain, slope, clamp, flip_filter)
             inputs = [t for t in (xr, br) if t is not None and t.requires_grad]
             grads = torch.autograd.grad(y, inputs, dy) if inputs else []
         it = iter(grads)
@@ -184,6 +185,6 @@ def _taps(f: torch.Tensor | None, gain: float, flip_filter: bool, device) -> tor
 def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     """Same contract as kernels.filtered_lrelu with impl='cuda' (x on a CUDA device)."""
     if _state["status"] != "ready" or x.dtype == torch.float64 or (fu is not None and fu.ndim != 1):
-        from kernels.filtered_lrelu import _filtered_lrelu_fast
-        return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        from kernels.filtered_lrelu import _filtered_lrelu_ref
+        return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     return _FilteredLReluCuda.apply(x, b, fu, fd, (up, down, padding, gain, slope, clamp, flip_filter))

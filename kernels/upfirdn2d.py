@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels._polyphase import resample_2d, resample_axis
-from kernels._select import resolve_impl
+from kernels._select import gpu_friendly, resolve_impl
 
 
 def parse_scaling(s) -> tuple[int, int]:
@@ -82,7 +82,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
     if f is not None and f.ndim not in (1, 2):
         raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
     up, down, padding = parse_scaling(up), parse_scaling(down), parse_padding(padding)
-    which = resolve_impl(impl, x)
+    which = gpu_friendly(resolve_impl(impl, x), x)
     if which == "ref":
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
     return _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain)

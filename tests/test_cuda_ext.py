@@ -65,7 +65,7 @@ def test_cuda_matches_reference(dtype, tol, up, down, radial):
     fd = design_lowpass_filter(6 * down, 4.0, 6.0, 16 * up, radial=radial) if down > 1 else None
     x = torch.randn(2, 16, 40, 40, device="cuda")
     b = torch.randn(16, device="cuda")
-    kw = dict(fu=fu and fu.cuda(), fd=fd and fd.cuda(), up=up, down=down, padding=[-3, -4, -3, -4],
+    kw = dict(fu=None if fu is None else fu.cuda(), fd=None if fd is None else fd.cuda(), up=up, down=down, padding=[-3, -4, -3, -4],
               gain=math.sqrt(2) if up > 1 else 1, slope=0.2 if up > 1 else 1, clamp=256)
     ref = filtered_lrelu(x, b=b, impl="ref", **kw)
     out = filtered_lrelu(x.to(dtype), b=b, impl="cuda", **kw).float()
