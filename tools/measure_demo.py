@@ -8,7 +8,8 @@ Prints, for ``--bundle`` (default: the demo bundle):
 - encoder: on ``--n-aligned`` held-out aligned renders, 3-iteration reconstruction PSNR (median) and
   the predicted-factor error of the reconstruction (mean absolute difference between the predictor's
   factors on the reconstruction and on the input, as a fraction of each factor's range; the worst
-  factor is printed; errors against the true factors are printed too); on ``--n-unaligned`` unaligned
+  factor is printed; errors against the true factors are printed too), and the same for the
+  generator's own image of each input's true latent (the floor any encoder can reach); on ``--n-unaligned`` unaligned
   renders (roll +-20 deg, shift +-10%) align -> invert -> render with the transform, PSNR against the
   aligner's crop (median);
 - directions: on ``--n-edit`` inverted held-out faces, the change of each direction's target attribute
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.models import load_bundle
     from engine.synthetic import ROLL_DEGREES, render, sample_factors
-    from engine.training.common import latent_labels
+    from engine.training.common import factors_to_z, latent_labels
     from engine.training.directions import generate_samples
 
     b = load_bundle(args.bundle)
@@ -147,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{float(err_true.max()):.3f} ({attrs[int(err_true.argmax())]}); the predictor on the inputs "
               f"themselves: mean {float(err_in.mean()):.3f}, worst {float(err_in.max()):.3f} "
               f"({attrs[int(err_in.argmax())]})")
+        # The floor for any encoder: the generator's own image of each input's true latent.
+        with torch.no_grad():
+            z_true = torch.from_numpy(factors_to_z(f)).float()
+            own = torch.cat([G(z_true[i:i + 50]) for i in range(0, len(z_true), 50)])
+        err_own = ((P.predict(own) - p_in).abs().mean(0) / span)
+        print(f"[encoder] floor, the generator's image of the true latent (no encoder) vs input: PSNR median "
+              f"{float(psnr(own, x).median()):.2f} dB, predicted-factor error mean {float(err_own.mean()):.3f}, "
+              f"worst {float(err_own.max()):.3f} ({attrs[int(err_own.argmax())]}); "
+              f"{int((err_own > 0.10).sum())} factors above 0.10")
         if edit_cols:
             print("[encoder] editable attributes, reconstruction vs truth: " + ", ".join(
                 f"{attrs[c]} {float(err_true[c]):.3f}" for c in edit_cols))
