@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {where}, {args.threads} CPU thread(s), batch {args.batch}")
     print("| config | kernels | synthesis params | fwd+bwd s/step (median) | worst s | img/s |")
     print("|---|---|---:|---:|---:|---:|")
+    if "cuda" in args.impls.split(",") and device.type == "cuda":
+        from kernels import cuda_ext
+        print(f"fused CUDA kernels built: {cuda_ext.ensure_built()}")  # else 'cuda' would time 'ref' meanwhile
     for name in args.configs.split(","):
         G = build_demo_generator(GeneratorConfig(**CONFIGS[name]), device)
         G.mapping.requires_grad_(False)

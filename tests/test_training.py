@@ -254,3 +254,22 @@ def test_generator_minutes_budget_ends_the_run(tmp_path: Path) -> None:
     _run("generator", "--steps", "1000000", "--minutes", "0.002", "--out", str(g))
     step = int(torch.load(g / "checkpoint.pt", weights_only=True)["step"])
     assert 1 <= step < 1000
+
+
+def test_generator_new_run_from_a_generator_file(tmp_path: Path) -> None:
+    """``--init-from`` starts a new run (fresh optimizer, step 0) from a generator file's weights, e.g.
+    the shipped demo generator for a sharpening phase on another machine; other architectures are refused."""
+    from engine.checkpoints import load_generator
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _run("generator", "--steps", "2", "--out", str(a))
+    src = a / "generator.safetensors"
+    _run("generator", "--steps", "0", "--init-from", str(src), "--out", str(b))
+    Ga, Gb = load_generator(src), load_generator(b / "generator.safetensors")
+    sa, sb = Ga.state_dict(), Gb.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    _run("generator", "--steps", "2", "--init-from", str(src), "--adv-weight", "0.1", "--out", str(b))
+    assert int(torch.load(b / "checkpoint.pt", weights_only=True)["step"]) == 2
+    with pytest.raises(ValueError, match="not a generator of this architecture"):
+        _run("generator", "--steps", "1", "--init-from", str(src), "--channel-max", "12", "--out",
+             str(tmp_path / "c"))

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
                              "so an encoder trained for it still applies")
     parser.add_argument("--init-from", default=None,
-                        help="encoder: start from this encoder (checkpoint.pt or inverter .safetensors); its rows "
+                        help="new runs: start from these weights. Generator: a generator .safetensors of the same "
+                             "architecture. Encoder: an encoder (checkpoint.pt or inverter .safetensors); its rows "
                              "are spread over the generator's ws when their counts differ")
 
 
@@ -84,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
                   "edge_weight", "adv_weight"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
+        if args.init_from:
+            cfg.init_from = args.init_from
         given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
                         workers=args.workers, override=given)
