@@ -5,9 +5,9 @@ Precedence: the call's ``impl`` argument, then the ``SG3_KERNELS`` environment v
 automatic: 'cuda' for CUDA tensors when the extension has been built successfully, else 'fast'.
 
 On CUDA tensors the fallback (extension not built yet or failed, and ops with no fused kernel) is
-'ref', not 'fast': the polyphase path is cut into many small pieces sized for CPU caches, and on a GPU
-each piece is a kernel launch. Measured on an H200 (bench/train_step.py, demo generator forward +
-backward, batch 64): 'fast' 1.51 s per step, 'ref' 0.113 s (bench/RESULTS.md).
+'ref', not 'fast': the polyphase path is written for CPU caches, and on an H200 it was 13x slower
+(bench/train_step.py, demo generator forward + backward, batch 64: 'fast' 1.51 s per step, 'ref'
+0.113 s; bench/RESULTS.md).
 """
 from __future__ import annotations
 

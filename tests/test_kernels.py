@@ -192,7 +192,7 @@ def test_impl_selection(monkeypatch):
 
 
 def test_cuda_tensors_fall_back_to_the_reference_math(monkeypatch):
-    """On a GPU the polyphase path is launch-bound (13x slower than 'ref' on an H200), so CUDA tensors
+    """On a GPU the polyphase path is slow (13x slower than 'ref' on an H200), so CUDA tensors
     fall back to 'ref' while the extension is missing, and ops without a fused kernel run 'ref'."""
     from types import SimpleNamespace
 

@@ -3,9 +3,8 @@
 #
 # Starts from the shipped generator's weights (resources/models/demo) and trains the adversarial phase
 # (regression + edge + GAN, engine/training/discriminator.py) for MINUTES, with WORKERS render
-# processes; a GPU step costs about the same at any small batch (it is launch-bound), so BATCH is
-# large. First times one training step with the reference and the fused kernels and trains with
-# the faster. Then, on any machine: encoder fine-tune (--init-from the shipped encoder), directions,
+# processes (about 150 faces/s each at 64 px). First times one training step at BATCH with the
+# reference and the fused kernels and trains with the faster. Then, on any machine: encoder fine-tune (--init-from the shipped encoder), directions,
 # package, tools/measure_demo.py (see resources/models/demo/MODEL_CARD.md).
 #
 # Usage: bash tools/gpu_sharpen_demo.sh OUT_DIR [MINUTES=8] [WORKERS=14] [BATCH=128]
