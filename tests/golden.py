@@ -70,6 +70,6 @@ def load_golden_generator(golden_dir: Path, cfg: str):
 
 
 def rel_l2(a, b) -> float:
-    a = torch.as_tensor(a).double()
-    b = torch.as_tensor(b).double()
+    a = torch.as_tensor(a).detach().double()
+    b = torch.as_tensor(b).detach().double()
     return float((a - b).norm() / b.norm())
