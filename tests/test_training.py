@@ -273,3 +273,17 @@ def test_generator_new_run_from_a_generator_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a generator of this architecture"):
         _run("generator", "--steps", "1", "--init-from", str(src), "--channel-max", "12", "--out",
              str(tmp_path / "c"))
+
+
+def test_generator_train_mapping_flag(tmp_path: Path) -> None:
+    """``--train-mapping`` trains the mapping network too; by default it keeps its initialisation."""
+    from engine.checkpoints import load_generator
+
+    frozen, trained = tmp_path / "f", tmp_path / "t"
+    _run("generator", "--steps", "2", "--out", str(frozen))
+    _run("generator", "--steps", "2", "--train-mapping", "--out", str(trained))
+    mf = load_generator(frozen / "generator.safetensors").mapping.state_dict()
+    mt = load_generator(trained / "generator.safetensors").mapping.state_dict()
+    weights = [k for k in mf if k.endswith("weight")]
+    assert weights and any(not torch.equal(mf[k], mt[k]) for k in weights)
+    assert torch.load(trained / "checkpoint.pt", weights_only=True)["config"]["train_mapping"] is True

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mapping-from", default=None,
                         help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
                              "so an encoder trained for it still applies")
+    parser.add_argument("--train-mapping", action="store_true",
+                        help="generator, new runs: train the mapping network too (moves the latent space: train "
+                             "the encoder after the generator, not alongside)")
     parser.add_argument("--init-from", default=None,
                         help="new runs: start from these weights. Generator: a generator .safetensors of the same "
                              "architecture. Encoder: an encoder (checkpoint.pt or inverter .safetensors); its rows "
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 setattr(cfg, k, getattr(args, k))
         if args.init_from:
             cfg.init_from = args.init_from
+        if args.train_mapping:
+            cfg.train_mapping = True
         given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
                         workers=args.workers, override=given)
