@@ -2,7 +2,8 @@
 path in PyTorch ops) or 'cuda' (our fused extension).
 
 Precedence: the call's ``impl`` argument, then the ``SG3_KERNELS`` environment variable, then
-automatic: 'cuda' for CUDA tensors when the extension has been built successfully, else 'fast'.
+automatic: 'cuda' for CUDA tensors when the extension has been built successfully (else 'ref', see
+below), and 'fast' for CPU tensors.
 
 On CUDA tensors the fallback (extension not built yet or failed, and ops with no fused kernel) is
 'ref', not 'fast': the polyphase path is written for CPU caches, and on an H200 it was 13x slower

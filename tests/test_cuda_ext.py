@@ -1,5 +1,5 @@
 """The CUDA extension: it compiles here (no GPU needed), a failing or hanging build falls back to the
-fast path with one warning, and, on a machine with a GPU, it matches the reference path."""
+PyTorch path with one warning, and, on a machine with a GPU, it matches the reference path."""
 from __future__ import annotations
 
 import math
