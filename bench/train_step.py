@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--impls", default="fast", help="comma list of kernel implementations (ref, fast, cuda)")
+    ap.add_argument("--fastest-to", help="write the name of the fastest implementation that ran to this file")
     args = ap.parse_args(argv)
 
     import torch
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if "cuda" in args.impls.split(",") and device.type == "cuda":
         from kernels import cuda_ext
         print(f"fused CUDA kernels built: {cuda_ext.ensure_built()}")  # else 'cuda' would time 'ref' meanwhile
+    timed: dict[str, float] = {}
     for name in args.configs.split(","):
         G = build_demo_generator(GeneratorConfig(**CONFIGS[name]), device)
         G.mapping.requires_grad_(False)
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {impl} | {n_params} | failed: {type(e).__name__}: {e} | | |", flush=True)
                 continue
             print(f"| {name} | {impl} | {n_params} | {wall:.4f} | {worst:.4f} | {args.batch / wall:.1f} |", flush=True)
+            timed[impl] = timed.get(impl, 0.0) + wall
+    if args.fastest_to:
+        if not timed:
+            print("no kernel implementation ran", file=sys.stderr)
+            return 3
+        Path(args.fastest_to).write_text(min(timed, key=timed.get) + "\n")
     return 0
 
 

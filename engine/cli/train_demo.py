@@ -85,11 +85,9 @@ def run(args: argparse.Namespace) -> int:
             cfg = GeneratorConfig(size=16, w_dim=16, num_layers=3, channel_base=64, channel_max=8, batch=2,
                                   checkpoint_every_s=args.checkpoint_every)
         for k in ("steps", "minutes", "size", "batch", "lr", "num_layers", "channel_base", "channel_max", "mapping_from",
-                  "edge_weight", "adv_weight"):
+                  "init_from", "edge_weight", "adv_weight"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
-        if args.init_from:
-            cfg.init_from = args.init_from
         if args.train_mapping:
             cfg.train_mapping = True
         given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)

@@ -153,18 +153,15 @@ class StepBudget:
     def __init__(self, start: int, steps: int, minutes: float = 0.0, warmup: int = 10) -> None:
         self.start, self.cap, self.seconds, self.warmup = start, steps, minutes * 60.0, warmup
         self.t0 = time.time()
-        self.estimate = steps
 
     def total(self, step: int) -> int:
-        if self.seconds <= 0:
-            return self.cap
         elapsed = time.time() - self.t0
+        if self.seconds <= 0 or (step - self.start < self.warmup and elapsed < self.seconds):
+            return self.cap  # no budget, or no rate measured yet
         if elapsed >= self.seconds:
-            self.estimate = step
-        elif step - self.start >= self.warmup:
-            rate = (step - self.start) / elapsed
-            self.estimate = min(self.cap, max(step + 1, self.start + int(rate * self.seconds)))
-        return self.estimate
+            return step
+        rate = (step - self.start) / elapsed
+        return min(self.cap, max(step + 1, self.start + int(rate * self.seconds)))
 
 
 def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -139,8 +139,7 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
     budget = StepBudget(step, cfg.steps, cfg.minutes)
-    while step < budget.total(step):
-        total_steps = budget.estimate
+    while step < (total_steps := budget.total(step)):
         lr = cfg.lr * (0.2 if step > 0.8 * total_steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr

@@ -190,8 +190,7 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
     meter = LossMeter(0.98)
     stream = RenderStream(cfg.seed, cfg.batch, cfg.size, step, cfg.steps, device, workers)
     budget = StepBudget(step, cfg.steps, cfg.minutes)
-    while step < budget.total(step):
-        total_steps = budget.estimate
+    while step < (total_steps := budget.total(step)):
         # Cosine decay over the last half of the schedule.
         frac = step / max(total_steps, 1)
         lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
