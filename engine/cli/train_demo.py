@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator: weight of the adversarial loss, > 0 starts the sharpening phase "
                              "(also on --resume)")
     parser.add_argument("--mapping-from", default=None,
-                        help="generator: copy this generator's (frozen) mapping network, keeping its latent space "
-                             "so an encoder trained for it still applies")
+                        help="generator: copy this generator's mapping network (frozen, keeping its latent space so an "
+                             "encoder trained for it still applies; with --train-mapping, the starting point)")
     parser.add_argument("--train-mapping", action="store_true",
                         help="generator, new runs: train the mapping network too (moves the latent space: train "
                              "the encoder after the generator, not alongside)")
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
                   "init_from", "edge_weight", "adv_weight"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
-        if args.train_mapping:
-            cfg.train_mapping = True
+        cfg.train_mapping = args.train_mapping
         given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)
         train_generator(out, cfg, resume=args.resume, device=device, threads=args.threads, log=log,
                         workers=args.workers, override=given)

@@ -6,7 +6,8 @@ when ``image_weight > 0``, an image loss (L1 + L2) on the last pass against the 
 frozen synthesis network (costly on a CPU: off by default).
 
 ``follow=True`` reloads the generator file whenever it changes, so the encoder can train while the
-generator does (the demo generator's mapping is frozen, so the latent targets never move). The
+generator does; that needs a generator whose mapping is frozen (``train_mapping=False``), else the
+latent targets move under it (the shipped demo generator trains its mapping: its encoder came after). The
 input of pass k > 1 is the current reconstruction, rendered without gradients, exactly as
 :meth:`engine.inversion.Inverter.invert` does at inference.
 """

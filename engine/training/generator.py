@@ -14,7 +14,9 @@ term stays, so each latent keeps its face while samples get sharper.
 By default the mapping network keeps its random initialisation (``train_mapping=False``): W is then a
 fixed, smooth, injective function of the factors from step 0, so the encoder can be trained at the
 same time as the synthesis network (its latent-regression target ``G.mapping(z)`` never moves) and a
-partly trained generator already has its final latent space.
+partly trained generator already has its final latent space. ``train_mapping=True`` trains it too,
+which fits far better (the shipped demo generator: regression loss 0.20 after 48 minutes, where every
+frozen-mapping run stayed at 0.29); the encoder is then trained after the generator.
 """
 from __future__ import annotations
 
