@@ -3,6 +3,7 @@
 ``python main.py`` opens the studio window; ``python main.py <command> ...`` runs a headless command
 (see ``python main.py --help``). Commands live in ``engine/cli/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charm-studio",
         description="Charm Studio: edit faces in photos and videos with StyleGAN3. "
-                    "With no command, the studio window opens.")
+        "With no command, the studio window opens.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in _commands().items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
@@ -41,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         from app.main_window import run_app
+
         return run_app()
     args = build_parser().parse_args(argv)
     if args.command is None:
         from app.main_window import run_app
+
         return run_app()
     from engine.errors import CharmError
+
     try:
         return int(args._module.run(args) or 0)
     except CharmError as e:

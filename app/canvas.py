@@ -1,5 +1,6 @@
 """The central canvas: before/after side by side or as a split view with a draggable divider, and the
 face picker (the whole photo with a clickable box on every detected face)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,8 @@ from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEv
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 BACKGROUND = QColor(0x23, 0x25, 0x29)
-CAPTION = QColor(0xcf, 0xd3, 0xda)
-ACCENT = QColor(0x4d, 0xa3, 0xff)
+CAPTION = QColor(0xCF, 0xD3, 0xDA)
+ACCENT = QColor(0x4D, 0xA3, 0xFF)
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -89,9 +90,11 @@ class CompareCanvas(QWidget):
 
     # -- painting ---------------------------------------------------------------------------------
 
-    def _draw_image(self, p: QPainter, img: QImage | None, rect: QRectF, source_frac: tuple[float, float] = (0, 1)) -> None:
+    def _draw_image(
+        self, p: QPainter, img: QImage | None, rect: QRectF, source_frac: tuple[float, float] = (0, 1)
+    ) -> None:
         if img is None:
-            p.fillRect(rect, QColor(0x2e, 0x31, 0x36))
+            p.fillRect(rect, QColor(0x2E, 0x31, 0x36))
             return
         a, b = source_frac
         src = QRectF(img.width() * a, 0, img.width() * (b - a), img.height())
@@ -100,8 +103,9 @@ class CompareCanvas(QWidget):
 
     def _caption(self, p: QPainter, rect: QRectF, text: str, align=Qt.AlignmentFlag.AlignHCenter) -> None:
         p.setPen(CAPTION)
-        p.drawText(QRectF(rect.left(), rect.top() - 24, rect.width(), 20),
-                   int(align | Qt.AlignmentFlag.AlignVCenter), text)
+        p.drawText(
+            QRectF(rect.left(), rect.top() - 24, rect.width(), 20), int(align | Qt.AlignmentFlag.AlignVCenter), text
+        )
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         p = QPainter(self)
@@ -113,9 +117,12 @@ class CompareCanvas(QWidget):
             f = QFont(self.font())
             f.setPointSizeF(f.pointSizeF() * 1.4)
             p.setFont(f)
-            p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignCenter),
-                       "Drop a portrait photo here\nor use File \u25b8 Open\u2026" +
-                       (f"\n\n{self.busy_text}" if self.busy_text else ""))
+            p.drawText(
+                self.rect(),
+                int(Qt.AlignmentFlag.AlignCenter),
+                "Drop a portrait photo here\nor use File \u25b8 Open\u2026"
+                + (f"\n\n{self.busy_text}" if self.busy_text else ""),
+            )
             p.end()
             return
         after = self.before if self.show_original else self.after
@@ -138,10 +145,18 @@ class CompareCanvas(QWidget):
             p.setBrush(ACCENT)
             p.setPen(QPen(QColor(255, 255, 255), 2))
             p.drawEllipse(QPointF(x, r.center().y()), 9, 9)
-            self._caption(p, QRectF(r.left(), r.top(), r.width() / 2, r.height()),
-                          f"\u25c0 {self.before_caption}", Qt.AlignmentFlag.AlignLeft)
-            self._caption(p, QRectF(r.center().x(), r.top(), r.width() / 2, r.height()),
-                          f"{after_caption} \u25b6", Qt.AlignmentFlag.AlignRight)
+            self._caption(
+                p,
+                QRectF(r.left(), r.top(), r.width() / 2, r.height()),
+                f"\u25c0 {self.before_caption}",
+                Qt.AlignmentFlag.AlignLeft,
+            )
+            self._caption(
+                p,
+                QRectF(r.center().x(), r.top(), r.width() / 2, r.height()),
+                f"{after_caption} \u25b6",
+                Qt.AlignmentFlag.AlignRight,
+            )
             busy_rect = r
         if self.busy_text:
             band = QRectF(busy_rect.left(), busy_rect.bottom() - 34, busy_rect.width(), 34)
@@ -226,8 +241,11 @@ class FacePicker(QWidget):
             p.end()
             return
         p.setPen(CAPTION)
-        p.drawText(QRectF(0, 6, self.width(), 26), int(Qt.AlignmentFlag.AlignCenter),
-                   f"{len(self.boxes)} faces found: click the face to edit")
+        p.drawText(
+            QRectF(0, 6, self.width(), 26),
+            int(Qt.AlignmentFlag.AlignCenter),
+            f"{len(self.boxes)} faces found: click the face to edit",
+        )
         p.drawImage(self._image_rect(), self.image)
         for i in range(len(self.boxes)):
             r = self.box_rect(i)

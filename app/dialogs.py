@@ -1,19 +1,34 @@
 """Dialogs: export options, About (versions and model card), and user-facing error messages."""
+
 from __future__ import annotations
 
 import html
 import platform
 from pathlib import Path
 
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLineEdit, QMessageBox, QTextBrowser, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QMessageBox,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.worker import BundleInfo, ExportOptions
 
-EXPORT_KINDS = (("aligned", "Edited aligned face"),
-                ("framed", "Edited face in the photo's own framing"),
-                ("pasted", "Edited face pasted back into the full photo"))
+EXPORT_KINDS = (
+    ("aligned", "Edited aligned face"),
+    ("framed", "Edited face in the photo's own framing"),
+    ("pasted", "Edited face pasted back into the full photo"),
+)
 
 
 class ExportDialog(QDialog):
@@ -62,8 +77,7 @@ class ExportDialog(QDialog):
     def options(self) -> ExportOptions:
         kinds = tuple(k for k, box in self.kinds.items() if box.isChecked())
         name = self.basename.text().strip() or "charm"
-        return ExportOptions(folder=self.folder.text().strip(), basename=name, fmt=self.fmt.currentData(),
-                             kinds=kinds)
+        return ExportOptions(folder=self.folder.text().strip(), basename=name, fmt=self.fmt.currentData(), kinds=kinds)
 
 
 def _dist_version(*names: str) -> str:
@@ -82,33 +96,42 @@ def versions() -> list[tuple[str, str]]:
     import PySide6
     from PySide6.QtCore import qVersion
 
-    return [("Charm Studio", _dist_version("charm-studio").replace("not installed", "development checkout")),
-            ("Python", platform.python_version()), ("PySide6 / Qt", f"{PySide6.__version__} / {qVersion()}"),
-            ("torch", _dist_version("torch")), ("numpy", _dist_version("numpy")),
-            ("OpenCV", _dist_version("opencv-python-headless", "opencv-python")),
-            ("dlib", _dist_version("dlib-bin", "dlib")), ("safetensors", _dist_version("safetensors"))]
+    return [
+        ("Charm Studio", _dist_version("charm-studio").replace("not installed", "development checkout")),
+        ("Python", platform.python_version()),
+        ("PySide6 / Qt", f"{PySide6.__version__} / {qVersion()}"),
+        ("torch", _dist_version("torch")),
+        ("numpy", _dist_version("numpy")),
+        ("OpenCV", _dist_version("opencv-python-headless", "opencv-python")),
+        ("dlib", _dist_version("dlib-bin", "dlib")),
+        ("safetensors", _dist_version("safetensors")),
+    ]
 
 
 def about_html(bundle: BundleInfo | None, device: str, notice: str | None = None) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in versions())
-    parts = ["<h2>Charm Studio</h2>",
-             "<p>Edit faces in photos with StyleGAN3, after <i>Third Time's the Charm? Image and Video "
-             "Editing with StyleGAN3</i> (Alaluf et al., 2022).</p>",
-             f"<h3>Versions</h3><table cellspacing='4'>{rows}<tr><td>device</td><td>{html.escape(device)}</td></tr>"
-             "</table>"]
+    parts = [
+        "<h2>Charm Studio</h2>",
+        "<p>Edit faces in photos with StyleGAN3, after <i>Third Time's the Charm? Image and Video "
+        "Editing with StyleGAN3</i> (Alaluf et al., 2022).</p>",
+        f"<h3>Versions</h3><table cellspacing='4'>{rows}<tr><td>device</td><td>{html.escape(device)}</td></tr></table>",
+    ]
     if bundle is not None:
         parts.append(f"<h3>Model: {html.escape(bundle.title)}</h3>")
         for line in dict.fromkeys(n for n in (notice, bundle.notice) if n):
             parts.append(f"<p style='color:#c77c00'><b>{html.escape(line)}</b></p>")
-        parts.append(f"<p>{bundle.resolution} px, w_dim {bundle.w_dim}, {bundle.num_ws} ws, "
-                     f"{len(bundle.directions)} directions, inversion by {html.escape(bundle.inverter)}.<br>"
-                     f"Folder: {html.escape(bundle.folder)}</p>")
+        parts.append(
+            f"<p>{bundle.resolution} px, w_dim {bundle.w_dim}, {bundle.num_ws} ws, "
+            f"{len(bundle.directions)} directions, inversion by {html.escape(bundle.inverter)}.<br>"
+            f"Folder: {html.escape(bundle.folder)}</p>"
+        )
     return "".join(parts)
 
 
 class AboutDialog(QDialog):
-    def __init__(self, bundle: BundleInfo | None, device: str, notice: str | None = None,
-                 parent: QWidget | None = None):
+    def __init__(
+        self, bundle: BundleInfo | None, device: str, notice: str | None = None, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.setWindowTitle("About Charm Studio")
         self.resize(640, 640)

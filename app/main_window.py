@@ -10,25 +10,40 @@ Configuration (environment): ``CHARM_AUTOQUIT_MS`` closes the app after that man
 cache folder); ``CHARM_DEVICE`` ('cpu', 'cuda', default: CUDA when available); ``CHARM_THREADS``
 (torch CPU threads; default all cores but one).
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QDialog, QDockWidget, QFileDialog,
-                               QLabel, QLineEdit, QMainWindow, QProgressBar, QPushButton, QScrollArea,
-                               QStackedWidget, QStyle, QTabWidget, QTextEdit, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QDialog,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QStyle,
+    QTabWidget,
+    QTextEdit,
+)
 
 from app.canvas import CompareCanvas, FacePicker, to_qimage
 from app.dialogs import AboutDialog, ExportDialog, error_box
-from app.panels import (DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel,
-                        make_scroll_column)
+from app.panels import DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel, make_scroll_column
 from app.worker import RANDOM_SPEC, BundleInfo, EngineHost, ExportOptions, Failure, PhotoInfo, RenderResult
 from engine.session import EditState, History
 
@@ -80,8 +95,13 @@ class MainWindow(QMainWindow):
     sessionOpened = Signal()
     jobsIdle = Signal()
 
-    def __init__(self, model: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 device: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ):
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.setObjectName("mainWindow")
@@ -103,10 +123,14 @@ class MainWindow(QMainWindow):
         self._model_notice: str | None = None
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
-        threads = threads or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None) \
+        threads = (
+            threads
+            or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None)
             or default_threads()
-        self.host = EngineHost(self.cache_dir, device=device or os.environ.get("CHARM_DEVICE", "auto"),
-                               threads=threads, parent=self)
+        )
+        self.host = EngineHost(
+            self.cache_dir, device=device or os.environ.get("CHARM_DEVICE", "auto"), threads=threads, parent=self
+        )
         self._build_ui()
         self._connect_worker()
         spec, notice = (model, None) if model else default_model()
@@ -135,8 +159,11 @@ class MainWindow(QMainWindow):
         self.inversion_panel = InversionPanel()
         self.tools_tabs = QTabWidget()
         self.tools_tabs.setObjectName("toolTabs")
-        for panel, name in ((self.transform_panel, "Transform"), (self.style_panel, "StyleSpace"),
-                            (self.inversion_panel, "Inversion")):
+        for panel, name in (
+            (self.transform_panel, "Transform"),
+            (self.style_panel, "StyleSpace"),
+            (self.inversion_panel, "Inversion"),
+        ):
             panel.setTitle("")
             panel.setFlat(True)
             self.tools_tabs.addTab(panel, name)
@@ -148,8 +175,9 @@ class MainWindow(QMainWindow):
         self.dock = QDockWidget("Edit", self)
         self.dock.setObjectName("editDock")
         self.dock.setWidget(scroll)
-        self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable |
-                              QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.dock.setMinimumWidth(370)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         # Room for the video timeline (a later issue): the bottom dock area stays free for it.
@@ -194,30 +222,51 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         SP = QStyle.StandardPixmap
-        self.act_open = self._action("&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open,
-                                     SP.SP_DialogOpenButton)
-        self.act_open_session = self._action("Open &session\u2026", self._open_session_dialog,
-                                             QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon)
-        self.act_save_session = self._action("&Save session\u2026", self._save_session_dialog,
-                                             QKeySequence.StandardKey.Save, SP.SP_DialogSaveButton)
-        self.act_export = self._action("&Export\u2026", self._export_dialog, QKeySequence("Ctrl+E"),
-                                       SP.SP_ArrowDown, "Export the edited face (aligned, framed, pasted back)")
+        self.act_open = self._action(
+            "&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open, SP.SP_DialogOpenButton
+        )
+        self.act_open_session = self._action(
+            "Open &session\u2026", self._open_session_dialog, QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon
+        )
+        self.act_save_session = self._action(
+            "&Save session\u2026", self._save_session_dialog, QKeySequence.StandardKey.Save, SP.SP_DialogSaveButton
+        )
+        self.act_export = self._action(
+            "&Export\u2026",
+            self._export_dialog,
+            QKeySequence("Ctrl+E"),
+            SP.SP_ArrowDown,
+            "Export the edited face (aligned, framed, pasted back)",
+        )
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
         self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
         self.act_reset = self._action("Reset &all edits", lambda: self.set_state(self.state.reset_edits(), True))
-        self.act_original = self._action("Show &original", self._original_toggled, None, SP.SP_DesktopIcon,
-                                         "Show the original in place of the result (or hold Space)", True)
-        self.act_side = self._action("Side by side", lambda on: on and self.set_compare_mode("side"),
-                                     QKeySequence("Ctrl+1"), checkable=True)
-        self.act_split = self._action("Split view", lambda on: on and self.set_compare_mode("split"),
-                                      QKeySequence("Ctrl+2"), checkable=True)
+        self.act_original = self._action(
+            "Show &original",
+            self._original_toggled,
+            None,
+            SP.SP_DesktopIcon,
+            "Show the original in place of the result (or hold Space)",
+            True,
+        )
+        self.act_side = self._action(
+            "Side by side", lambda on: on and self.set_compare_mode("side"), QKeySequence("Ctrl+1"), checkable=True
+        )
+        self.act_split = self._action(
+            "Split view", lambda on: on and self.set_compare_mode("split"), QKeySequence("Ctrl+2"), checkable=True
+        )
         group = QActionGroup(self)
         group.addAction(self.act_side)
         group.addAction(self.act_split)
         self.act_side.setChecked(True)
-        self.act_faces = self._action("Choose &face\u2026", self.show_face_picker, None, SP.SP_FileDialogContentsView,
-                                      "Pick another face of the photo")
+        self.act_faces = self._action(
+            "Choose &face\u2026",
+            self.show_face_picker,
+            None,
+            SP.SP_FileDialogContentsView,
+            "Pick another face of the photo",
+        )
         self.act_about = self._action("&About", self.show_about, None, SP.SP_MessageBoxInformation)
 
         bar = self.menuBar()
@@ -241,9 +290,22 @@ class MainWindow(QMainWindow):
         tb.setObjectName("mainToolBar")
         tb.setMovable(False)
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export, None,
-                  self.act_undo, self.act_redo, None, self.act_side, self.act_split, self.act_original,
-                  self.act_faces, None, self.act_about):
+        for a in (
+            self.act_open,
+            self.act_open_session,
+            self.act_save_session,
+            self.act_export,
+            None,
+            self.act_undo,
+            self.act_redo,
+            None,
+            self.act_side,
+            self.act_split,
+            self.act_original,
+            self.act_faces,
+            None,
+            self.act_about,
+        ):
             tb.addSeparator() if a is None else tb.addAction(a)
 
     def _build_status(self) -> None:
@@ -459,8 +521,10 @@ class MainWindow(QMainWindow):
         from engine.models import DEMO_MANIFEST
 
         demo = DEMO_MANIFEST.is_file()
-        choices = [("Demo model" if demo else "Demo model (missing)", "demo", demo),
-                   ("Random weights (development)", RANDOM_SPEC, True)]
+        choices = [
+            ("Demo model" if demo else "Demo model (missing)", "demo", demo),
+            ("Random weights (development)", RANDOM_SPEC, True),
+        ]
         self.model_panel.set_choices(choices, current)
 
     def load_model(self, spec: str) -> int:
@@ -478,8 +542,11 @@ class MainWindow(QMainWindow):
         # The fallback's reason ("demo model missing") beats the bundle's own notice.
         notice = (self._model_notice if info.spec == RANDOM_SPEC else None) or info.notice
         self.model_panel.select(info.spec)
-        self.model_panel.set_info(f"{info.title}\n{info.resolution} px \u2022 {len(info.directions)} directions "
-                                  f"\u2022 inversion: {info.inverter}", notice)
+        self.model_panel.set_info(
+            f"{info.title}\n{info.resolution} px \u2022 {len(info.directions)} directions "
+            f"\u2022 inversion: {info.inverter}",
+            notice,
+        )
         self.notice_label.setText(notice or "")
         self.notice_label.setVisible(bool(notice))
         self.device_label.setText(f"device: {info.device}")
@@ -541,9 +608,16 @@ class MainWindow(QMainWindow):
         self.photo = info
         self.stack.setCurrentWidget(self.canvas)
         model = self.bundle.spec if self.bundle else self.state.model_id
-        self.history.reset(EditState(model_id=model, input_path=info.path, face_index=info.face_index,
-                                     face_transform=info.face_transform, crop_quad=info.crop_quad,
-                                     view=self.state.view))
+        self.history.reset(
+            EditState(
+                model_id=model,
+                input_path=info.path,
+                face_index=info.face_index,
+                face_transform=info.face_transform,
+                crop_quad=info.crop_quad,
+                view=self.state.view,
+            )
+        )
         self.canvas.set_after(None)
         self._show_before()
         self._sync_controls()
@@ -555,8 +629,9 @@ class MainWindow(QMainWindow):
         if self.photo is None or self.bundle is None:
             return
         self._invert_record = record
-        self._invert_job = self._job(self.host.invert(self.photo.aligned, self.inversion_panel.iters.value()),
-                                     "Inverting")
+        self._invert_job = self._job(
+            self.host.invert(self.photo.aligned, self.inversion_panel.iters.value()), "Inverting"
+        )
 
     def _on_inverted(self, job: int, latent: np.ndarray) -> None:
         if job != self._invert_job:
@@ -585,8 +660,9 @@ class MainWindow(QMainWindow):
     # Files
 
     def _open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", "",
-                                              "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a photo", "", "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff);;All files (*)"
+        )
         if path:
             self.open_photo(path)
 
@@ -663,8 +739,11 @@ class MainWindow(QMainWindow):
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
         t = event.type()
-        if t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and event.key() == Qt.Key.Key_Space \
-                and self.isActiveWindow():
+        if (
+            t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
+            and event.key() == Qt.Key.Key_Space
+            and self.isActiveWindow()
+        ):
             focus = QApplication.focusWidget()
             if isinstance(focus, (QLineEdit, QTextEdit, QAbstractSpinBox, QComboBox)):
                 return False
@@ -720,24 +799,35 @@ def apply_theme(app: QApplication) -> None:
 
     app.setStyle("Fusion")
     pal = QPalette()
-    base, window, text = QColor(0x1e, 0x20, 0x24), QColor(0x2b, 0x2e, 0x33), QColor(0xe6, 0xe8, 0xeb)
-    for role, color in ((QPalette.ColorRole.Window, window), (QPalette.ColorRole.WindowText, text),
-                        (QPalette.ColorRole.Base, base), (QPalette.ColorRole.AlternateBase, window),
-                        (QPalette.ColorRole.Text, text), (QPalette.ColorRole.Button, QColor(0x35, 0x39, 0x3f)),
-                        (QPalette.ColorRole.ButtonText, text), (QPalette.ColorRole.ToolTipBase, base),
-                        (QPalette.ColorRole.ToolTipText, text), (QPalette.ColorRole.Highlight, QColor(0x3d, 0x8b, 0xe0)),
-                        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
-                        (QPalette.ColorRole.Mid, QColor(0x8a, 0x90, 0x99)),
-                        (QPalette.ColorRole.PlaceholderText, QColor(0x8a, 0x90, 0x99))):
+    base, window, text = QColor(0x1E, 0x20, 0x24), QColor(0x2B, 0x2E, 0x33), QColor(0xE6, 0xE8, 0xEB)
+    for role, color in (
+        (QPalette.ColorRole.Window, window),
+        (QPalette.ColorRole.WindowText, text),
+        (QPalette.ColorRole.Base, base),
+        (QPalette.ColorRole.AlternateBase, window),
+        (QPalette.ColorRole.Text, text),
+        (QPalette.ColorRole.Button, QColor(0x35, 0x39, 0x3F)),
+        (QPalette.ColorRole.ButtonText, text),
+        (QPalette.ColorRole.ToolTipBase, base),
+        (QPalette.ColorRole.ToolTipText, text),
+        (QPalette.ColorRole.Highlight, QColor(0x3D, 0x8B, 0xE0)),
+        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
+        (QPalette.ColorRole.Mid, QColor(0x8A, 0x90, 0x99)),
+        (QPalette.ColorRole.PlaceholderText, QColor(0x8A, 0x90, 0x99)),
+    ):
         pal.setColor(role, color)
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(0x70, 0x74, 0x7a))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(0x70, 0x74, 0x7a))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(0x70, 0x74, 0x7a))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(0x70, 0x74, 0x7A))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(0x70, 0x74, 0x7A))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(0x70, 0x74, 0x7A))
     app.setPalette(pal)
 
 
-def create_main_window(model: str | None = None, cache_dir: str | os.PathLike | None = None,
-                       device: str | None = None, threads: int | None = None) -> MainWindow:
+def create_main_window(
+    model: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> MainWindow:
     """The studio window (a QApplication must exist). model: 'demo', 'random' or a bundle folder;
     default the demo bundle, or random weights while the demo bundle is not installed."""
     return MainWindow(model=model, cache_dir=cache_dir, device=device, threads=threads)

@@ -1,13 +1,29 @@
 """The right dock's panels: model picker, direction sliders, StyleSpace channel editor, transform controls
 and inversion settings. Panels only emit what the user did; the main window turns that into states."""
+
 from __future__ import annotations
 
 import math
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDial, QDoubleSpinBox, QGridLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QPushButton, QRadioButton, QSizePolicy, QSlider,
-                               QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDial,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class ValueSlider(QWidget):
@@ -21,8 +37,16 @@ class ValueSlider(QWidget):
     dragStarted = Signal()
     dragFinished = Signal()
 
-    def __init__(self, name: str, lo: float, hi: float, step: float = 0.01, fmt: str = "{:+.2f}",
-                 tooltip: str = "", parent: QWidget | None = None):
+    def __init__(
+        self,
+        name: str,
+        lo: float,
+        hi: float,
+        step: float = 0.01,
+        fmt: str = "{:+.2f}",
+        tooltip: str = "",
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.name, self.lo, self.hi, self.step, self.fmt = name, float(lo), float(hi), float(step), fmt
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -179,8 +203,11 @@ class DirectionsPanel(_Drags):
             s.deleteLater()
         self.sliders.clear()
         for i, d in enumerate(directions):
-            tip = f"{d.description}\nDocumented range {d.lo:+g} \u2026 {d.hi:+g}" if d.description else \
-                f"Documented range {d.lo:+g} \u2026 {d.hi:+g}"
+            tip = (
+                f"{d.description}\nDocumented range {d.lo:+g} \u2026 {d.hi:+g}"
+                if d.description
+                else f"Documented range {d.lo:+g} \u2026 {d.hi:+g}"
+            )
             s = ValueSlider(d.name, d.lo, d.hi, tooltip=tip)
             s.edited.connect(lambda v, rec, n=d.name: self.directionEdited.emit(n, v, rec))
             self._wire(s)
@@ -197,7 +224,7 @@ class DirectionsPanel(_Drags):
 class StyleSpacePanel(_Drags):
     """StyleSpace editor: one channel (layer + index) or an attribute's top channels, one slider."""
 
-    channelsEdited = Signal(object, bool)   # {(layer, channel): value}, record
+    channelsEdited = Signal(object, bool)  # {(layer, channel): value}, record
     clearRequested = Signal()
 
     SINGLE = "__channel__"
@@ -210,9 +237,14 @@ class StyleSpacePanel(_Drags):
         self.layer.setObjectName("styleLayer")
         self.channel = QSpinBox()
         self.channel.setObjectName("styleChannel")
-        self.slider = ValueSlider("strength", -5.0, 5.0, step=0.05,
-                                  tooltip="Added to the chosen StyleSpace channel(s); for an attribute, "
-                                          "each top channel moves in the direction that raises it.")
+        self.slider = ValueSlider(
+            "strength",
+            -5.0,
+            5.0,
+            step=0.05,
+            tooltip="Added to the chosen StyleSpace channel(s); for an attribute, "
+            "each top channel moves in the direction that raises it.",
+        )
         self.summary = QLabel()
         self.summary.setStyleSheet("color: palette(mid);")
         self.clear = QPushButton("Clear channel edits")
@@ -316,10 +348,22 @@ class TransformPanel(_Drags):
         self.angle_spin.setDecimals(1)
         self.angle_spin.setSuffix("\u00b0")
         self.angle_spin.setToolTip("Rotation in degrees, counter-clockwise positive")
-        self.tx = ValueSlider("shift x", -0.5, 0.5, step=0.005, fmt="{:+.3f}",
-                              tooltip="Move the content right (+) or left (\u2212), in image widths")
-        self.ty = ValueSlider("shift y", -0.5, 0.5, step=0.005, fmt="{:+.3f}",
-                              tooltip="Move the content down (+) or up (\u2212), in image heights")
+        self.tx = ValueSlider(
+            "shift x",
+            -0.5,
+            0.5,
+            step=0.005,
+            fmt="{:+.3f}",
+            tooltip="Move the content right (+) or left (\u2212), in image widths",
+        )
+        self.ty = ValueSlider(
+            "shift y",
+            -0.5,
+            0.5,
+            step=0.005,
+            fmt="{:+.3f}",
+            tooltip="Move the content down (+) or up (\u2212), in image heights",
+        )
         self.reset = QPushButton("Reset transform")
         self.reset.setObjectName("resetTransform")
         self.aligned = QRadioButton("Aligned face")
@@ -327,8 +371,9 @@ class TransformPanel(_Drags):
         self.aligned.setObjectName("viewAligned")
         self.framed.setObjectName("viewPhoto")
         self.aligned.setToolTip("Show the face as the model sees it (FFHQ-aligned)")
-        self.framed.setToolTip("Show the face in the photo's own framing (the alignment transform undone "
-                               "by StyleGAN3's input layer)")
+        self.framed.setToolTip(
+            "Show the face in the photo's own framing (the alignment transform undone by StyleGAN3's input layer)"
+        )
         self.aligned.setChecked(True)
         group = QButtonGroup(self)
         group.addButton(self.aligned)
@@ -414,8 +459,10 @@ class InversionPanel(QGroupBox):
         self.pti_steps.setValue(100)
         self.refine = QPushButton("Refine (PTI)")
         self.refine.setObjectName("refine")
-        self.refine.setToolTip("Pivotal tuning: fine-tune a copy of the generator so the inverted latent "
-                               "reproduces this photo more closely (undoable)")
+        self.refine.setToolTip(
+            "Pivotal tuning: fine-tune a copy of the generator so the inverted latent "
+            "reproduces this photo more closely (undoable)"
+        )
         grid = QGridLayout(self)
         grid.addWidget(self.method, 0, 0, 1, 3)
         grid.addWidget(self.iters_label, 1, 0)

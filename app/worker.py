@@ -12,6 +12,7 @@ Protocol (see :class:`EngineHost`, the UI-side handle):
   running or queued. Adding to a set and testing membership are atomic, so no lock is needed.
 - Results go back as signals with plain data (numpy arrays, dataclasses); the UI never sees tensors.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,9 @@ class BundleInfo:
     style_layers: dict[str, int]
     model_card: str | None
     device: str
-    inverter: str          # a line for the user: which inversion runs
-    encoder: bool          # True: encoder iterations; False: optimisation steps
-    pti: bool              # pivotal tuning available
+    inverter: str  # a line for the user: which inversion runs
+    encoder: bool  # True: encoder iterations; False: optimisation steps
+    pti: bool  # pivotal tuning available
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class RenderRequest:
 @dataclass(frozen=True)
 class RenderResult:
     request_id: int
-    image: np.ndarray      # [R,R,3] uint8
-    seconds: float         # time the worker spent rendering
-    sent_at: float         # perf_counter() when the UI sent the request
+    image: np.ndarray  # [R,R,3] uint8
+    seconds: float  # time the worker spent rendering
+    sent_at: float  # perf_counter() when the UI sent the request
     state: Any
 
 
@@ -94,7 +95,7 @@ class RenderResult:
 class ExportOptions:
     folder: str
     basename: str
-    fmt: str = "png"                     # 'png' or 'jpg'
+    fmt: str = "png"  # 'png' or 'jpg'
     kinds: tuple[str, ...] = ("aligned", "framed", "pasted")
     jpeg_quality: int = 95
 
@@ -102,7 +103,7 @@ class ExportOptions:
 @dataclass(frozen=True)
 class Failure:
     job: int
-    kind: str      # 'model', 'photo', 'invert', 'refine', 'render', 'export', 'session'
+    kind: str  # 'model', 'photo', 'invert', 'refine', 'render', 'export', 'session'
     title: str
     message: str
     hint: str
@@ -114,13 +115,17 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     from engine.session import SessionError
 
     if isinstance(exc, NoFaceError):
-        return ("No face found", "Open a photo in which a face is clearly visible, roughly frontal and at "
-                                 "least about 80 pixels wide.")
+        return (
+            "No face found",
+            "Open a photo in which a face is clearly visible, roughly frontal and at least about 80 pixels wide.",
+        )
     if isinstance(exc, ImageReadError):
         return ("Cannot read the image", "Choose a JPEG or PNG photo; this file is damaged or not an image.")
     if isinstance(exc, CheckpointError):
-        return ("Cannot load the model", "The previous model stays in use. Choose another model folder, or "
-                                         "copy the model files again.")
+        return (
+            "Cannot load the model",
+            "The previous model stays in use. Choose another model folder, or copy the model files again.",
+        )
     if isinstance(exc, SessionError):
         return ("Cannot open the session", "Choose a session saved by Charm Studio (.json with its .npz).")
     if isinstance(exc, OSError):
@@ -128,8 +133,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     return ("Unexpected error", "Details were printed to the console; please report them.")
 
 
-def export_images(state, bundle, photo: np.ndarray | None, options: ExportOptions,
-                  generator=None) -> list[Path]:
+def export_images(state, bundle, photo: np.ndarray | None, options: ExportOptions, generator=None) -> list[Path]:
     """Render and write the export files (each to a temporary name, then renamed); returns their paths.
 
     aligned: the edited aligned face; framed: the edited face in the photo's own framing; pasted: the
@@ -181,18 +185,18 @@ def export_images(state, bundle, photo: np.ndarray | None, options: ExportOption
 class EngineWorker(QObject):
     """Lives on the worker thread; every slot runs there. See the module docstring."""
 
-    modelLoaded = Signal(int, object)           # job, BundleInfo
-    photoLoaded = Signal(int, object)           # job, PhotoInfo
-    inverted = Signal(int, object)              # job, latent float32 [num_ws,w_dim]
-    refined = Signal(int, str)                  # job, tuned generator file
-    rendered = Signal(object)                   # RenderResult
-    exported = Signal(int, object)              # job, [Path]
-    sessionSaved = Signal(int, str)             # job, path
+    modelLoaded = Signal(int, object)  # job, BundleInfo
+    photoLoaded = Signal(int, object)  # job, PhotoInfo
+    inverted = Signal(int, object)  # job, latent float32 [num_ws,w_dim]
+    refined = Signal(int, str)  # job, tuned generator file
+    rendered = Signal(object)  # RenderResult
+    exported = Signal(int, object)  # job, [Path]
+    sessionSaved = Signal(int, str)  # job, path
     sessionOpened = Signal(int, object, object, object)  # job, EditState, PhotoInfo|None, BundleInfo|None
-    progress = Signal(int, int, int, str)       # job, done, total (0: unknown), text
-    failed = Signal(object)                     # Failure
-    cancelled = Signal(int)                     # job
-    idle = Signal(int)                          # job finished (any outcome)
+    progress = Signal(int, int, int, str)  # job, done, total (0: unknown), text
+    failed = Signal(object)  # Failure
+    cancelled = Signal(int)  # job
+    idle = Signal(int)  # job finished (any outcome)
 
     def __init__(self, cache_dir: str | os.PathLike, device: str = "cpu", threads: int | None = None):
         super().__init__()
@@ -239,6 +243,7 @@ class EngineWorker(QObject):
     def _progress(self, job: int, text: str):
         def report(done: int, total: int) -> None:
             self.progress.emit(job, int(done), int(total), text)
+
         return report
 
     def _info(self) -> BundleInfo:
@@ -249,19 +254,30 @@ class EngineWorker(QObject):
         encoder = b.inverter is not None
         try:
             import engine.inversion  # noqa: F401
+
             pti = True
         except ImportError:
             pti = False
         return BundleInfo(
-            spec=self.spec or "", name=b.name, title=b.title, folder=str(b.folder), notice=b.notice,
-            resolution=b.resolution, w_dim=b.w_dim, num_ws=b.num_ws,
-            directions=tuple(DirectionInfo(d.name, d.range[0], d.range[1], d.description)
-                             for d in b.directions.values()),
-            stylespace={k: list(v) for k, v in b.stylespace.items()}, style_layers=b.style_layers(),
+            spec=self.spec or "",
+            name=b.name,
+            title=b.title,
+            folder=str(b.folder),
+            notice=b.notice,
+            resolution=b.resolution,
+            w_dim=b.w_dim,
+            num_ws=b.num_ws,
+            directions=tuple(
+                DirectionInfo(d.name, d.range[0], d.range[1], d.description) for d in b.directions.values()
+            ),
+            stylespace={k: list(v) for k, v in b.stylespace.items()},
+            style_layers=b.style_layers(),
             model_card=str(b.model_card) if b.model_card else None,
             device=_device_name(b.device),
             inverter=(f"encoder ({getattr(inv, 'kind', 'restyle')})" if encoder else "latent optimisation"),
-            encoder=encoder, pti=pti)
+            encoder=encoder,
+            pti=pti,
+        )
 
     def _load_model(self, spec: str) -> None:
         from engine.models import ensure_random_bundle, load_bundle
@@ -291,8 +307,9 @@ class EngineWorker(QObject):
             except OSError as e:  # a decoder's own error (e.g. a truncated JPEG) rather than ImageReadError
                 from engine.errors import ImageReadError
 
-                raise ImageReadError(f"{Path(path).name!r} cannot be read: it is corrupt or not an image ({e})") \
-                    from None
+                raise ImageReadError(
+                    f"{Path(path).name!r} cannot be read: it is corrupt or not an image ({e})"
+                ) from None
             self._photo = (path, rgb, detect_faces(rgb))
         _, rgb, faces = self._photo
         if not faces:
@@ -305,10 +322,17 @@ class EngineWorker(QObject):
 
             raise NoFaceError(f"face {index} requested but {len(faces)} face(s) found in {Path(path).name!r}")
         face = align_face(rgb, size=ALIGN_SIZE, landmarks=faces[index].landmarks)
-        return PhotoInfo(path=path, image=rgb, boxes=tuple(tuple(float(v) for v in f.box) for f in faces),
-                         face_index=index, needs_choice=face_index is None and len(faces) > 1,
-                         aligned=face.aligned, crop=face.crop, face_transform=face.transform.numpy(),
-                         crop_quad=face.crop_quad)
+        return PhotoInfo(
+            path=path,
+            image=rgb,
+            boxes=tuple(tuple(float(v) for v in f.box) for f in faces),
+            face_index=index,
+            needs_choice=face_index is None and len(faces) > 1,
+            aligned=face.aligned,
+            crop=face.crop,
+            face_transform=face.transform.numpy(),
+            crop_quad=face.crop_quad,
+        )
 
     # -- slots --------------------------------------------------------------------------------------
 
@@ -327,6 +351,7 @@ class EngineWorker(QObject):
             self.progress.emit(job, 0, 0, "Loading model")
             self._load_model(spec)
             self.modelLoaded.emit(job, self._info())
+
         self._run(job, "model", go)
 
     @Slot(int, str, int)
@@ -334,6 +359,7 @@ class EngineWorker(QObject):
         def go():
             self.progress.emit(job, 0, 0, "Finding faces")
             self.photoLoaded.emit(job, self._photo_info(path, None if face_index < 0 else face_index))
+
         self._run(job, "photo", go)
 
     @Slot(int, object, int)
@@ -347,12 +373,14 @@ class EngineWorker(QObject):
             x = x.to(self.bundle.device, torch.float32) / 127.5 - 1
             text = "Inverting" if self.bundle.inverter is not None else "Inverting (optimising the latent)"
             self.progress.emit(job, 0, iters, text)
-            res = inverter_for(self.bundle).invert(x, n_iters=int(iters), progress=self._progress(job, text),
-                                                   cancel=lambda: self._is_cancelled(job))
+            res = inverter_for(self.bundle).invert(
+                x, n_iters=int(iters), progress=self._progress(job, text), cancel=lambda: self._is_cancelled(job)
+            )
             if self._is_cancelled(job):
                 self.cancelled.emit(job)
                 return
             self.inverted.emit(job, res.latent[0].detach().cpu().numpy().astype(np.float32))
+
         self._run(job, "invert", go)
 
     @Slot(int, object, object, int)
@@ -369,13 +397,20 @@ class EngineWorker(QObject):
             target = target.to(dev, torch.float32) / 127.5 - 1
             pivot = torch.from_numpy(np.array(state.latent)).to(dev).unsqueeze(0)
             tr = None if state.face_transform is None else torch.from_numpy(np.array(state.face_transform)).to(dev)
-            res = tune_generator(G, target, pivot, transform=tr, steps=int(steps),
-                                 progress=self._progress(job, "Refining (PTI)"),
-                                 cancel=lambda: self._is_cancelled(job))
+            res = tune_generator(
+                G,
+                target,
+                pivot,
+                transform=tr,
+                steps=int(steps),
+                progress=self._progress(job, "Refining (PTI)"),
+                cancel=lambda: self._is_cancelled(job),
+            )
             path = self.cache_dir / "pti" / f"pti-{os.getpid()}-{job}.safetensors"
             save_generator(res.generator, path, source="pti")
             self._generators = {str(path): res.generator}
             self.refined.emit(job, str(path))
+
         self._run(job, "refine", go)
 
     @Slot(object)
@@ -400,10 +435,15 @@ class EngineWorker(QObject):
             self.progress.emit(job, 0, 0, "Exporting")
             photo = None
             if state.input_path and "pasted" in options.kinds:
-                photo = self._photo[1] if self._photo and self._photo[0] == state.input_path \
+                photo = (
+                    self._photo[1]
+                    if self._photo and self._photo[0] == state.input_path
                     else load_image(state.input_path)
-            self.exported.emit(job, export_images(state, self.bundle, photo, options,
-                                                  generator=self._generator_for(state)))
+                )
+            self.exported.emit(
+                job, export_images(state, self.bundle, photo, options, generator=self._generator_for(state))
+            )
+
         self._run(job, "export", go)
 
     @Slot(int, object, str)
@@ -412,6 +452,7 @@ class EngineWorker(QObject):
             from engine.session import save_session
 
             self.sessionSaved.emit(job, str(save_session(state, path)))
+
         self._run(job, "session", go)
 
     @Slot(int, str)
@@ -435,6 +476,7 @@ class EngineWorker(QObject):
                 photo = self._photo_info(state.input_path, state.face_index)
             self._generator_for(state)
             self.sessionOpened.emit(job, state, photo, info)
+
         self._run(job, "session", go)
 
 
@@ -459,8 +501,13 @@ class EngineHost(QObject):
     _saveSession = Signal(int, object, str)
     _openSession = Signal(int, str)
 
-    def __init__(self, cache_dir: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 parent: QObject | None = None):
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        device: str = "cpu",
+        threads: int | None = None,
+        parent: QObject | None = None,
+    ):
         super().__init__(parent)
         self.thread = QThread()
         self.thread.setObjectName("charm-engine")
@@ -469,10 +516,16 @@ class EngineHost(QObject):
         self.thread.started.connect(self.worker.start)
         self.thread.finished.connect(self.worker.deleteLater)
         w = self.worker
-        for sig, slot in ((self._loadModel, w.load_model), (self._loadPhoto, w.load_photo),
-                          (self._invert, w.invert), (self._refine, w.refine), (self._render, w.render),
-                          (self._export, w.export), (self._saveSession, w.save_session),
-                          (self._openSession, w.open_session)):
+        for sig, slot in (
+            (self._loadModel, w.load_model),
+            (self._loadPhoto, w.load_photo),
+            (self._invert, w.invert),
+            (self._refine, w.refine),
+            (self._render, w.render),
+            (self._export, w.export),
+            (self._saveSession, w.save_session),
+            (self._openSession, w.open_session),
+        ):
             sig.connect(slot)
         self._job = 0
         self._render_id = 0

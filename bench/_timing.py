@@ -1,9 +1,10 @@
 """Timing helper shared by the benchmark scripts (wall clock and this process's CPU time)."""
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def median_times(fn: Callable[[], object], repeat: int, warmup: bool = True) -> tuple[float, float, float]:

@@ -8,6 +8,7 @@ Rows: one-time model loading, then per-photo steps (decode, detect + landmarks, 
 ``align_face`` from a file path), a 4000x3000 photo, and ``paste_back`` of a 1024 crop. Times are
 medians over ``--repeat`` runs, after one warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,11 +50,16 @@ def main() -> int:
         face = A.align_face(rgb)
         size = f"{rgb.shape[1]}x{rgb.shape[0]}"
         rows.append((f"{path.name}: decode", size, *median_times(lambda: A.load_image(path), args.repeat)))
-        rows.append((f"{path.name}: detect + landmarks", size,
-                     *median_times(lambda: A.detect_faces(rgb), args.repeat)))
-        rows.append((f"{path.name}: 2 warps to 1024", size,
-                     *median_times(lambda: (A.warp_quad(rgb, face.quad, 1024),
-                                            A.warp_quad(rgb, face.crop_quad, 1024)), args.repeat)))
+        rows.append((f"{path.name}: detect + landmarks", size, *median_times(lambda: A.detect_faces(rgb), args.repeat)))
+        rows.append(
+            (
+                f"{path.name}: 2 warps to 1024",
+                size,
+                *median_times(
+                    lambda: (A.warp_quad(rgb, face.quad, 1024), A.warp_quad(rgb, face.crop_quad, 1024)), args.repeat
+                ),
+            )
+        )
         timing = median_times(lambda: A.align_face(path), args.repeat)
         rows.append((f"{path.name}: align_face(path)", size, *timing))
         totals.append(timing[0])
@@ -61,23 +67,33 @@ def main() -> int:
     base = A.load_image(photos[0])
     m = np.float64([[1.5, 0.0, 1800.0], [0.0, 1.5, 800.0]])
     large = cv2.warpAffine(base, m, (4000, 3000), borderMode=cv2.BORDER_REPLICATE)
-    rows.append(("large photo: align_face(array)", "4000x3000",
-                 *median_times(lambda: A.align_face(large), args.repeat)))
+    rows.append(
+        ("large photo: align_face(array)", "4000x3000", *median_times(lambda: A.align_face(large), args.repeat))
+    )
     face = A.align_face(base)
-    rows.append(("paste_back 1024 crop", f"{base.shape[1]}x{base.shape[0]}",
-                 *median_times(lambda: A.paste_back(base, face.crop, face.crop_quad), args.repeat)))
+    rows.append(
+        (
+            "paste_back 1024 crop",
+            f"{base.shape[1]}x{base.shape[0]}",
+            *median_times(lambda: A.paste_back(base, face.crop, face.crop_quad), args.repeat),
+        )
+    )
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"alignment benchmark ({os.cpu_count()} CPU cores, load average {load:.1f}, cv2 threads "
-          f"{cv2.getNumThreads()}, median of {args.repeat} after a warm-up)")
+    print(
+        f"alignment benchmark ({os.cpu_count()} CPU cores, load average {load:.1f}, cv2 threads "
+        f"{cv2.getNumThreads()}, median of {args.repeat} after a warm-up)"
+    )
     print(f"one-time model load: {load_s:.3f} s")
     width = max(len(r[0]) for r in rows)
     print(f"{'step'.ljust(width)}  {'input':>9}  {'median s':>8}  {'max s':>7}  {'CPU s':>6}")
     for name, size, med, worst, cpu in rows:
         print(f"{name.ljust(width)}  {size:>9}  {med:8.3f}  {worst:7.3f}  {cpu:6.3f}")
     verdict = "OK" if max(totals) <= 0.4 else "OVER TARGET"
-    print(f"align_face on 1024x1024 photos: median {statistics.median(totals):.3f} s, "
-          f"slowest photo {max(totals):.3f} s (target <= 0.4 s): {verdict}")
+    print(
+        f"align_face on 1024x1024 photos: median {statistics.median(totals):.3f} s, "
+        f"slowest photo {max(totals):.3f} s (target <= 0.4 s): {verdict}"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ the max abs difference of each path's images against the reference path's.
 
 Reference cases whose estimated peak memory exceeds --max-ref-gb are skipped and marked so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ def run_case(cfg: str, batch: int, impl: str, repeat: int, threads: int, out: st
     res, extra = CONFIGS[cfg]
     device = "cuda" if impl == "cuda" else "cpu"
     torch.manual_seed(0)
-    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
-                  mapping_kwargs={"num_layers": 2}, **extra).eval().to(device)
+    G = (
+        Generator(
+            z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3, mapping_kwargs={"num_layers": 2}, **extra
+        )
+        .eval()
+        .to(device)
+    )
     z = torch.from_numpy(np.random.RandomState(1).randn(batch, 512)).float().to(device)
     times = []
     with torch.no_grad():
@@ -104,9 +110,21 @@ def main() -> int:
                             continue
                         out = os.path.join(tmp, f"{cfg}_{batch}_{label}.npy")
                         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-                        proc = subprocess.run([sys.executable, __file__, "--repeat", str(args.repeat), "--threads",
-                                               str(args.threads), "--_case", f"{cfg}:{batch}:{impl}:{out}:{int(fp16)}"],
-                                              capture_output=True, text=True, env=env)
+                        proc = subprocess.run(
+                            [
+                                sys.executable,
+                                __file__,
+                                "--repeat",
+                                str(args.repeat),
+                                "--threads",
+                                str(args.threads),
+                                "--_case",
+                                f"{cfg}:{batch}:{impl}:{out}:{int(fp16)}",
+                            ],
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                        )
                         if proc.returncode != 0:
                             row["note"] = "failed: " + proc.stderr.strip().splitlines()[-1][:120]
                         else:
@@ -122,8 +140,10 @@ def main() -> int:
 
     ref_times = {(r["config"], r["batch"]): r.get("time_s") for r in rows if r["impl"] == "ref"}
     print()
-    print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-          f"threads {args.threads}, load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"threads {args.threads}, load avg {os.getloadavg()[0]:.1f}"
+    )
     print("| config | batch | kernels | time (s) | speed-up vs ref | peak RSS (GB) | max abs diff vs ref | note |")
     print("|---|---:|---|---:|---:|---:|---:|---|")
     for r in rows:
@@ -131,9 +151,12 @@ def main() -> int:
         rt = ref_times.get((r["config"], r["batch"]))
         speed = f"{rt / t:.2f}x" if t and rt else ""
         diff = f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else ""
-        print(f"| {r['config']} | {r['batch']} | {r['impl']} | {t:.2f} | {speed} | {r.get('peak_rss_gb', 0):.2f} | "
-              f"{diff} | {r.get('note', '')} |" if t else
-              f"| {r['config']} | {r['batch']} | {r['impl']} | | | | | {r.get('note', '')} |")
+        print(
+            f"| {r['config']} | {r['batch']} | {r['impl']} | {t:.2f} | {speed} | {r.get('peak_rss_gb', 0):.2f} | "
+            f"{diff} | {r.get('note', '')} |"
+            if t
+            else f"| {r['config']} | {r['batch']} | {r['impl']} | | | | | {r.get('note', '')} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

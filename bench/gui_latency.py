@@ -11,6 +11,7 @@ moves: press the handle, move it, release it, and times from the move until the 
 value has been painted on the canvas. Columns: median, 90th percentile and worst release -> image,
 and the median time the worker spent rendering (the rest is queueing, transfer and painting).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO))
     ap.add_argument("--moves", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the app's, all cores but one)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the app's, all cores but one)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -80,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     controls = []
     if direction is not None:
         controls.append((f"direction '{direction.name}'", direction.slider))
-    controls += [("StyleSpace channel", style.slider.slider), ("shift x", win.transform_panel.tx.slider),
-                 ("rotation dial", win.transform_panel.dial)]
+    controls += [
+        ("StyleSpace channel", style.slider.slider),
+        ("shift x", win.transform_panel.tx.slider),
+        ("rotation dial", win.transform_panel.dial),
+    ]
 
     rows = []
     for name, slider in controls:
@@ -103,15 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     b = win.bundle
-    print(f"model: {b.title} ({b.resolution} px, {b.num_ws} ws, w_dim {b.w_dim}); device {b.device}; "
-          f"torch threads {torch.get_num_threads()}; {args.moves} moves per control; "
-          f"photo {Path(args.photo).name} dropped -> first result {first:.2f} s")
+    print(
+        f"model: {b.title} ({b.resolution} px, {b.num_ws} ws, w_dim {b.w_dim}); device {b.device}; "
+        f"torch threads {torch.get_num_threads()}; {args.moves} moves per control; "
+        f"photo {Path(args.photo).name} dropped -> first result {first:.2f} s"
+    )
     print(f"{'control':<26}{'median':>10}{'p90':>10}{'max':>10}{'render':>10}   (seconds, release -> image)")
     for name, med, p90, worst, render in rows:
         print(f"{name:<26}{med:>10.3f}{p90:>10.3f}{worst:>10.3f}{render:>10.3f}")
     overall = statistics.median([r[1] for r in rows])
-    print(f"{'all controls (median)':<26}{overall:>10.3f}   target <= 0.300 with the demo model: "
-          f"{'met' if overall <= 0.3 else 'NOT met'}")
+    print(
+        f"{'all controls (median)':<26}{overall:>10.3f}   target <= 0.300 with the demo model: "
+        f"{'met' if overall <= 0.3 else 'NOT met'}"
+    )
     win.close()
     return 0
 

@@ -23,6 +23,7 @@ step (FFHQ: one timed step). Other times are medians over ``--repeat`` runs afte
 the CPU column is this process's CPU time (it exceeds wall time when several threads work, and shows
 the work itself when other jobs stretch the wall time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,16 +54,50 @@ def _networks(name: str):
 
     torch.manual_seed(0)
     if name == "demo-64":
-        G = Generator(z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3, channel_base=1024,
-                      channel_max=32, num_layers=6, num_critical=2, margin_size=4, output_scale=1.0, num_fp16_res=0)
+        G = Generator(
+            z_dim=64,
+            c_dim=0,
+            w_dim=64,
+            img_resolution=64,
+            img_channels=3,
+            channel_base=1024,
+            channel_max=32,
+            num_layers=6,
+            num_critical=2,
+            margin_size=4,
+            output_scale=1.0,
+            num_fp16_res=0,
+        )
         E = build_encoder("restyle_e4e", 6, G.num_ws, "ir_se_small", input_size=64, w_dim=64)
     elif name == "demo-128":
-        G = Generator(z_dim=64, c_dim=0, w_dim=64, img_resolution=128, img_channels=3, channel_base=2048,
-                      channel_max=64, num_layers=8, num_critical=2, margin_size=4, output_scale=1.0, num_fp16_res=0)
+        G = Generator(
+            z_dim=64,
+            c_dim=0,
+            w_dim=64,
+            img_resolution=128,
+            img_channels=3,
+            channel_base=2048,
+            channel_max=64,
+            num_layers=8,
+            num_critical=2,
+            margin_size=4,
+            output_scale=1.0,
+            num_fp16_res=0,
+        )
         E = build_encoder("restyle_e4e", 6, G.num_ws, "ir_se_small", input_size=128, w_dim=64)
     elif name == "ffhq-1024":
-        G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, channel_base=65536,
-                      channel_max=1024, conv_kernel=1, use_radial_filters=True, mapping_kwargs={"num_layers": 2})
+        G = Generator(
+            z_dim=512,
+            c_dim=0,
+            w_dim=512,
+            img_resolution=1024,
+            img_channels=3,
+            channel_base=65536,
+            channel_max=1024,
+            conv_kernel=1,
+            use_radial_filters=True,
+            mapping_kwargs={"num_layers": 2},
+        )
         E = build_encoder("restyle_psp", 6, 16, "ir_se50", input_size=256)
     else:
         raise ValueError(name)
@@ -79,12 +114,14 @@ def bench(name: str, repeat: int, pti: bool, rows: list, invert: bool = True) ->
     inv = Inverter(E, G)
     R = G.img_resolution
     x = torch.rand(1, 3, R, R) * 2 - 1
-    params = f"G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M, E {sum(p.numel() for p in E.parameters()) / 1e6:.1f}M"
+    params = (
+        f"G {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M, E {sum(p.numel() for p in E.parameters()) / 1e6:.1f}M"
+    )
 
-    wall, cpu = (_time(lambda: inv.average_image(), 1, warmup=False) if invert else (float("nan"), float("nan")))
+    wall, cpu = _time(lambda: inv.average_image(), 1, warmup=False) if invert else (float("nan"), float("nan"))
     rows.append((name, "average image (once, cached)", wall, cpu, params))
     print(f"  {name}: average image {wall:.3f} s", file=sys.stderr, flush=True)
-    for n_iters in ((1, 3) if invert else ()):
+    for n_iters in (1, 3) if invert else ():
         wall, cpu = _time(lambda: inv.invert(x, n_iters=n_iters), repeat, warmup=repeat > 1)
         rows.append((name, f"invert, {n_iters} iteration{'s' if n_iters > 1 else ''}", wall, cpu, "per image"))
         print(f"  {name}: invert x{n_iters} {wall:.3f} s", file=sys.stderr, flush=True)
@@ -106,9 +143,12 @@ def bench(name: str, repeat: int, pti: bool, rows: list, invert: bool = True) ->
             walls = [b[0] - a[0] for a, b in zip(stamps[1:], stamps[2:])]
             cpus = [b[1] - a[1] for a, b in zip(stamps[1:], stamps[2:])]
             import resource
+
             peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: kB
-            note = (f"LPIPS {'on' if perceptual.is_lpips else 'off (L2 fallback)'}, median of {len(walls)}, "
-                    f"layer checkpointing {'on' if R >= 512 else 'off'}, process peak RSS {peak_gb:.1f} GB")
+            note = (
+                f"LPIPS {'on' if perceptual.is_lpips else 'off (L2 fallback)'}, median of {len(walls)}, "
+                f"layer checkpointing {'on' if R >= 512 else 'off'}, process peak RSS {peak_gb:.1f} GB"
+            )
             rows.append((name, "PTI step", statistics.median(walls), statistics.median(cpus), note))
         except (RuntimeError, MemoryError) as e:
             rows.append((name, "PTI step", float("nan"), float("nan"), f"failed: {type(e).__name__}"))
@@ -121,8 +161,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per demo measurement (FFHQ: always 1)")
     parser.add_argument("--only", choices=("demo", "ffhq"), default=None, help="only these networks")
     parser.add_argument("--pti-only", action="store_true", help="FFHQ: skip the average-image and invert rows")
-    parser.add_argument("--ffhq-pti", action="store_true",
-                        help="also time a PTI step at 1024 px (its backward needs more than 12 GB of memory)")
+    parser.add_argument(
+        "--ffhq-pti",
+        action="store_true",
+        help="also time a PTI step at 1024 px (its backward needs more than 12 GB of memory)",
+    )
     args = parser.parse_args()
 
     import torch

@@ -8,6 +8,7 @@ configuration, median over ``--repeat`` steps after a warm-up step.
     python bench/train_step.py --threads 1 --repeat 10
     python bench/train_step.py --device cuda --impls fast,ref --configs demo-6L-c96 --batch 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
     from _timing import median_times
+
     from engine.training.generator import GeneratorConfig, build_demo_generator
     from kernels._select import ENV_VAR
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---:|---:|---:|---:|")
     if "cuda" in args.impls.split(",") and device.type == "cuda":
         from kernels import cuda_ext
+
         print(f"fused CUDA kernels built: {cuda_ext.ensure_built()}")  # else 'cuda' would time 'ref' meanwhile
     timed: dict[str, float] = {}
     for name in args.configs.split(","):

@@ -23,6 +23,7 @@ Typical use::
     face = align_face("photo.jpg")               # face.aligned -> encoder, face.transform -> G.synthesis
     out = paste_back(photo, edited_crop, face.crop_quad)
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,9 +31,10 @@ import io
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence, Union
+from typing import Literal, Union
 
 import cv2
 import numpy as np
@@ -41,16 +43,27 @@ import torch
 from engine.errors import ImageReadError, NoFaceError
 
 __all__ = [
-    "AlignedFace", "FaceDetection", "ScaleMode", "align_face", "crop_quad_for", "crop_quads_for_clip",
-    "detect_faces", "face_quad", "landmarks_model_path", "load_image", "paste_back", "quad_transform",
-    "smooth_quads", "warp_quad",
+    "AlignedFace",
+    "FaceDetection",
+    "ScaleMode",
+    "align_face",
+    "crop_quad_for",
+    "crop_quads_for_clip",
+    "detect_faces",
+    "face_quad",
+    "landmarks_model_path",
+    "load_image",
+    "paste_back",
+    "quad_transform",
+    "smooth_quads",
+    "warp_quad",
 ]
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 ScaleMode = Literal["eyes", "ffhq"]
 
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
-DETECT_SIZE = 640       # long side of the copy the HOG detector scans first
+DETECT_SIZE = 640  # long side of the copy the HOG detector scans first
 _MAX_DETECT_SIZE = 2048  # long side of the second, slower pass when the first finds nothing
 
 
@@ -69,14 +82,17 @@ def landmarks_model_path() -> Path:
     """
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the face_recognition_models package is not installed; "
-                          "run: python3 -m pip install face_recognition_models")
+        raise ImportError(
+            "the face_recognition_models package is not installed; run: python3 -m pip install face_recognition_models"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "models" / LANDMARKS_FILE
         if path.is_file():
             return path
-    raise ImportError(f"{LANDMARKS_FILE} is missing from face_recognition_models "
-                      f"({list(spec.submodule_search_locations)}); reinstall that package")
+    raise ImportError(
+        f"{LANDMARKS_FILE} is missing from face_recognition_models "
+        f"({list(spec.submodule_search_locations)}); reinstall that package"
+    )
 
 
 def _get_models() -> tuple:
@@ -87,21 +103,22 @@ def _get_models() -> tuple:
             if _models is None:
                 import dlib
 
-                _models = (dlib.get_frontal_face_detector(),
-                           dlib.shape_predictor(str(landmarks_model_path())))
+                _models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(landmarks_model_path())))
     return _models
 
 
 # --------------------------------------------------------------------------------------------------
 # Reading images
 
+
 def _name_of(image: ImageInput) -> str:
     return "<array>" if isinstance(image, np.ndarray) else os.fspath(image)
 
 
 def _read_error(name: str, why: str) -> ImageReadError:
-    return ImageReadError(f"cannot read {name!r} as an image: {why}. "
-                          "Open a photo in a common format (JPEG, PNG, WebP, BMP or TIFF).")
+    return ImageReadError(
+        f"cannot read {name!r} as an image: {why}. Open a photo in a common format (JPEG, PNG, WebP, BMP or TIFF)."
+    )
 
 
 def _to_rgb8(arr: np.ndarray, name: str, bgr: bool = False) -> np.ndarray:
@@ -211,6 +228,7 @@ def load_image(image: ImageInput) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Detection and landmarks
 
+
 @dataclass(frozen=True)
 class FaceDetection:
     """One detected face. ``box``: float64 [4] (left, top, right, bottom) in source pixels;
@@ -231,8 +249,7 @@ def _run_detector(rgb: np.ndarray, scale: float, upsample: int) -> list[tuple[np
     detector, _ = _get_models()
     if scale < 1.0:
         h, w = rgb.shape[:2]
-        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         sx, sy = small.shape[1] / w, small.shape[0] / h
     else:
         small, sx, sy = rgb, 1.0, 1.0
@@ -241,8 +258,14 @@ def _run_detector(rgb: np.ndarray, scale: float, upsample: int) -> list[tuple[np
     out = []
     for r, s in zip(rects, scores):
         # dlib boxes are inclusive pixel ranges; convert via pixel edges so the scale maps exactly.
-        box = np.array([(r.left() + 0.5) / sx - 0.5, (r.top() + 0.5) / sy - 0.5,
-                        (r.right() + 0.5) / sx - 0.5, (r.bottom() + 0.5) / sy - 0.5])
+        box = np.array(
+            [
+                (r.left() + 0.5) / sx - 0.5,
+                (r.top() + 0.5) / sy - 0.5,
+                (r.right() + 0.5) / sx - 0.5,
+                (r.bottom() + 0.5) / sy - 0.5,
+            ]
+        )
         out.append((box, float(s)))
     return out
 
@@ -271,12 +294,17 @@ def _refine_upright(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
         return lm
     ex, ey = x / h, _rot90(x) / h
     half = int(math.ceil(0.95 * h))  # covers the box below plus the predictor's reach beyond it
-    pc = np.array([half, half], dtype=np.float64)           # patch centre <-> c
+    pc = np.array([half, half], dtype=np.float64)  # patch centre <-> c
     # patch px -> source px: src = c + [ex ey] @ (p - pc)
     r = np.stack([ex, ey], axis=1)
     mat = np.hstack([r, (c - r @ pc)[:, None]])
-    patch = cv2.warpAffine(rgb, mat, (2 * half + 1, 2 * half + 1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REPLICATE)
+    patch = cv2.warpAffine(
+        rgb,
+        mat,
+        (2 * half + 1, 2 * half + 1),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     bc = pc + np.array([0.0, 0.18 * h])
     box = np.r_[bc - 0.585 * h, bc + 0.585 * h]
     lm_up = _predict_landmarks(patch, box)
@@ -304,14 +332,14 @@ def detect_faces(image: ImageInput, detect_size: int = DETECT_SIZE) -> list[Face
         found = _run_detector(rgb, scale, upsample)
         if found:
             break
-    faces = [FaceDetection(box, score, _refine_upright(rgb, _predict_landmarks(rgb, box)))
-             for box, score in found]
+    faces = [FaceDetection(box, score, _refine_upright(rgb, _predict_landmarks(rgb, box))) for box, score in found]
     faces.sort(key=lambda f: -f.area)
     return faces
 
 
 # --------------------------------------------------------------------------------------------------
 # Quads and the transform
+
 
 def _rot90(v: np.ndarray) -> np.ndarray:
     """Turn a vector by +90 degrees in image coordinates (y down): right -> down."""
@@ -394,8 +422,10 @@ def _params(stored: np.ndarray) -> tuple[float, float, float, float]:
 # --------------------------------------------------------------------------------------------------
 # Warping
 
-def _soften_padding(out: np.ndarray, a: np.ndarray, t: np.ndarray, image_size: tuple[int, int],
-                    step: float, median: np.ndarray) -> np.ndarray:
+
+def _soften_padding(
+    out: np.ndarray, a: np.ndarray, t: np.ndarray, image_size: tuple[int, int], step: float, median: np.ndarray
+) -> np.ndarray:
     """FFHQ-style treatment of the reflected padding in a finished warp: blur it, fade it to the median.
 
     out: [S,S,3] uint8 warp whose output pixel p sampled the source at ``a @ p + t``; image_size:
@@ -437,8 +467,9 @@ def _output_to_source(quad: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
     return a, c - a @ np.array([size / 2 - 0.5, size / 2 - 0.5])
 
 
-def warp_quad(image: np.ndarray, quad: np.ndarray, size: int, *, pad: bool = True,
-              interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+def warp_quad(
+    image: np.ndarray, quad: np.ndarray, size: int, *, pad: bool = True, interpolation: int = cv2.INTER_CUBIC
+) -> np.ndarray:
     """Resample the square ``quad`` of ``image`` ([H,W,3] uint8) to a [size,size,3] uint8 image.
 
     Output pixel (i, j) samples ``c + 2x*((i+.5)/size - .5) + 2y*((j+.5)/size - .5)`` (see the module
@@ -451,7 +482,7 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int, *, pad: bool = Tru
     q = np.asarray(quad, dtype=np.float64)
     a, t = _output_to_source(q, size)
     step = float(np.sqrt(abs(np.linalg.det(a))))  # source px per output px
-    margin = 4.0 * max(step, 1.0) + 2.0           # interpolation support
+    margin = 4.0 * max(step, 1.0) + 2.0  # interpolation support
     x0 = max(int(math.floor(q[:, 0].min() - margin)), 0)
     y0 = max(int(math.floor(q[:, 1].min() - margin)), 0)
     x1 = min(int(math.ceil(q[:, 0].max() + margin)) + 1, w)
@@ -467,10 +498,14 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int, *, pad: bool = Tru
         nw, nh = max(1, round(rw / step)), max(1, round(rh / step))
         kx, ky = nw / rw, nh / rh
         region = cv2.resize(region, (nw, nh), interpolation=cv2.INTER_AREA)
-    mat = np.hstack([np.diag([kx, ky]) @ a,
-                     np.array([[(t[0] - x0 + 0.5) * kx - 0.5], [(t[1] - y0 + 0.5) * ky - 0.5]])])
-    out = cv2.warpAffine(region, mat, (size, size), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_REFLECT_101 if pad else cv2.BORDER_REPLICATE)
+    mat = np.hstack([np.diag([kx, ky]) @ a, np.array([[(t[0] - x0 + 0.5) * kx - 0.5], [(t[1] - y0 + 0.5) * ky - 0.5]])])
+    out = cv2.warpAffine(
+        region,
+        mat,
+        (size, size),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT_101 if pad else cv2.BORDER_REPLICATE,
+    )
     outside = q[:, 0].min() < -0.5 or q[:, 1].min() < -0.5 or q[:, 0].max() > w - 0.5 or q[:, 1].max() > h - 0.5
     if pad and outside:
         sub = img[y0:y1, x0:x1]
@@ -482,6 +517,7 @@ def warp_quad(image: np.ndarray, quad: np.ndarray, size: int, *, pad: bool = Tru
 
 # --------------------------------------------------------------------------------------------------
 # Alignment
+
 
 @dataclass
 class AlignedFace:
@@ -522,10 +558,17 @@ class AlignedFace:
         return self.transform.double().numpy()
 
 
-def align_face(image: ImageInput, size: int = 1024, crop_quad: np.ndarray | None = None,
-               face_index: int | None = None, *, scale_mode: ScaleMode = "eyes",
-               landmarks: np.ndarray | None = None, detect_size: int = DETECT_SIZE,
-               pad: bool = True) -> AlignedFace:
+def align_face(
+    image: ImageInput,
+    size: int = 1024,
+    crop_quad: np.ndarray | None = None,
+    face_index: int | None = None,
+    *,
+    scale_mode: ScaleMode = "eyes",
+    landmarks: np.ndarray | None = None,
+    detect_size: int = DETECT_SIZE,
+    pad: bool = True,
+) -> AlignedFace:
     """Detect, align and crop one face of ``image`` (a path or an [H,W,3] uint8 RGB array).
 
     size: side of ``aligned`` and ``crop``. crop_quad: a fixed crop window (float [4,2] source px, e.g.
@@ -544,12 +587,16 @@ def align_face(image: ImageInput, size: int = 1024, crop_quad: np.ndarray | None
     else:
         faces = detect_faces(rgb, detect_size=detect_size)
         if not faces:
-            raise NoFaceError(f"no face found in {name!r}; use a photo where a face is clearly visible, "
-                              "roughly frontal and at least about 80 pixels wide")
+            raise NoFaceError(
+                f"no face found in {name!r}; use a photo where a face is clearly visible, "
+                "roughly frontal and at least about 80 pixels wide"
+            )
         index = 0 if face_index is None else int(face_index)
         if not 0 <= index < len(faces):
-            raise NoFaceError(f"face {index} requested but {len(faces)} face(s) found in {name!r}; "
-                              f"choose an index from 0 to {len(faces) - 1}")
+            raise NoFaceError(
+                f"face {index} requested but {len(faces)} face(s) found in {name!r}; "
+                f"choose an index from 0 to {len(faces) - 1}"
+            )
         lm = faces[index].landmarks
     quad = face_quad(lm, scale_mode)
     cquad = crop_quad_for(quad) if crop_quad is None else np.asarray(crop_quad, dtype=np.float64).copy()
@@ -558,14 +605,24 @@ def align_face(image: ImageInput, size: int = 1024, crop_quad: np.ndarray | None
     return AlignedFace(
         aligned=warp_quad(rgb, quad, size, pad=pad),
         crop=warp_quad(rgb, cquad, size, pad=pad),
-        quad=quad, crop_quad=cquad, landmarks=lm,
+        quad=quad,
+        crop_quad=cquad,
+        landmarks=lm,
         transform=torch.from_numpy(stored.astype(np.float32)),
-        angle_deg=angle, tx=tx, ty=ty, zoom=zoom,
-        faces=faces, face_index=index, scale_mode=scale_mode, source_size=(rgb.shape[0], rgb.shape[1]))
+        angle_deg=angle,
+        tx=tx,
+        ty=ty,
+        zoom=zoom,
+        faces=faces,
+        face_index=index,
+        scale_mode=scale_mode,
+        source_size=(rgb.shape[0], rgb.shape[1]),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Video: smoothed windows
+
 
 def _fill_gaps(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Linear interpolation over frames where ``ok`` is False (held constant past the ends)."""
@@ -603,8 +660,9 @@ def smooth_quads(quads: np.ndarray | Sequence[np.ndarray | None], sigma: float) 
     return np.stack([_quad_from_frame(f[:2], f[2:], _rot90(f[2:])) for f in frames])
 
 
-def crop_quads_for_clip(landmarks: Sequence[np.ndarray | None], sigma: float = 3.0,
-                        scale_mode: ScaleMode = "eyes") -> np.ndarray:
+def crop_quads_for_clip(
+    landmarks: Sequence[np.ndarray | None], sigma: float = 3.0, scale_mode: ScaleMode = "eyes"
+) -> np.ndarray:
     """Per-frame crop windows (float64 [N,4,2]) for a clip, from each frame's [68,2] landmarks.
 
     Window centres and sizes follow the face but are Gaussian-smoothed over time (sigma in frames;
@@ -626,6 +684,7 @@ def crop_quads_for_clip(landmarks: Sequence[np.ndarray | None], sigma: float = 3
 
 # --------------------------------------------------------------------------------------------------
 # Paste-back
+
 
 def _feathered_alpha(mask: np.ndarray | None, size: int, feather_px: float) -> np.ndarray:
     """[size,size] float32 alpha: the mask, faded to 0 over ``feather_px`` inside its edge and the window's."""
@@ -652,8 +711,13 @@ def _feathered_alpha(mask: np.ndarray | None, size: int, feather_px: float) -> n
     return m * np.clip((dist - 0.5) / feather_px, 0.0, 1.0)
 
 
-def paste_back(original: np.ndarray, rendered_crop: np.ndarray, crop_quad: np.ndarray,
-               mask: np.ndarray | None = None, feather: float = 0.08) -> np.ndarray:
+def paste_back(
+    original: np.ndarray,
+    rendered_crop: np.ndarray,
+    crop_quad: np.ndarray,
+    mask: np.ndarray | None = None,
+    feather: float = 0.08,
+) -> np.ndarray:
     """Put a rendered (edited) crop back into the photo or frame it was cut from.
 
     original: [H,W,3] uint8 RGB. rendered_crop: [S,S,3] uint8 RGB of any size S, showing the window
@@ -688,10 +752,12 @@ def paste_back(original: np.ndarray, rendered_crop: np.ndarray, crop_quad: np.nd
     ai = np.linalg.inv(a)
     mat = np.hstack([ai, (ai @ (np.array([x0, y0], dtype=np.float64) - t))[:, None]])
     roi = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(crop, mat, roi, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE)
-    wa = cv2.warpAffine(alpha, mat, roi, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    warped = cv2.warpAffine(
+        crop, mat, roi, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
+    wa = cv2.warpAffine(
+        alpha, mat, roi, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
     wa = np.clip(wa, 0.0, 1.0)[:, :, None]
     base = out[y0:y1, x0:x1].astype(np.float32)
     blended = base + (warped.astype(np.float32) - base) * wa

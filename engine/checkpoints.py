@@ -30,6 +30,7 @@ truncated or corrupt file, a web page saved under a model's name, a refused name
 architecture) raises a one-line :class:`engine.errors.CheckpointError` that names the file and says
 what to do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,10 @@ import pathlib
 import pickle
 import re
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,9 +54,20 @@ import torch
 from engine.errors import CheckpointError
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "GeneratorCheckpoint", "EncoderCheckpoint", "PersistentObject",
-    "RestrictedUnpickler", "load_generator", "read_generator_checkpoint", "load_encoder_checkpoint",
-    "build_generator", "infer_init_kwargs", "plain_json", "save_generator", "sniff_format",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "GeneratorCheckpoint",
+    "EncoderCheckpoint",
+    "PersistentObject",
+    "RestrictedUnpickler",
+    "load_generator",
+    "read_generator_checkpoint",
+    "load_encoder_checkpoint",
+    "build_generator",
+    "infer_init_kwargs",
+    "plain_json",
+    "save_generator",
+    "sniff_format",
 ]
 
 FORMAT_NAME = "charm-studio/stylegan3-generator"
@@ -69,10 +82,24 @@ _LAYER_RE = re.compile(r"^synthesis\.L(\d+)_(\d+)_(\d+)\.weight$")
 _FC_RE = re.compile(r"^mapping\.fc(\d+)\.weight$")
 
 _GENERATOR_KWARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"}
-_SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff",
-                     "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res",
-                     "conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters", "conv_clamp",
-                     "magnitude_ema_beta"}
+_SYNTHESIS_KWARGS = {
+    "channel_base",
+    "channel_max",
+    "num_layers",
+    "num_critical",
+    "first_cutoff",
+    "first_stopband",
+    "last_stopband_rel",
+    "margin_size",
+    "output_scale",
+    "num_fp16_res",
+    "conv_kernel",
+    "filter_size",
+    "lrelu_upsampling",
+    "use_radial_filters",
+    "conv_clamp",
+    "magnitude_ema_beta",
+}
 _MAPPING_KWARGS = {"num_layers", "lr_multiplier", "w_avg_beta"}
 _POSITIONAL_ORDER = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 
@@ -88,6 +115,7 @@ class GeneratorCheckpoint:
     ``state_dict`` uses the release's names; ``source_format`` is one of ``"nvidia-pkl"``,
     ``"state-dict"``, ``"encoder-checkpoint"``, ``"charm-safetensors"``.
     """
+
     path: Path
     state_dict: dict[str, torch.Tensor]
     init_kwargs: dict[str, Any]
@@ -110,6 +138,7 @@ class EncoderCheckpoint:
     (paths come back as ``pathlib.PurePosixPath`` / ``PureWindowsPath``). ``decoder_init_kwargs`` is
     None when the file holds no decoder.
     """
+
     path: Path
     encoder_state: dict[str, torch.Tensor]
     decoder_state: dict[str, torch.Tensor]
@@ -120,8 +149,11 @@ class EncoderCheckpoint:
     def build_decoder(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The decoder as a :class:`engine.Generator` in eval mode (identity transform)."""
         if self.decoder_init_kwargs is None:
-            raise _error(self.path, "it holds no decoder (no 'decoder.*' weights)",
-                         "Use an encoder checkpoint from stylegan3-editing that embeds its generator.")
+            raise _error(
+                self.path,
+                "it holds no decoder (no 'decoder.*' weights)",
+                "Use an encoder checkpoint from stylegan3-editing that embeds its generator.",
+            )
         return build_generator(self.decoder_init_kwargs, self.decoder_state, path=self.path, device=device)
 
 
@@ -155,29 +187,41 @@ def _short(exc: BaseException, limit: int = 140) -> str:
     text = re.split(r"(?<=[a-z])\. (?=[A-Z])", text, maxsplit=1)[0]  # first sentence
     name = type(exc).__name__
     out = f"{name}: {text}" if text else name
-    return out if len(out) <= limit else out[:limit - 3] + "..."
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 def _corrupt(path: os.PathLike | str, exc: BaseException | str) -> CheckpointError:
     detail = exc if isinstance(exc, str) else _short(exc)
-    return _error(path, f"the file is truncated or corrupt ({detail})",
-                  "Download or copy it again; if it came from a browser, make sure the download finished.")
+    return _error(
+        path,
+        f"the file is truncated or corrupt ({detail})",
+        "Download or copy it again; if it came from a browser, make sure the download finished.",
+    )
 
 
 def _refused(path: os.PathLike | str, global_name: str) -> CheckpointError:
     if global_name.startswith("dnnlib.tflib") or global_name.startswith("tensorflow"):
-        return _error(path, f"it is a TensorFlow StyleGAN pickle (it asks for '{global_name}')",
-                      "Charm Studio reads PyTorch StyleGAN3 generators only; use NVIDIA's StyleGAN3 .pkl "
-                      "files or a stylegan3-editing .pt file.")
+        return _error(
+            path,
+            f"it is a TensorFlow StyleGAN pickle (it asks for '{global_name}')",
+            "Charm Studio reads PyTorch StyleGAN3 generators only; use NVIDIA's StyleGAN3 .pkl "
+            "files or a stylegan3-editing .pt file.",
+        )
     if global_name.startswith(("torch_utils.", "training.", "models.", "dnnlib.")):
-        return _error(path, f"it is a whole pickled network object (it asks for '{global_name}'), and "
-                            f"loading those runs code from the file, so it was refused",
-                      "Use the original NVIDIA .pkl, or re-save the weights with "
-                      "torch.save(G_ema.state_dict(), ...) where you trust the code.")
-    return _error(path, f"it asks for '{global_name}', which is not on the list of names a model file may "
-                        f"use (loading it could run code), so it was refused",
-                  "Do not use this file unless you trust its source; official StyleGAN3 and "
-                  "stylegan3-editing checkpoints never need it.")
+        return _error(
+            path,
+            f"it is a whole pickled network object (it asks for '{global_name}'), and "
+            f"loading those runs code from the file, so it was refused",
+            "Use the original NVIDIA .pkl, or re-save the weights with "
+            "torch.save(G_ema.state_dict(), ...) where you trust the code.",
+        )
+    return _error(
+        path,
+        f"it asks for '{global_name}', which is not on the list of names a model file may "
+        f"use (loading it could run code), so it was refused",
+        "Do not use this file unless you trust its source; official StyleGAN3 and "
+        "stylegan3-editing checkpoints never need it.",
+    )
 
 
 class RefusedGlobalError(pickle.UnpicklingError):
@@ -218,8 +262,15 @@ def _load_storage_bytes(data: bytes) -> Any:
         return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
 
 
-def _rebuild_tensor(storage: Any, storage_offset: int, size: tuple, stride: tuple, requires_grad: bool = False,
-                    backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor(
+    storage: Any,
+    storage_offset: int,
+    size: tuple,
+    stride: tuple,
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
     # torch's own rebuild, minus the parts a weights file never needs (hooks, Python metadata).
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError("tensor without a storage")
@@ -306,8 +357,12 @@ def _torch_safe_globals() -> list:
     # Concrete paths come back as pure paths: they need no file system and load on any OS.
     globals_: list = []
     for mod in ("pathlib", "pathlib._local"):
-        globals_ += [(pure_posix, f"{mod}.PosixPath"), (pure_posix, f"{mod}.PurePosixPath"),
-                     (pure_windows, f"{mod}.WindowsPath"), (pure_windows, f"{mod}.PureWindowsPath")]
+        globals_ += [
+            (pure_posix, f"{mod}.PosixPath"),
+            (pure_posix, f"{mod}.PurePosixPath"),
+            (pure_windows, f"{mod}.WindowsPath"),
+            (pure_windows, f"{mod}.PureWindowsPath"),
+        ]
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         globals_ += [(mult.scalar, f"{mod}.scalar"), (mult._reconstruct, f"{mod}._reconstruct")]
     globals_ += [np.ndarray, np.dtype, argparse.Namespace]
@@ -331,9 +386,12 @@ def _torch_load(path: Path) -> Any:
             detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
             detail = " ".join(detail.split())[:120] or "unsupported content"
             if re.search(r"reduce|build|setstate|function|class|type", detail, re.I):
-                raise _error(path, f"it contains pickled objects a model file must not need ({detail})",
-                             "Do not use this file unless you trust its source; re-save the weights with "
-                             "torch.save(model.state_dict(), ...).") from None
+                raise _error(
+                    path,
+                    f"it contains pickled objects a model file must not need ({detail})",
+                    "Do not use this file unless you trust its source; re-save the weights with "
+                    "torch.save(model.state_dict(), ...).",
+                ) from None
             raise _corrupt(path, f"unreadable pickle data: {detail}") from None
         raise _corrupt(path, e) from None
     except MemoryError:
@@ -356,8 +414,7 @@ def sniff_format(path: os.PathLike | str) -> str:
     if not p.exists():
         raise _error(p, "the file does not exist", "Check the path, or download the model again.")
     if p.is_dir():
-        raise _error(p, "it is a folder, not a model file",
-                     "Pass the .pkl, .pt or .safetensors file itself.")
+        raise _error(p, "it is a folder, not a model file", "Pass the .pkl, .pt or .safetensors file itself.")
     try:
         size = p.stat().st_size
         with open(p, "rb") as f:
@@ -365,8 +422,7 @@ def sniff_format(path: os.PathLike | str) -> str:
     except OSError as e:
         raise _error(p, f"the file cannot be read ({_short(e)})", "Check its permissions.") from None
     if size == 0:
-        raise _error(p, "the file is empty (0 bytes), so a download or copy did not finish",
-                     "Download it again.")
+        raise _error(p, "the file is empty (0 bytes), so a download or copy did not finish", "Download it again.")
     if head.startswith(b"PK\x03\x04"):
         return "torch-zip"
     if head.startswith(_TORCH_LEGACY_MAGIC):
@@ -378,20 +434,30 @@ def sniff_format(path: os.PathLike | str) -> str:
         if 2 <= n <= size - 8 and head[8:9] == b"{":
             return "safetensors"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or \
-            (text.startswith(b"<") and b"<html" in text):
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (
+        text.startswith(b"<") and b"<html" in text
+    ):
         title = re.search(rb"<title>(.*?)</title>", head, re.I | re.S)
         hint = f" titled '{title.group(1).decode('utf-8', 'replace').strip()[:60]}'" if title else ""
-        raise _error(p, f"it is a web page (HTML{hint}), not a model: the download returned an error or "
-                        f"confirmation page instead of the file (Google Drive does this when its download "
-                        f"quota is exceeded)",
-                     "Delete it and download the model again later, or through a web browser.")
+        raise _error(
+            p,
+            f"it is a web page (HTML{hint}), not a model: the download returned an error or "
+            f"confirmation page instead of the file (Google Drive does this when its download "
+            f"quota is exceeded)",
+            "Delete it and download the model again later, or through a web browser.",
+        )
     if text.startswith(b"version https://git-lfs"):
-        raise _error(p, "it is a Git LFS pointer, not the model itself",
-                     "Fetch the real file (git lfs pull) or download the model.")
-    raise _error(p, "its format is not one Charm Studio reads (expected an NVIDIA StyleGAN3 .pkl, a "
-                    "stylegan3-editing .pt or a Charm Studio .safetensors file)",
-                 "Check that this is the model file; if it is, it may be damaged: download it again.")
+        raise _error(
+            p,
+            "it is a Git LFS pointer, not the model itself",
+            "Fetch the real file (git lfs pull) or download the model.",
+        )
+    raise _error(
+        p,
+        "its format is not one Charm Studio reads (expected an NVIDIA StyleGAN3 .pkl, a "
+        "stylegan3-editing .pt or a Charm Studio .safetensors file)",
+        "Check that this is the model file; if it is, it may be damaged: download it again.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,9 +481,11 @@ def _module_state_dict(obj: PersistentObject, path: Path) -> dict[str, torch.Ten
 
     def walk(node: Any, prefix: str) -> None:
         if not isinstance(node, PersistentObject):
-            raise _error(path, f"the network pickle holds an unexpected object at '{prefix or 'G'}' "
-                               f"({type(node).__name__})",
-                         "Use an official StyleGAN3 .pkl or convert the weights to a state dict .pt.")
+            raise _error(
+                path,
+                f"the network pickle holds an unexpected object at '{prefix or 'G'}' ({type(node).__name__})",
+                "Use an official StyleGAN3 .pkl or convert the weights to a state dict .pt.",
+            )
         state = node.state
         params = state.get("_parameters") or {}
         buffers = state.get("_buffers") or {}
@@ -453,8 +521,12 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 
 
 def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and len(obj) > 0 and \
-        all(isinstance(k, str) for k in obj) and any(isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, dict)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and any(isinstance(v, torch.Tensor) for v in obj.values())
+    )
 
 
 def _what_is_it(keys: Iterable[str]) -> str:
@@ -470,9 +542,12 @@ def _what_is_it(keys: Iterable[str]) -> str:
 
 
 def _other_architecture(path: Path, what: str) -> CheckpointError:
-    return _error(path, f"it holds {what}, not a StyleGAN3 generator",
-                  "Use a StyleGAN3 (T or R) generator: an NVIDIA stylegan3-*.pkl, a stylegan3-editing "
-                  "generator .pt or encoder checkpoint, or a file written by 'python main.py convert'.")
+    return _error(
+        path,
+        f"it holds {what}, not a StyleGAN3 generator",
+        "Use a StyleGAN3 (T or R) generator: an NVIDIA stylegan3-*.pkl, a stylegan3-editing "
+        "generator .pt or encoder checkpoint, or a file written by 'python main.py convert'.",
+    )
 
 
 def _generator_state_from_tensor_dict(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
@@ -534,8 +609,14 @@ def _from_loaded_object(obj: Any, path: Path) -> GeneratorCheckpoint:
 # Shape inference
 
 
-def _schedule(img_resolution: int, num_layers: int, num_critical: int = 2, first_cutoff: float = 2,
-              first_stopband: float = 2 ** 2.1, last_stopband_rel: float = 2 ** 0.3) -> tuple[np.ndarray, np.ndarray]:
+def _schedule(
+    img_resolution: int,
+    num_layers: int,
+    num_critical: int = 2,
+    first_cutoff: float = 2,
+    first_stopband: float = 2**2.1,
+    last_stopband_rel: float = 2**0.3,
+) -> tuple[np.ndarray, np.ndarray]:
     """(cutoffs, sampling rates) per layer, as the synthesis network computes them."""
     last_cutoff = img_resolution / 2
     exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
@@ -547,6 +628,7 @@ def _schedule(img_resolution: int, num_layers: int, num_critical: int = 2, first
 
 def _channel_base(channels: np.ndarray, cutoffs: np.ndarray, channel_max: int) -> int | None:
     """A channel_base reproducing ``channels`` (without the RGB layer); powers of two preferred."""
+
     def fits(cb: float) -> bool:
         return bool(np.array_equal(np.rint(np.minimum((cb / 2) / cutoffs, channel_max)), channels))
 
@@ -562,7 +644,7 @@ def _channel_base(channels: np.ndarray, cutoffs: np.ndarray, channel_max: int) -
         return None
     lo_i, hi_i = max(1, math.floor(lo)), math.ceil(hi)
     for k in range(30, -1, -1):
-        step = 2 ** k
+        step = 2**k
         cb = -(-lo_i // step) * step
         tries = 0
         while cb <= hi_i and tries < 4096:
@@ -590,7 +672,7 @@ def infer_init_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
             idx, size, ch = (int(g) for g in m.groups())
             if idx in layers:
                 raise ValueError(f"two layers with index {idx}")
-            layers[idx] = (key[len("synthesis."):-len(".weight")], size, ch)
+            layers[idx] = (key[len("synthesis.") : -len(".weight")], size, ch)
     if "synthesis.input.weight" not in sd or not layers:
         raise ValueError("no StyleGAN3 synthesis layers")
     n = len(layers)
@@ -629,9 +711,16 @@ def infer_init_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
         raise ValueError("layer channel counts do not follow the StyleGAN3 schedule")
 
     kwargs: dict[str, Any] = dict(
-        z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-        mapping_kwargs={"num_layers": len(fcs)}, channel_base=channel_base, channel_max=channel_max,
-        magnitude_ema_beta=DEFAULT_MAGNITUDE_EMA_BETA)
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=w_dim,
+        img_resolution=img_resolution,
+        img_channels=img_channels,
+        mapping_kwargs={"num_layers": len(fcs)},
+        channel_base=channel_base,
+        channel_max=channel_max,
+        magnitude_ema_beta=DEFAULT_MAGNITUDE_EMA_BETA,
+    )
     if conv_kernel != 3:
         kwargs["conv_kernel"] = conv_kernel
     if use_radial:
@@ -649,9 +738,12 @@ def _infer_or_fail(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]
     except (ValueError, KeyError, IndexError, AttributeError) as e:
         if "synthesis.input.weight" not in state:
             raise _other_architecture(path, _what_is_it(state)) from None
-        raise _error(path, f"its StyleGAN3 weights have an unexpected layout ({e})",
-                     "The file may be damaged or come from a modified StyleGAN3; re-export G_ema's "
-                     "state_dict() with the official code.") from None
+        raise _error(
+            path,
+            f"its StyleGAN3 weights have an unexpected layout ({e})",
+            "The file may be damaged or come from a modified StyleGAN3; re-export G_ema's "
+            "state_dict() with the official code.",
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -673,8 +765,7 @@ def _drop_unknown_kwargs(kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
     warnings.warn(f"{path}: ignoring unknown generator options {', '.join(unknown)}", stacklevel=3)
     out = {k: v for k, v in kwargs.items() if k not in unknown}
     if isinstance(out.get("mapping_kwargs"), dict):
-        out["mapping_kwargs"] = {k: v for k, v in out["mapping_kwargs"].items()
-                                 if f"mapping_kwargs.{k}" not in unknown}
+        out["mapping_kwargs"] = {k: v for k, v in out["mapping_kwargs"].items() if f"mapping_kwargs.{k}" not in unknown}
     return out
 
 
@@ -682,18 +773,27 @@ def _check_init_kwargs(kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
     kwargs = plain_json(dict(kwargs))
     unknown = _unknown_kwargs(kwargs)
     if unknown:
-        raise _error(path, f"its generator uses construction options Charm Studio does not know "
-                           f"({', '.join(unknown)})",
-                     "It is not a standard StyleGAN3 generator; export G_ema's state_dict() and retry.")
+        raise _error(
+            path,
+            f"its generator uses construction options Charm Studio does not know ({', '.join(unknown)})",
+            "It is not a standard StyleGAN3 generator; export G_ema's state_dict() and retry.",
+        )
     missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(kwargs))
     if missing:
-        raise _error(path, f"its generator configuration lacks {', '.join(missing)}",
-                     "The file may be damaged; download it again.")
+        raise _error(
+            path,
+            f"its generator configuration lacks {', '.join(missing)}",
+            "The file may be damaged; download it again.",
+        )
     return kwargs
 
 
-def build_generator(init_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                    path: os.PathLike | str = "<memory>", device: str | torch.device = "cpu") -> torch.nn.Module:
+def build_generator(
+    init_kwargs: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    path: os.PathLike | str = "<memory>",
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
     """``Generator(**init_kwargs)`` with ``state_dict`` loaded, checked shape by shape.
 
     A missing ``synthesis.input.transform`` becomes the identity. The result is in eval mode with
@@ -706,8 +806,11 @@ def build_generator(init_kwargs: dict[str, Any], state_dict: dict[str, torch.Ten
     try:
         G = Generator(**kwargs)
     except Exception as e:  # noqa: BLE001
-        raise _error(path, f"its generator configuration cannot be built ({_short(e)})",
-                     "The file may be damaged or come from a modified StyleGAN3.") from None
+        raise _error(
+            path,
+            f"its generator configuration cannot be built ({_short(e)})",
+            "The file may be damaged or come from a modified StyleGAN3.",
+        ) from None
     expected = {k: tuple(v.shape) for k, v in G.state_dict().items()}
     state = {k: v for k, v in state_dict.items()}
     if _TRANSFORM_KEY in expected and _TRANSFORM_KEY not in state:
@@ -724,9 +827,12 @@ def build_generator(init_kwargs: dict[str, Any], state_dict: dict[str, torch.Ten
         if wrong:
             k = wrong[0]
             parts.append(f"'{k}' is {list(state[k].shape)}, expected {list(expected[k])}")
-        raise _error(path, f"its weights do not match the StyleGAN3 layout they describe ({'; '.join(parts)})",
-                     "The file may be damaged or come from a modified StyleGAN3; download it again or "
-                     "re-export G_ema's state_dict() with the official code.")
+        raise _error(
+            path,
+            f"its weights do not match the StyleGAN3 layout they describe ({'; '.join(parts)})",
+            "The file may be damaged or come from a modified StyleGAN3; download it again or "
+            "re-export G_ema's state_dict() with the official code.",
+        )
     for k, v in state.items():
         if not v.is_floating_point():
             raise _corrupt(path, f"entry '{k}' is not floating point ({v.dtype})")
@@ -754,8 +860,11 @@ def _read_safetensors(path: Path) -> GeneratorCheckpoint:
         except ValueError:
             version = -1
         if version > FORMAT_VERSION or version < 1:
-            raise _error(path, f"it was written by a newer Charm Studio (format version "
-                               f"{meta.get('format_version')})", "Update Charm Studio to read it.")
+            raise _error(
+                path,
+                f"it was written by a newer Charm Studio (format version {meta.get('format_version')})",
+                "Update Charm Studio to read it.",
+            )
         if meta.get("kind", "stylegan3") != "stylegan3":
             raise _other_architecture(path, f"a '{meta.get('kind')}' model")
         try:
@@ -778,8 +887,9 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def save_generator(checkpoint: GeneratorCheckpoint | torch.nn.Module, out: os.PathLike | str,
-                   source: str | None = None) -> Path:
+def save_generator(
+    checkpoint: GeneratorCheckpoint | torch.nn.Module, out: os.PathLike | str, source: str | None = None
+) -> Path:
     """Write a generator in Charm Studio's format (see the module docstring); returns the path.
 
     ``checkpoint`` is a :class:`GeneratorCheckpoint` or an :class:`engine.Generator` (its
@@ -793,12 +903,17 @@ def save_generator(checkpoint: GeneratorCheckpoint | torch.nn.Module, out: os.Pa
         source = source or checkpoint.path.name
         source_format = checkpoint.source_format
     else:
-        state, kwargs = checkpoint.state_dict(), getattr(checkpoint, "init_kwargs")
+        state, kwargs = checkpoint.state_dict(), checkpoint.init_kwargs
         source_format = "generator"
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in state.items()}
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "kind": "stylegan3",
-                "init_kwargs": json.dumps(plain_json(dict(kwargs)), sort_keys=True),
-                "source": source or "", "source_format": source_format}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "kind": "stylegan3",
+        "init_kwargs": json.dumps(plain_json(dict(kwargs)), sort_keys=True),
+        "source": source or "",
+        "source_format": source_format,
+    }
     _write_atomically(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return out
 
@@ -838,15 +953,20 @@ def load_encoder_checkpoint(path: os.PathLike | str) -> EncoderCheckpoint:
     p = Path(path)
     kind = sniff_format(p)
     if kind not in ("torch-zip", "torch-legacy"):
-        raise _error(p, "it is not an encoder checkpoint (expected a torch.save file with 'state_dict')",
-                     "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing.")
+        raise _error(
+            p,
+            "it is not an encoder checkpoint (expected a torch.save file with 'state_dict')",
+            "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing.",
+        )
     obj = _torch_load(p)
     inner = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(inner, dict) or not any(str(k).startswith("encoder.") for k in inner):
         what = _what_is_it(inner if isinstance(inner, dict) else (obj if isinstance(obj, dict) else {}))
-        raise _error(p, f"it is not an encoder checkpoint: no 'state_dict' with 'encoder.*' weights "
-                        f"(it holds {what})",
-                     "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing.")
+        raise _error(
+            p,
+            f"it is not an encoder checkpoint: no 'state_dict' with 'encoder.*' weights (it holds {what})",
+            "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing.",
+        )
     encoder = {k: v for k, v in _strip_prefix(inner, "encoder.").items() if isinstance(v, torch.Tensor)}
     decoder = {k: v for k, v in _strip_prefix(inner, "decoder.").items() if isinstance(v, torch.Tensor)}
     decoder.pop(_TRANSFORM_KEY, None)
@@ -857,6 +977,11 @@ def load_encoder_checkpoint(path: os.PathLike | str) -> EncoderCheckpoint:
     opts = obj.get("opts")
     if isinstance(opts, argparse.Namespace):
         opts = vars(opts)
-    return EncoderCheckpoint(path=p, encoder_state=encoder, decoder_state=decoder,
-                             decoder_init_kwargs=decoder_kwargs, latent_avg=latent_avg,
-                             opts=dict(opts) if isinstance(opts, dict) else {})
+    return EncoderCheckpoint(
+        path=p,
+        encoder_state=encoder,
+        decoder_state=decoder,
+        decoder_init_kwargs=decoder_kwargs,
+        latent_avg=latent_avg,
+        opts=dict(opts) if isinstance(opts, dict) else {},
+    )

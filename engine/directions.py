@@ -9,6 +9,7 @@ scikit-learn.
 StyleSpace (Wu et al. 2021): for each attribute, the channels whose style values differ most between
 positive and negative samples (difference of means over the pooled standard deviation).
 """
+
 from __future__ import annotations
 
 import torch
@@ -88,8 +89,9 @@ def calibrate_range(strengths: torch.Tensor, deltas: torch.Tensor, target: float
     return float(target / max(abs(slope), 1e-6))
 
 
-def stylespace_channels(styles_pos: dict[str, torch.Tensor], styles_neg: dict[str, torch.Tensor],
-                        top: int = 8) -> list[tuple[str, int, int]]:
+def stylespace_channels(
+    styles_pos: dict[str, torch.Tensor], styles_neg: dict[str, torch.Tensor], top: int = 8
+) -> list[tuple[str, int, int]]:
     """Top StyleSpace channels of an attribute.
 
     styles_pos / styles_neg: layer name -> style values [N,C] of positive / negative samples.

@@ -14,6 +14,7 @@ SHA-256, and refuses to store a web page in place of a model. Google Drive's "ca
 for viruses" page is answered automatically (its confirm form or token); its quota-exceeded page is
 reported as such.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,26 +27,40 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from engine.errors import CharmError
 
-__all__ = ["NGC_BASE_URL", "GDRIVE_URL", "KnownModel", "KNOWN_MODELS", "DownloadError", "DownloadCancelled",
-           "models_dir", "find_model", "model_path", "ensure_model", "download_file", "gdrive_url",
-           "ProgressCallback", "CancelToken"]
+__all__ = [
+    "NGC_BASE_URL",
+    "GDRIVE_URL",
+    "KnownModel",
+    "KNOWN_MODELS",
+    "DownloadError",
+    "DownloadCancelled",
+    "models_dir",
+    "find_model",
+    "model_path",
+    "ensure_model",
+    "download_file",
+    "gdrive_url",
+    "ProgressCallback",
+    "CancelToken",
+]
 
 NGC_BASE_URL = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
 GDRIVE_URL = "https://drive.google.com/uc"
 ENV_MODELS_DIR = "CHARM_MODELS_DIR"
 USER_AGENT = "charm-studio/0.1 (+urllib)"
 
-ProgressCallback = Callable[[int, Union[int, None]], None]
+ProgressCallback = Callable[[int, int | None], None]
 CancelToken = Union[threading.Event, Callable[[], bool], None]
 
-_MAX_PAGE_BYTES = 2 * 2 ** 20
-_CHUNK = 2 ** 20
+_MAX_PAGE_BYTES = 2 * 2**20
+_CHUNK = 2**20
 
 
 class DownloadError(CharmError):
@@ -63,6 +78,7 @@ class KnownModel:
     ``filename`` is the path inside the model cache; ``kind`` is ``generator``, ``encoder`` or
     ``boundary``; ``sha256`` is checked when known.
     """
+
     name: str
     filename: str
     url: str
@@ -78,32 +94,82 @@ def gdrive_url(file_id: str) -> str:
 
 def _registry() -> dict[str, KnownModel]:
     models: list[KnownModel] = []
-    datasets = {"ffhq": ("FFHQ, aligned faces", "1024x1024"), "ffhqu": ("FFHQ-U, unaligned faces", "1024x1024"),
-                "metfaces": ("MetFaces, aligned art faces", "1024x1024"),
-                "metfacesu": ("MetFaces-U, unaligned art faces", "1024x1024"),
-                "afhqv2": ("AFHQv2, animal faces", "512x512")}
+    datasets = {
+        "ffhq": ("FFHQ, aligned faces", "1024x1024"),
+        "ffhqu": ("FFHQ-U, unaligned faces", "1024x1024"),
+        "metfaces": ("MetFaces, aligned art faces", "1024x1024"),
+        "metfacesu": ("MetFaces-U, unaligned art faces", "1024x1024"),
+        "afhqv2": ("AFHQv2, animal faces", "512x512"),
+    }
     for cfg in ("t", "r"):
         for ds, (what, res) in list(datasets.items()) + [("ffhqu", ("FFHQ-U, unaligned faces", "256x256"))]:
             name = f"stylegan3-{cfg}-{ds}-{res}"
-            models.append(KnownModel(name, f"{name}.pkl", NGC_BASE_URL + f"{name}.pkl", "generator",
-                                     f"NVIDIA StyleGAN3-{cfg.upper()} {res.split('x')[0]} px, {what}"))
+            models.append(
+                KnownModel(
+                    name,
+                    f"{name}.pkl",
+                    NGC_BASE_URL + f"{name}.pkl",
+                    "generator",
+                    f"NVIDIA StyleGAN3-{cfg.upper()} {res.split('x')[0]} px, {what}",
+                )
+            )
     drive = [
-        ("restyle_pSp_ffhq", "restyle_pSp_ffhq.pt", "12WZi2a9ORVg-j6d9x4eF-CKpLaURC2W-", "encoder",
-         "ReStyle-pSp encoder for the aligned FFHQ SG3-R generator"),
-        ("restyle_e4e_ffhq", "restyle_e4e_ffhq.pt", "1z_cB187QOc6aqVBdLvYvBjoc93-_EuRm", "encoder",
-         "ReStyle-e4e encoder for the aligned FFHQ SG3-R generator"),
-        ("sg3-r-ffhq-1024", "sg3-r-ffhq-1024.pt", "13q6m-bpe3Ws9en9y45JEx2PHQirStt8N", "generator",
-         "StyleGAN3-R 1024 px trained on aligned FFHQ (stylegan3-editing)"),
-        ("sg3-r-ffhqu-1024", "sg3-r-ffhqu-1024.pt", "1Xfi0mBgiDb8AUazWok9eKSRQon9YVMMW", "generator",
-         "StyleGAN3-R 1024 px trained on unaligned FFHQ-U (stylegan3-editing)"),
-        ("boundary-ffhq-age", "boundaries/ffhq/age_boundary.npy", "1NQVOpKX6YZKVbz99sg94HiziLXHMUbFS",
-         "boundary", "InterFaceGAN age direction, aligned FFHQ generator"),
-        ("boundary-ffhq-Smiling", "boundaries/ffhq/Smiling_boundary.npy", "1KgfJleIjrKDgdBTN4vAz0XlgSaa9I99R",
-         "boundary", "InterFaceGAN smile direction, aligned FFHQ generator"),
-        ("boundary-ffhq-pose", "boundaries/ffhq/pose_boundary.npy", "1nCzCR17uaMFhAjcg6kFyKnCCxAKOCT2d",
-         "boundary", "InterFaceGAN pose direction, aligned FFHQ generator"),
-        ("boundary-ffhq-Male", "boundaries/ffhq/Male_boundary.npy", "18dpXS5j1h54Y3ah5HaUpT03y58Ze2YEY",
-         "boundary", "InterFaceGAN gender direction, aligned FFHQ generator"),
+        (
+            "restyle_pSp_ffhq",
+            "restyle_pSp_ffhq.pt",
+            "12WZi2a9ORVg-j6d9x4eF-CKpLaURC2W-",
+            "encoder",
+            "ReStyle-pSp encoder for the aligned FFHQ SG3-R generator",
+        ),
+        (
+            "restyle_e4e_ffhq",
+            "restyle_e4e_ffhq.pt",
+            "1z_cB187QOc6aqVBdLvYvBjoc93-_EuRm",
+            "encoder",
+            "ReStyle-e4e encoder for the aligned FFHQ SG3-R generator",
+        ),
+        (
+            "sg3-r-ffhq-1024",
+            "sg3-r-ffhq-1024.pt",
+            "13q6m-bpe3Ws9en9y45JEx2PHQirStt8N",
+            "generator",
+            "StyleGAN3-R 1024 px trained on aligned FFHQ (stylegan3-editing)",
+        ),
+        (
+            "sg3-r-ffhqu-1024",
+            "sg3-r-ffhqu-1024.pt",
+            "1Xfi0mBgiDb8AUazWok9eKSRQon9YVMMW",
+            "generator",
+            "StyleGAN3-R 1024 px trained on unaligned FFHQ-U (stylegan3-editing)",
+        ),
+        (
+            "boundary-ffhq-age",
+            "boundaries/ffhq/age_boundary.npy",
+            "1NQVOpKX6YZKVbz99sg94HiziLXHMUbFS",
+            "boundary",
+            "InterFaceGAN age direction, aligned FFHQ generator",
+        ),
+        (
+            "boundary-ffhq-Smiling",
+            "boundaries/ffhq/Smiling_boundary.npy",
+            "1KgfJleIjrKDgdBTN4vAz0XlgSaa9I99R",
+            "boundary",
+            "InterFaceGAN smile direction, aligned FFHQ generator",
+        ),
+        (
+            "boundary-ffhq-pose",
+            "boundaries/ffhq/pose_boundary.npy",
+            "1nCzCR17uaMFhAjcg6kFyKnCCxAKOCT2d",
+            "boundary",
+            "InterFaceGAN pose direction, aligned FFHQ generator",
+        ),
+        (
+            "boundary-ffhq-Male",
+            "boundaries/ffhq/Male_boundary.npy",
+            "18dpXS5j1h54Y3ah5HaUpT03y58Ze2YEY",
+            "boundary",
+            "InterFaceGAN gender direction, aligned FFHQ generator",
+        ),
     ]
     models += [KnownModel(n, f, gdrive_url(i), k, d) for n, f, i, k, d in drive]
     return {m.name: m for m in models}
@@ -130,8 +196,11 @@ def find_model(name: str) -> KnownModel:
         if key in (m.name.lower(), fname, fname.rsplit(".", 1)[0]):
             return m
     close = [m.name for m in KNOWN_MODELS.values() if key and key in m.name.lower()]
-    hint = f" Did you mean {', '.join(close[:4])}?" if close else \
-        f" Known models: {', '.join(list(KNOWN_MODELS)[:6])}, ..."
+    hint = (
+        f" Did you mean {', '.join(close[:4])}?"
+        if close
+        else f" Known models: {', '.join(list(KNOWN_MODELS)[:6])}, ..."
+    )
     raise DownloadError(f"'{name}' is not a known model.{hint}")
 
 
@@ -140,15 +209,22 @@ def model_path(name: str, directory: os.PathLike | str | None = None) -> Path:
     return Path(directory or models_dir()) / find_model(name).filename
 
 
-def ensure_model(name: str, *, progress: ProgressCallback | None = None, cancel: CancelToken = None,
-                 directory: os.PathLike | str | None = None, timeout: float = 60.0) -> Path:
+def ensure_model(
+    name: str,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken = None,
+    directory: os.PathLike | str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """The path of a known model, downloading it first when it is not in the cache."""
     model = find_model(name)
     dest = model_path(model.name, directory)
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
-    return download_file(model.url, dest, sha256=model.sha256, progress=progress, cancel=cancel,
-                         timeout=timeout, label=model.name)
+    return download_file(
+        model.url, dest, sha256=model.sha256, progress=progress, cancel=cancel, timeout=timeout, label=model.name
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,8 +241,9 @@ def _cancelled(cancel: CancelToken) -> bool:
 
 def _looks_like_html(head: bytes) -> bool:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or \
-        (text.startswith(b"<") and b"<html" in text[:2048])
+    return text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or (
+        text.startswith(b"<") and b"<html" in text[:2048]
+    )
 
 
 def _page_title(page: str) -> str:
@@ -174,14 +251,20 @@ def _page_title(page: str) -> str:
     return html.unescape(m.group(1)).strip()[:80] if m else ""
 
 
-_QUOTA_MARKERS = ("quota exceeded", "too many users have viewed or downloaded", "download quota",
-                  "exceeded the download", "quota for this file")
+_QUOTA_MARKERS = (
+    "quota exceeded",
+    "too many users have viewed or downloaded",
+    "download quota",
+    "exceeded the download",
+    "quota for this file",
+)
 
 
 def _confirm_url(page: str, url: str, jar: http.cookiejar.CookieJar) -> str | None:
     """The URL that Google Drive's virus-scan warning page asks to fetch, if this is such a page."""
-    form = re.search(r"<form[^>]*id=\"download-form\"[^>]*>(.*?)</form>", page, re.I | re.S) or \
-        re.search(r"<form[^>]*action=\"[^\"]*download[^\"]*\"[^>]*>(.*?)</form>", page, re.I | re.S)
+    form = re.search(r"<form[^>]*id=\"download-form\"[^>]*>(.*?)</form>", page, re.I | re.S) or re.search(
+        r"<form[^>]*action=\"[^\"]*download[^\"]*\"[^>]*>(.*?)</form>", page, re.I | re.S
+    )
     if form:
         action = re.search(r"action=\"([^\"]+)\"", form.group(0), re.I)
         fields = re.findall(r"<input[^>]*type=\"hidden\"[^>]*>", form.group(1), re.I)
@@ -220,20 +303,33 @@ def _open(opener: urllib.request.OpenerDirector, url: str, offset: int, timeout:
         if e.code == 416 and offset:
             return None  # the partial file does not fit the server's file: the caller starts over
         if e.code in (403, 429):
-            raise DownloadError(f"Downloading {label} failed: the server refused it (HTTP {e.code} {e.reason}); "
-                                f"the host may be rate-limiting. Try again later, or download {url} in a "
-                                f"browser and open the file.") from None
-        raise DownloadError(f"Downloading {label} failed: HTTP {e.code} {e.reason} for {url}. Check the "
-                            f"address, or try again later.") from None
+            raise DownloadError(
+                f"Downloading {label} failed: the server refused it (HTTP {e.code} {e.reason}); "
+                f"the host may be rate-limiting. Try again later, or download {url} in a "
+                f"browser and open the file."
+            ) from None
+        raise DownloadError(
+            f"Downloading {label} failed: HTTP {e.code} {e.reason} for {url}. Check the address, or try again later."
+        ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"Downloading {label} failed: cannot reach {urllib.parse.urlsplit(url).netloc} "
-                            f"({reason}). Check the internet connection or proxy and try again.") from None
+        raise DownloadError(
+            f"Downloading {label} failed: cannot reach {urllib.parse.urlsplit(url).netloc} "
+            f"({reason}). Check the internet connection or proxy and try again."
+        ) from None
 
 
-def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = None,
-                  progress: ProgressCallback | None = None, cancel: CancelToken = None,
-                  timeout: float = 60.0, label: str | None = None, max_hops: int = 4) -> Path:
+def download_file(
+    url: str,
+    dest: os.PathLike | str,
+    *,
+    sha256: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken = None,
+    timeout: float = 60.0,
+    label: str | None = None,
+    max_hops: int = 4,
+) -> Path:
     """Download ``url`` to ``dest`` (resumable, atomic) and return ``dest``.
 
     progress(done, total) is called after every chunk (total None when the server does not say);
@@ -262,8 +358,7 @@ def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = Non
             try:
                 first = resp.read(65536)
             except (OSError, http.client.HTTPException) as e:
-                raise DownloadError(f"Downloading {label} was interrupted ({e}). Run it again to "
-                                    f"resume.") from None
+                raise DownloadError(f"Downloading {label} was interrupted ({e}). Run it again to resume.") from None
             if "text/html" in ctype or (_looks_like_html(first) and status != 206):
                 page = (first + resp.read(_MAX_PAGE_BYTES)).decode("utf-8", "replace")
                 low = page.lower()
@@ -271,7 +366,8 @@ def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = Non
                     raise DownloadError(
                         f"Downloading {label} failed: Google Drive's download quota for this file is "
                         f"exceeded (it sent a web page instead of the file). Try again in a few hours, or "
-                        f"open {url} in a browser, save the file and open it from disk.")
+                        f"open {url} in a browser, save the file and open it from disk."
+                    )
                 nxt = _confirm_url(page, current, jar)
                 if nxt is not None and nxt != current:
                     current = nxt
@@ -279,7 +375,8 @@ def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = Non
                 title = _page_title(page)
                 raise DownloadError(
                     f"Downloading {label} failed: the server sent a web page instead of the file"
-                    f"{f' ({title!r})' if title else ''}. Open {url} in a browser to see why, or try later.")
+                    f"{f' ({title!r})' if title else ''}. Open {url} in a browser to see why, or try later."
+                )
             if status == 206 and offset:
                 mode = "ab"
                 m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range") or "")
@@ -300,8 +397,9 @@ def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = Non
                     if progress is not None:
                         progress(done, total)
                     if _cancelled(cancel):
-                        raise DownloadCancelled(f"Download of {label} cancelled; {done} bytes kept in {part} "
-                                                f"for a later resume.")
+                        raise DownloadCancelled(
+                            f"Download of {label} cancelled; {done} bytes kept in {part} for a later resume."
+                        )
                     try:
                         chunk = resp.read(_CHUNK)
                     except http.client.IncompleteRead as e:
@@ -309,18 +407,24 @@ def download_file(url: str, dest: os.PathLike | str, *, sha256: str | None = Non
                         done += len(e.partial)
                         chunk = b""
                     except (OSError, http.client.HTTPException) as e:
-                        raise DownloadError(f"Downloading {label} was interrupted after {done} bytes ({e}). "
-                                            f"Run it again to resume.") from None
+                        raise DownloadError(
+                            f"Downloading {label} was interrupted after {done} bytes ({e}). Run it again to resume."
+                        ) from None
         if total is not None and done != total:
-            raise DownloadError(f"Downloading {label} was interrupted after {done} of {total} bytes. "
-                                f"Run it again to resume.")
+            raise DownloadError(
+                f"Downloading {label} was interrupted after {done} of {total} bytes. Run it again to resume."
+            )
         if sha256 is not None:
             got = _sha256_of(part)
             if got.lower() != sha256.lower():
                 part.unlink(missing_ok=True)
-                raise DownloadError(f"Downloading {label} gave a file with the wrong SHA-256 ({got[:12]}..., "
-                                    f"expected {sha256[:12]}...); it was deleted. Download it again.")
+                raise DownloadError(
+                    f"Downloading {label} gave a file with the wrong SHA-256 ({got[:12]}..., "
+                    f"expected {sha256[:12]}...); it was deleted. Download it again."
+                )
         os.replace(part, dest)
         return dest
-    raise DownloadError(f"Downloading {label} failed: {url} kept redirecting through confirmation pages. "
-                        f"Open it in a browser, save the file and open it from disk.")
+    raise DownloadError(
+        f"Downloading {label} failed: {url} kept redirecting through confirmation pages. "
+        f"Open it in a browser, save the file and open it from disk."
+    )

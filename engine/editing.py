@@ -14,18 +14,27 @@ Shapes and ranges:
 InterFaceGAN (paper section on editing): ``w' = w + f * d`` on all layers, or only on chosen ones.
 StyleSpace: ``s[layer][:, ch] += value`` on single channels, the most disentangled edit.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from engine.transforms import compose, make_transform
 
-__all__ = ["LatentEdit", "ChannelEdit", "edit_latent", "apply_latent_edits", "apply_channel_edits",
-           "edit_transform", "render_edited", "to_uint8"]
+__all__ = [
+    "LatentEdit",
+    "ChannelEdit",
+    "edit_latent",
+    "apply_latent_edits",
+    "apply_channel_edits",
+    "edit_transform",
+    "render_edited",
+    "to_uint8",
+]
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,9 @@ class ChannelEdit:
     value: float
 
 
-def edit_latent(ws: torch.Tensor, vector: torch.Tensor, strength: float,
-                layers: Sequence[int] | None = None) -> torch.Tensor:
+def edit_latent(
+    ws: torch.Tensor, vector: torch.Tensor, strength: float, layers: Sequence[int] | None = None
+) -> torch.Tensor:
     """One InterFaceGAN edit: a new ws [N,num_ws,w_dim] = ws + strength * vector on ``layers``.
 
     vector: [w_dim] (any length; directions from a bundle are unit vectors). layers: indices into
@@ -98,8 +108,13 @@ def apply_channel_edits(styles: dict[str, torch.Tensor], edits: Iterable[Channel
     return out
 
 
-def edit_transform(angle_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0,
-                   base: torch.Tensor | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+def edit_transform(
+    angle_deg: float = 0.0,
+    tx: float = 0.0,
+    ty: float = 0.0,
+    base: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """The transform for a render: ``base`` (e.g. the face's aligned -> photo-framing transform, or
     None for the aligned view) followed by the user's rotation/translation on screen. Float32 [3,3]."""
     user = make_transform(angle_deg, tx, ty, device=device)
@@ -108,8 +123,13 @@ def edit_transform(angle_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0,
     return compose(base.to(user), user)
 
 
-def render_edited(G: torch.nn.Module, ws: torch.Tensor, latent_edits: Iterable[LatentEdit] = (),
-                  channel_edits: Iterable[ChannelEdit] = (), transform: torch.Tensor | None = None) -> torch.Tensor:
+def render_edited(
+    G: torch.nn.Module,
+    ws: torch.Tensor,
+    latent_edits: Iterable[LatentEdit] = (),
+    channel_edits: Iterable[ChannelEdit] = (),
+    transform: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Render ws [N,num_ws,w_dim] with the edits applied -> images [N,3,R,R] (~[-1,1]).
 
     transform: [3,3] or [N,3,3], stored convention; None renders with the generator's own buffer.

@@ -1,4 +1,5 @@
 """Exceptions the engine raises for bad input; their messages name the file and say what to do."""
+
 from __future__ import annotations
 
 

@@ -8,6 +8,7 @@ downloads: when the backbone file is absent, ``PerceptualLoss`` falls back to L2
 
 Images everywhere are float tensors [N,3,H,W] in [-1,1] (the generator's output range).
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,15 +71,22 @@ def _warn_missing(path: Path, net: str) -> None:
         if key in _warned_paths:
             return
         _warned_paths.add(key)
-    msg = (f"LPIPS ({net}) is unavailable: its backbone weights {path.name} are not in torchvision's cache. "
-           f"Place {path.name} (from {_DOWNLOAD_ROOT}{path.name}) at {path} to enable it. "
-           f"Until then the perceptual term falls back to L2 (MSE).")
+    msg = (
+        f"LPIPS ({net}) is unavailable: its backbone weights {path.name} are not in torchvision's cache. "
+        f"Place {path.name} (from {_DOWNLOAD_ROOT}{path.name}) at {path} to enable it. "
+        f"Until then the perceptual term falls back to L2 (MSE)."
+    )
     log.warning(msg)
     warnings.warn(msg, LPIPSUnavailableWarning, stacklevel=3)
 
 
-def build_lpips(net: str = "alex", *, device: torch.device | str = "cpu", random_backbone: bool = False,
-                backbone_path: Path | None = None) -> nn.Module | None:
+def build_lpips(
+    net: str = "alex",
+    *,
+    device: torch.device | str = "cpu",
+    random_backbone: bool = False,
+    backbone_path: Path | None = None,
+) -> nn.Module | None:
     """Build a frozen ``lpips.LPIPS`` module without any network access.
 
     Args:
@@ -108,8 +116,9 @@ def build_lpips(net: str = "alex", *, device: torch.device | str = "cpu", random
     # lin0..linK are also registered as lins.0..K (same tensors), so only the linK names must be covered.
     expected = {k for k in model.state_dict() if re.match(r"lin\d+\.", k)}
     if set(lin) != expected:
-        raise RuntimeError(f"LPIPS linear weights do not fit the {net} model: file has {sorted(lin)}, "
-                           f"model expects {sorted(expected)}")
+        raise RuntimeError(
+            f"LPIPS linear weights do not fit the {net} model: file has {sorted(lin)}, model expects {sorted(expected)}"
+        )
     model.load_state_dict(lin, strict=False)
     if not random_backbone:
         tv_state = torch.load(path, map_location="cpu", weights_only=True)
@@ -141,8 +150,14 @@ class PerceptualLoss(nn.Module):
             (LPIPS is usually taken at 256 px).
     """
 
-    def __init__(self, net: str = "alex", *, device: torch.device | str = "cpu", random_backbone: bool = False,
-                 resize: int | None = None) -> None:
+    def __init__(
+        self,
+        net: str = "alex",
+        *,
+        device: torch.device | str = "cpu",
+        random_backbone: bool = False,
+        resize: int | None = None,
+    ) -> None:
         super().__init__()
         self.net_name = net
         self.resize = resize
@@ -172,8 +187,14 @@ class PerceptualLoss(nn.Module):
         return self.model(a, b).flatten()
 
 
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, perceptual: PerceptualLoss | None = None, *,
-                        l2_weight: float = 1.0, lpips_weight: float = 1.0) -> torch.Tensor:
+def reconstruction_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    perceptual: PerceptualLoss | None = None,
+    *,
+    l2_weight: float = 1.0,
+    lpips_weight: float = 1.0,
+) -> torch.Tensor:
     """Scalar ``l2_weight * MSE + lpips_weight * LPIPS`` averaged over the batch.
 
     pred, target: [N,3,H,W] in [-1,1]. Without ``perceptual`` (or in its L2 fallback) the second term

@@ -16,6 +16,7 @@ pkg_resources). The similarity is the cosine of the two 128-D descriptors. On th
 
 Identical inputs give MSE 0, PSNR inf, MS-SSIM 1, LPIPS 0 and identity similarity 1.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -55,6 +56,7 @@ ImageInput = torch.Tensor | np.ndarray | Sequence[np.ndarray]
 
 # --- pixel metrics ---------------------------------------------------------------------------------------
 
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"expected two [N,C,H,W] tensors of equal shape, got {list(a.shape)} and {list(b.shape)}")
@@ -72,12 +74,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = DATA_RANGE) -> to
     a, b [N,C,H,W]; ``data_range`` is max - min of the pixel range (2 for [-1,1]).
     """
     err = mse(a, b).double()
-    return (10.0 * torch.log10(data_range ** 2 / err)).to(a.dtype)
+    return (10.0 * torch.log10(data_range**2 / err)).to(a.dtype)
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -88,8 +90,9 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _ssim_terms(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor,
-                data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_terms(
+    a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (SSIM, contrast-structure) means at one scale."""
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
@@ -103,8 +106,15 @@ def _ssim_terms(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor,
     return (lum_map * cs_map).flatten(1).mean(1), cs_map.flatten(1).mean(1)
 
 
-def ms_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = DATA_RANGE, *, win_size: int = 11,
-            sigma: float = 1.5, weights: Sequence[float] = MS_SSIM_WEIGHTS) -> torch.Tensor:
+def ms_ssim(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    data_range: float = DATA_RANGE,
+    *,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    weights: Sequence[float] = MS_SSIM_WEIGHTS,
+) -> torch.Tensor:
     """Multi-scale SSIM per sample (1 = identical). a, b [N,C,H,W] in [-1,1] -> [N].
 
     Gaussian window 11 / sigma 1.5, 'valid' borders, 2x average pooling between scales, standard
@@ -131,8 +141,8 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = DATA_RANGE, *,
         factors.append((ssim_val if s == n_scales - 1 else cs).clamp_min(0.0))
         if s < n_scales - 1:
             a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    vals = torch.stack(factors, dim=1)   # [N, scales]
-    return torch.prod(vals ** w, dim=1)
+    vals = torch.stack(factors, dim=1)  # [N, scales]
+    return torch.prod(vals**w, dim=1)
 
 
 def lpips_distance(a: torch.Tensor, b: torch.Tensor, perceptual: PerceptualLoss | None = None) -> torch.Tensor:
@@ -152,6 +162,7 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, perceptual: PerceptualLoss 
 
 
 # --- identity (dlib) --------------------------------------------------------------------------------------
+
 
 def dlib_model_dir() -> Path:
     """Folder holding dlib's model files from the face_recognition_models package (not imported)."""
@@ -180,8 +191,11 @@ class _DlibFaceModels:
             for p in paths:
                 if not p.is_file():
                     raise FileNotFoundError(f"dlib model file missing: {p} (reinstall face_recognition_models)")
-            self._models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(paths[0])),
-                            dlib.face_recognition_model_v1(str(paths[1])))
+            self._models = (
+                dlib.get_frontal_face_detector(),
+                dlib.shape_predictor(str(paths[0])),
+                dlib.face_recognition_model_v1(str(paths[1])),
+            )
         return self._models
 
 
@@ -213,7 +227,7 @@ def face_descriptor(image: np.ndarray) -> np.ndarray | None:
     with _DLIB.lock:
         boxes = detector(image, 0)
         if len(boxes) == 0:
-            boxes = detector(image, 1)   # small faces (e.g. 256 px renders) need one upsampling
+            boxes = detector(image, 1)  # small faces (e.g. 256 px renders) need one upsampling
         if len(boxes) == 0:
             return None
         box = max(boxes, key=lambda r: r.area())
@@ -241,11 +255,14 @@ def identity_similarity(a: ImageInput, b: ImageInput) -> np.ndarray:
 
 def identity_distance(a: ImageInput, b: ImageInput) -> np.ndarray:
     """Euclidean distance of dlib face descriptors per pair -> float64 [N] (dlib: < 0.6 means same person)."""
-    return np.asarray([math.nan if u is None or v is None else float(np.linalg.norm(u - v))
-                       for u, v in _descriptor_pairs(a, b)], dtype=np.float64)
+    return np.asarray(
+        [math.nan if u is None or v is None else float(np.linalg.norm(u - v)) for u, v in _descriptor_pairs(a, b)],
+        dtype=np.float64,
+    )
 
 
 # --- summary -----------------------------------------------------------------------------------------------
+
 
 def _mean_or_none(x: torch.Tensor | np.ndarray) -> float | None:
     arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
@@ -253,8 +270,9 @@ def _mean_or_none(x: torch.Tensor | np.ndarray) -> float | None:
     return float(arr.mean()) if arr.size else None
 
 
-def compute_metrics(pred: torch.Tensor, target: torch.Tensor, *, perceptual: PerceptualLoss | None = None,
-                    identity: bool = True) -> dict[str, float | None]:
+def compute_metrics(
+    pred: torch.Tensor, target: torch.Tensor, *, perceptual: PerceptualLoss | None = None, identity: bool = True
+) -> dict[str, float | None]:
     """Batch means of all metrics for pred, target [N,3,H,W] in [-1,1], as plain floats (JSON-ready).
 
     ``lpips`` is None when LPIPS is unavailable (no backbone weights) or ``perceptual`` is None;

@@ -38,6 +38,7 @@ accepts it). Direction vectors are normalised to unit length on load.
 :func:`make_random_bundle` use it). Every failure raises :class:`engine.errors.CheckpointError` naming
 the file and saying what to do.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -47,29 +48,44 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from engine.errors import CheckpointError
 
-__all__ = ["BUNDLE_FORMAT", "DEMO_MANIFEST", "Direction", "ModelBundle", "OptimizationInverter",
-           "load_bundle", "save_bundle", "make_random_bundle", "ensure_random_bundle",
-           "inverter_for", "resolve_manifest", "style_layers"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "DEMO_MANIFEST",
+    "Direction",
+    "ModelBundle",
+    "OptimizationInverter",
+    "load_bundle",
+    "save_bundle",
+    "make_random_bundle",
+    "ensure_random_bundle",
+    "inverter_for",
+    "resolve_manifest",
+    "style_layers",
+]
 
 BUNDLE_FORMAT = "charm-bundle/1"
 MANIFEST_NAME = "manifest.json"
 DEMO_MANIFEST = Path(__file__).resolve().parents[1] / "resources" / "models" / "demo" / MANIFEST_NAME
 
-_DEFAULT_LOADERS = {"inverter": "engine.inversion:load_inverter",
-                    "predictor": "engine.predictor:load_predictor"}
+_DEFAULT_LOADERS = {"inverter": "engine.inversion:load_inverter", "predictor": "engine.predictor:load_predictor"}
 
 # Names and ranges of the random development bundle's directions (the demo model's set, issue 5).
 RANDOM_DIRECTIONS: dict[str, tuple[float, float]] = {
-    "smile": (-3.0, 3.0), "age": (-4.0, 4.0), "glasses": (-3.0, 3.0), "beard": (-3.0, 3.0),
-    "hair colour": (-3.0, 3.0), "yaw": (-4.0, 4.0),
+    "smile": (-3.0, 3.0),
+    "age": (-4.0, 4.0),
+    "glasses": (-3.0, 3.0),
+    "beard": (-3.0, 3.0),
+    "hair colour": (-3.0, 3.0),
+    "yaw": (-4.0, 4.0),
 }
 
 
@@ -125,8 +141,11 @@ class ModelBundle:
     @property
     def notice(self) -> str | None:
         """A line for the user when the bundle is not a real model (None otherwise)."""
-        return "random weights (development bundle): edits change the image but mean nothing" \
-            if self.random_weights else None
+        return (
+            "random weights (development bundle): edits change the image but mean nothing"
+            if self.random_weights
+            else None
+        )
 
     def style_layers(self) -> dict[str, int]:
         """StyleSpace layer name -> channel count ('input' first, then the synthesis layers)."""
@@ -152,7 +171,8 @@ def resolve_manifest(spec: str | os.PathLike) -> Path:
         if not DEMO_MANIFEST.is_file():
             raise CheckpointError(
                 f"the demo model is missing ({DEMO_MANIFEST} not found); restore resources/models/demo "
-                "(git checkout -- resources/models/demo, or reinstall Charm Studio), or choose another model folder")
+                "(git checkout -- resources/models/demo, or reinstall Charm Studio), or choose another model folder"
+            )
         return DEMO_MANIFEST
     p = Path(spec).expanduser()
     if p.is_dir():
@@ -167,24 +187,29 @@ def _inside(folder: Path, rel: Any, manifest: Path, what: str) -> Path:
         raise CheckpointError(f"'{manifest}': the {what} entry has no file name; the manifest is damaged")
     p = (folder / rel).resolve()
     if folder.resolve() not in p.parents:
-        raise CheckpointError(f"'{manifest}': the {what} file '{rel}' lies outside the bundle folder; "
-                              "bundle files must be given relative to the manifest's folder")
+        raise CheckpointError(
+            f"'{manifest}': the {what} file '{rel}' lies outside the bundle folder; "
+            "bundle files must be given relative to the manifest's folder"
+        )
     if not p.is_file():
-        raise CheckpointError(f"'{p}' is missing ({what} of bundle '{manifest.parent.name}'); "
-                              "copy the whole bundle folder again")
+        raise CheckpointError(
+            f"'{p}' is missing ({what} of bundle '{manifest.parent.name}'); copy the whole bundle folder again"
+        )
     return p
 
 
 def _resolve_loader(spec: str, manifest: Path, what: str) -> Callable:
     mod_name, _, fn_name = spec.partition(":")
     if not (mod_name == "engine" or mod_name.startswith("engine.")) or not fn_name:
-        raise CheckpointError(f"'{manifest}': the {what} loader {spec!r} is not allowed; loaders must be "
-                              "'engine.<module>:<function>'")
+        raise CheckpointError(
+            f"'{manifest}': the {what} loader {spec!r} is not allowed; loaders must be 'engine.<module>:<function>'"
+        )
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except (ImportError, AttributeError) as e:
-        raise CheckpointError(f"'{manifest}': this Charm Studio cannot load the bundle's {what} ({spec}: {e}); "
-                              "update Charm Studio") from None
+        raise CheckpointError(
+            f"'{manifest}': this Charm Studio cannot load the bundle's {what} ({spec}: {e}); update Charm Studio"
+        ) from None
     return fn
 
 
@@ -199,8 +224,7 @@ def _call_loader(fn: Callable, path: Path, device: torch.device) -> Any:
     return obj
 
 
-def _load_component(manifest_data: dict, key: str, folder: Path, manifest: Path,
-                    device: torch.device) -> Any | None:
+def _load_component(manifest_data: dict, key: str, folder: Path, manifest: Path, device: torch.device) -> Any | None:
     entry = manifest_data.get(key)
     if entry is None:
         return None
@@ -213,12 +237,15 @@ def _load_component(manifest_data: dict, key: str, folder: Path, manifest: Path,
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of a loader is a broken model for the user
-        raise CheckpointError(f"'{path}' could not be loaded as the bundle's {key} ({type(e).__name__}: {e}); "
-                              "the file may be damaged: copy the bundle again") from None
+        raise CheckpointError(
+            f"'{path}' could not be loaded as the bundle's {key} ({type(e).__name__}: {e}); "
+            "the file may be damaged: copy the bundle again"
+        ) from None
 
 
-def _load_directions(data: dict, folder: Path, manifest: Path, w_dim: int,
-                     device: torch.device) -> dict[str, Direction]:
+def _load_directions(
+    data: dict, folder: Path, manifest: Path, w_dim: int, device: torch.device
+) -> dict[str, Direction]:
     entry = data.get("directions")
     if not entry:
         return {}
@@ -237,24 +264,30 @@ def _load_directions(data: dict, folder: Path, manifest: Path, w_dim: int,
     for name, info in items.items():
         v = tensors.get(name)
         if v is None:
-            raise CheckpointError(f"'{manifest}': direction {name!r} has no vector in its directions file; "
-                                  "the bundle is incomplete")
+            raise CheckpointError(
+                f"'{manifest}': direction {name!r} has no vector in its directions file; the bundle is incomplete"
+            )
         v = v.reshape(-1).to(torch.float32)
         norm = float(v.norm())
         if v.numel() != w_dim or not math.isfinite(norm) or norm == 0:
-            raise CheckpointError(f"'{manifest}': direction {name!r} is not a non-zero [{w_dim}] vector for this "
-                                  f"generator (got {v.numel()} values); the bundle mixes files of different models")
+            raise CheckpointError(
+                f"'{manifest}': direction {name!r} is not a non-zero [{w_dim}] vector for this "
+                f"generator (got {v.numel()} values); the bundle mixes files of different models"
+            )
         lo, hi = (float(x) for x in info.get("range", (-3.0, 3.0)))
         layers = info.get("layers")
-        out[name] = Direction(name=name, vector=(v / norm).to(device), range=(lo, hi),
-                              description=str(info.get("description", "")),
-                              layers=None if layers is None else tuple(int(i) for i in layers),
-                              attribute=info.get("attribute"))
+        out[name] = Direction(
+            name=name,
+            vector=(v / norm).to(device),
+            range=(lo, hi),
+            description=str(info.get("description", "")),
+            layers=None if layers is None else tuple(int(i) for i in layers),
+            attribute=info.get("attribute"),
+        )
     return out
 
 
-def _load_stylespace(data: dict, manifest: Path,
-                     layers: Mapping[str, int]) -> dict[str, list[tuple[str, int, int]]]:
+def _load_stylespace(data: dict, manifest: Path, layers: Mapping[str, int]) -> dict[str, list[tuple[str, int, int]]]:
     out: dict[str, list[tuple[str, int, int]]] = {}
     for attr, channels in (data.get("stylespace") or {}).items():
         rows = []
@@ -262,11 +295,14 @@ def _load_stylespace(data: dict, manifest: Path,
             try:
                 layer, ch, sign = str(row[0]), int(row[1]), int(row[2]) if len(row) > 2 else 1
             except (TypeError, ValueError, IndexError):
-                raise CheckpointError(f"'{manifest}': StyleSpace entry {row!r} of {attr!r} is not "
-                                      "[layer, channel, sign]") from None
+                raise CheckpointError(
+                    f"'{manifest}': StyleSpace entry {row!r} of {attr!r} is not [layer, channel, sign]"
+                ) from None
             if layer not in layers or not 0 <= ch < layers[layer]:
-                raise CheckpointError(f"'{manifest}': StyleSpace channel {layer}:{ch} of {attr!r} does not exist "
-                                      "in this generator; the bundle mixes files of different models")
+                raise CheckpointError(
+                    f"'{manifest}': StyleSpace channel {layer}:{ch} of {attr!r} does not exist "
+                    "in this generator; the bundle mixes files of different models"
+                )
             rows.append((layer, ch, 1 if sign >= 0 else -1))
         out[str(attr)] = rows
     return out
@@ -289,20 +325,28 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
         raise CheckpointError(f"'{manifest}' is not a readable bundle manifest ({e}); copy the bundle again") from None
     if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
         fmt = data.get("format") if isinstance(data, dict) else None
-        raise CheckpointError(f"'{manifest}' is not a Charm Studio bundle manifest (format {fmt!r}, expected "
-                              f"{BUNDLE_FORMAT!r}); a newer Charm Studio may be needed")
+        raise CheckpointError(
+            f"'{manifest}' is not a Charm Studio bundle manifest (format {fmt!r}, expected "
+            f"{BUNDLE_FORMAT!r}); a newer Charm Studio may be needed"
+        )
     gen_entry = data.get("generator")
     gen_file = gen_entry.get("file") if isinstance(gen_entry, dict) else gen_entry
     G = load_generator(_inside(folder, gen_file, manifest, "generator"), device=device)
     card = data.get("model_card")
     card_path = (folder / card) if isinstance(card, str) and (folder / card).is_file() else None
     return ModelBundle(
-        name=str(data.get("name") or folder.name), folder=folder, manifest=data, generator=G,
+        name=str(data.get("name") or folder.name),
+        folder=folder,
+        manifest=data,
+        generator=G,
         inverter=_load_component(data, "inverter", folder, manifest, device),
         predictor=_load_component(data, "predictor", folder, manifest, device),
         directions=_load_directions(data, folder, manifest, int(G.w_dim), device),
         stylespace=_load_stylespace(data, manifest, style_layers(G)),
-        model_card=card_path, device=device, random_weights=bool(data.get("random_weights", False)))
+        model_card=card_path,
+        device=device,
+        random_weights=bool(data.get("random_weights", False)),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,11 +359,20 @@ def _write_text_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_bundle(folder: str | os.PathLike, generator: torch.nn.Module, directions: Mapping[str, Direction],
-                stylespace: Mapping[str, Sequence[tuple[str, int, int]]] | None = None, *, name: str,
-                title: str | None = None, description: str = "", random_weights: bool = False,
-                inverter_file: str | None = None, predictor: Mapping[str, Any] | None = None,
-                model_card: str | None = None) -> Path:
+def save_bundle(
+    folder: str | os.PathLike,
+    generator: torch.nn.Module,
+    directions: Mapping[str, Direction],
+    stylespace: Mapping[str, Sequence[tuple[str, int, int]]] | None = None,
+    *,
+    name: str,
+    title: str | None = None,
+    description: str = "",
+    random_weights: bool = False,
+    inverter_file: str | None = None,
+    predictor: Mapping[str, Any] | None = None,
+    model_card: str | None = None,
+) -> Path:
     """Write a bundle into ``folder`` (created if needed) and return its manifest path.
 
     The generator and directions are written here; an inverter or predictor file must already be in
@@ -333,16 +386,26 @@ def save_bundle(folder: str | os.PathLike, generator: torch.nn.Module, direction
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_generator(generator, folder / "generator.safetensors", source=name)
-    tensors = {n: (d.vector / d.vector.norm()).detach().to("cpu", torch.float32).contiguous()
-               for n, d in directions.items()}
-    items = {n: {"range": [float(d.range[0]), float(d.range[1])], "description": d.description,
-                 "layers": None if d.layers is None else list(d.layers), "attribute": d.attribute}
-             for n, d in directions.items()}
+    tensors = {
+        n: (d.vector / d.vector.norm()).detach().to("cpu", torch.float32).contiguous() for n, d in directions.items()
+    }
+    items = {
+        n: {
+            "range": [float(d.range[0]), float(d.range[1])],
+            "description": d.description,
+            "layers": None if d.layers is None else list(d.layers),
+            "attribute": d.attribute,
+        }
+        for n, d in directions.items()
+    }
     tmp = folder / f".directions.{os.getpid()}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"})
     os.replace(tmp, folder / "directions.safetensors")
     data = {
-        "format": BUNDLE_FORMAT, "name": name, "title": title or name, "description": description,
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "title": title or name,
+        "description": description,
         "random_weights": bool(random_weights),
         "generator": {"file": "generator.safetensors"},
         "inverter": {"file": inverter_file} if inverter_file else None,
@@ -356,10 +419,18 @@ def save_bundle(folder: str | os.PathLike, generator: torch.nn.Module, direction
     return manifest
 
 
-def make_random_bundle(folder: str | os.PathLike, resolution: int = 64, seed: int = 0, *, w_dim: int = 64,
-                       num_layers: int = 6, channel_max: int = 32, channel_base: int = 1024,
-                       direction_names: Mapping[str, tuple[float, float]] | None = None,
-                       with_inverter: bool | None = None) -> Path:
+def make_random_bundle(
+    folder: str | os.PathLike,
+    resolution: int = 64,
+    seed: int = 0,
+    *,
+    w_dim: int = 64,
+    num_layers: int = 6,
+    channel_max: int = 32,
+    channel_base: int = 1024,
+    direction_names: Mapping[str, tuple[float, float]] | None = None,
+    with_inverter: bool | None = None,
+) -> Path:
     """Write a tiny random-weight bundle (for tests and development) and return its manifest path.
 
     The generator is our StyleGAN3 (config T) with ``num_layers`` synthesis layers, small channel
@@ -375,18 +446,38 @@ def make_random_bundle(folder: str | os.PathLike, resolution: int = 64, seed: in
     # Parameter initialisers draw from torch's global generator; fork it so the caller's stream is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        G = Generator(z_dim=w_dim, c_dim=0, w_dim=w_dim, img_resolution=resolution, img_channels=3,
-                      channel_base=channel_base, channel_max=channel_max, num_layers=num_layers,
-                      num_critical=2, margin_size=4, output_scale=1.0, num_fp16_res=0,
-                      mapping_kwargs=dict(num_layers=2)).eval().requires_grad_(False)
+        G = (
+            Generator(
+                z_dim=w_dim,
+                c_dim=0,
+                w_dim=w_dim,
+                img_resolution=resolution,
+                img_channels=3,
+                channel_base=channel_base,
+                channel_max=channel_max,
+                num_layers=num_layers,
+                num_critical=2,
+                margin_size=4,
+                output_scale=1.0,
+                num_fp16_res=0,
+                mapping_kwargs=dict(num_layers=2),
+            )
+            .eval()
+            .requires_grad_(False)
+        )
         with torch.no_grad():
             z = torch.randn(512, w_dim, generator=gen)
             G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(dim=0))
     directions = {}
     for n, rng in names.items():
         v = torch.randn(w_dim, generator=gen)
-        directions[n] = Direction(name=n, vector=v / v.norm(), range=rng, attribute=n,
-                                  description=f"random direction standing in for '{n}' (no meaning)")
+        directions[n] = Direction(
+            name=n,
+            vector=v / v.norm(),
+            range=rng,
+            attribute=n,
+            description=f"random direction standing in for '{n}' (no meaning)",
+        )
     layer_sizes = style_layers(G)
     layer_names = list(layer_sizes)[1:-1]  # not toRGB: its channels are colour mixing, not attributes
     stylespace = {}
@@ -404,14 +495,26 @@ def make_random_bundle(folder: str | os.PathLike, resolution: int = 64, seed: in
     if with_inverter or with_inverter is None:
         inverter_file = _write_random_inverter(folder, G, seed, required=bool(with_inverter))
     card = folder / "MODEL_CARD.md"
-    _write_text_atomically(card, (
-        f"# Random development bundle\n\nRandom weights (seed {seed}), {resolution} px, w_dim {w_dim}, "
-        f"{num_layers} synthesis layers. Written by `engine.models.make_random_bundle` for tests and for "
-        "development until the demo model is installed. Edits change the image but mean nothing.\n"))
-    return save_bundle(folder, G, directions, stylespace, name=f"random-{resolution}px-s{seed}",
-                       title=f"Random weights ({resolution} px, seed {seed})",
-                       description="tiny random-weight bundle for tests and development",
-                       random_weights=True, inverter_file=inverter_file, model_card=card.name)
+    _write_text_atomically(
+        card,
+        (
+            f"# Random development bundle\n\nRandom weights (seed {seed}), {resolution} px, w_dim {w_dim}, "
+            f"{num_layers} synthesis layers. Written by `engine.models.make_random_bundle` for tests and for "
+            "development until the demo model is installed. Edits change the image but mean nothing.\n"
+        ),
+    )
+    return save_bundle(
+        folder,
+        G,
+        directions,
+        stylespace,
+        name=f"random-{resolution}px-s{seed}",
+        title=f"Random weights ({resolution} px, seed {seed})",
+        description="tiny random-weight bundle for tests and development",
+        random_weights=True,
+        inverter_file=inverter_file,
+        model_card=card.name,
+    )
 
 
 def _write_random_inverter(folder: Path, G: torch.nn.Module, seed: int, required: bool) -> str | None:
@@ -425,8 +528,14 @@ def _write_random_inverter(folder: Path, G: torch.nn.Module, seed: int, required
         return None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed) + 1)
-        enc = build_encoder("restyle_e4e", input_nc=6, n_styles=int(G.num_ws), backbone="ir_se_small",
-                            input_size=max(64, int(G.img_resolution)), w_dim=int(G.w_dim))
+        enc = build_encoder(
+            "restyle_e4e",
+            input_nc=6,
+            n_styles=int(G.num_ws),
+            backbone="ir_se_small",
+            input_size=max(64, int(G.img_resolution)),
+            w_dim=int(G.w_dim),
+        )
     save_inverter(Inverter(enc, G).eval(), folder / "inverter.safetensors", source="random")
     return "inverter.safetensors"
 
@@ -470,22 +579,32 @@ class OptimizationInverter:
         self.generator = generator
         self.lr = lr
 
-    def invert(self, images: torch.Tensor, n_iters: int = 30, transform: torch.Tensor | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               cancel: Callable[[], bool] | None = None) -> Any:
+    def invert(
+        self,
+        images: torch.Tensor,
+        n_iters: int = 30,
+        transform: torch.Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Any:
         """images: float32 [N,3,H,W] in [-1,1], aligned. n_iters: optimisation steps. ``transform``
         (stored convention) renders the result unaligned, as the encoder inverter does.
         Raises ``engine.inversion.Cancelled`` when cancel() returns True."""
         from engine.inversion import InversionResult, optimize_latent
 
-        res = optimize_latent(self.generator, images, steps=int(n_iters), lr=self.lr, lpips_weight=0.0,
-                              progress=progress, cancel=cancel)
+        res = optimize_latent(
+            self.generator, images, steps=int(n_iters), lr=self.lr, lpips_weight=0.0, progress=progress, cancel=cancel
+        )
         unaligned = None
         if transform is not None:
             with torch.no_grad():
                 unaligned = self.generator.synthesis(res.latent, transform=transform.to(res.latent.device))
-        return InversionResult(latents=[res.latent], images=[res.image] if res.image is not None else [],
-                               unaligned=unaligned, transform=transform)
+        return InversionResult(
+            latents=[res.latent],
+            images=[res.image] if res.image is not None else [],
+            unaligned=unaligned,
+            transform=transform,
+        )
 
 
 def inverter_for(bundle: ModelBundle) -> Any:

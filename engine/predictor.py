@@ -11,6 +11,7 @@ The file is safetensors: the weights plus a JSON ``charm_predictor`` header entr
 architecture (``size``, ``width``) and the attribute names. Used to label generator samples when fitting
 directions and to evaluate edits.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,15 @@ _META_KEY = "charm_predictor"
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2),
-                         nn.AvgPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.2),
+        nn.AvgPool2d(2),
+    )
 
 
 class AttributePredictor(nn.Module):
@@ -39,16 +46,21 @@ class AttributePredictor(nn.Module):
     back, so scores are in the factors' units (e.g. yaw in [-1,1]).
     """
 
-    def __init__(self, attributes: list[str], low: list[float], high: list[float], size: int = 64,
-                 width: int = 24) -> None:
+    def __init__(
+        self, attributes: list[str], low: list[float], high: list[float], size: int = 64, width: int = 24
+    ) -> None:
         super().__init__()
         self.attributes, self.size, self.width = list(attributes), int(size), int(width)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32))
         self.register_buffer("high", torch.tensor(high, dtype=torch.float32))
         chans = [3, width, width * 2, width * 4, width * 4]
         self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1] * (size // 16) ** 2, 128), nn.LeakyReLU(0.2),
-                                  nn.Linear(128, len(attributes)))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(chans[-1] * (size // 16) ** 2, 128),
+            nn.LeakyReLU(0.2),
+            nn.Linear(128, len(attributes)),
+        )
 
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """x [N,3,H,W] in [-1,1] (resized to ``size``) -> normalised factors [N,A] (about [0,1])."""
@@ -65,13 +77,21 @@ class AttributePredictor(nn.Module):
         was = self.training
         self.eval()
         p = next(self.parameters())
-        outs = [self(images[i:i + batch_size].to(device=p.device, dtype=p.dtype)) for i in range(0, len(images), batch_size)]
+        outs = [
+            self(images[i : i + batch_size].to(device=p.device, dtype=p.dtype))
+            for i in range(0, len(images), batch_size)
+        ]
         self.train(was)
         return torch.cat(outs).float()
 
     def config(self) -> dict:
-        return {"attributes": self.attributes, "low": self.low.tolist(), "high": self.high.tolist(),
-                "size": self.size, "width": self.width}
+        return {
+            "attributes": self.attributes,
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "size": self.size,
+            "width": self.width,
+        }
 
 
 def save_predictor(model: AttributePredictor, path: os.PathLike | str) -> Path:
@@ -80,10 +100,14 @@ def save_predictor(model: AttributePredictor, path: os.PathLike | str) -> Path:
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
-               if v.is_floating_point()}
-    tensors.update({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                    if not v.is_floating_point()})
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
+    tensors.update(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()}
+    )
     tmp = p.with_name(p.name + ".tmp")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(model.config())})
     os.replace(tmp, p)
@@ -103,8 +127,9 @@ def load_predictor(path: os.PathLike | str, device: torch.device | str = "cpu") 
             meta = json.loads((f.metadata() or {})[_META_KEY])
         state = load_file(str(p))
     except Exception as e:  # noqa: BLE001 - every failure becomes one clear message
-        raise CheckpointError(f"{p}: not a Charm Studio attribute predictor ({e}); retrain it with "
-                              "`python main.py train-demo predictor`") from None
+        raise CheckpointError(
+            f"{p}: not a Charm Studio attribute predictor ({e}); retrain it with `python main.py train-demo predictor`"
+        ) from None
     model = AttributePredictor(meta["attributes"], meta["low"], meta["high"], meta["size"], meta["width"])
     model.load_state_dict(state)
     model.requires_grad_(False)

@@ -12,23 +12,33 @@ float32 [num_ws,w_dim], ``face_transform`` float32 [3,3], ``crop_quad`` float64 
 :func:`render_state` renders a state with a :class:`engine.models.ModelBundle`; a reopened session
 renders bit-identically.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from engine.errors import CharmError
 
-__all__ = ["SESSION_FORMAT", "EditState", "History", "SessionError", "save_session", "load_session",
-           "render_state", "state_edits"]
+__all__ = [
+    "SESSION_FORMAT",
+    "EditState",
+    "History",
+    "SessionError",
+    "save_session",
+    "load_session",
+    "render_state",
+    "state_edits",
+]
 
 SESSION_FORMAT = "charm-session/1"
 ViewMode = Literal["aligned", "photo"]
@@ -95,11 +105,11 @@ class EditState:
         for name in ("angle_deg", "tx", "ty"):
             set_(self, name, float(getattr(self, name)))
 
-    def replace(self, **changes: Any) -> "EditState":
+    def replace(self, **changes: Any) -> EditState:
         """A new state with ``changes`` applied (the same field names as the constructor)."""
         return dataclasses.replace(self, **changes)
 
-    def with_direction(self, name: str, value: float) -> "EditState":
+    def with_direction(self, name: str, value: float) -> EditState:
         d = dict(self.directions)
         if value == 0:
             d.pop(name, None)
@@ -107,7 +117,7 @@ class EditState:
             d[name] = float(value)
         return self.replace(directions=d)
 
-    def with_channel(self, layer: str, channel: int, value: float) -> "EditState":
+    def with_channel(self, layer: str, channel: int, value: float) -> EditState:
         c = dict(self.channels)
         if value == 0:
             c.pop((layer, int(channel)), None)
@@ -115,11 +125,11 @@ class EditState:
             c[(layer, int(channel))] = float(value)
         return self.replace(channels=c)
 
-    def reset_edits(self) -> "EditState":
+    def reset_edits(self) -> EditState:
         """No direction or channel edits and the identity user transform (photo, face and view kept)."""
         return self.replace(directions={}, channels={}, angle_deg=0.0, tx=0.0, ty=0.0)
 
-    def same_as(self, other: "EditState") -> bool:
+    def same_as(self, other: EditState) -> bool:
         """Field-by-field equality (arrays compared exactly)."""
         for f in dataclasses.fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
@@ -135,10 +145,15 @@ class EditState:
     def to_json(self) -> dict:
         """The scalar fields as JSON-ready data (arrays go to :meth:`arrays`)."""
         return {
-            "model_id": self.model_id, "input_path": self.input_path, "face_index": self.face_index,
+            "model_id": self.model_id,
+            "input_path": self.input_path,
+            "face_index": self.face_index,
             "directions": dict(self.directions),
             "channels": [[layer, ch, v] for (layer, ch), v in sorted(self.channels.items())],
-            "angle_deg": self.angle_deg, "tx": self.tx, "ty": self.ty, "view": self.view,
+            "angle_deg": self.angle_deg,
+            "tx": self.tx,
+            "ty": self.ty,
+            "view": self.view,
             "generator_file": self.generator_file,
         }
 
@@ -146,18 +161,23 @@ class EditState:
         return {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> "EditState":
+    def from_json(cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> EditState:
         arrays = arrays or {}
         return cls(
-            model_id=str(data.get("model_id", "demo")), input_path=data.get("input_path"),
+            model_id=str(data.get("model_id", "demo")),
+            input_path=data.get("input_path"),
             face_index=int(data.get("face_index", 0)),
-            latent=arrays.get("latent"), face_transform=arrays.get("face_transform"),
+            latent=arrays.get("latent"),
+            face_transform=arrays.get("face_transform"),
             crop_quad=arrays.get("crop_quad"),
             directions={str(k): float(v) for k, v in (data.get("directions") or {}).items()},
             channels={(str(row[0]), int(row[1])): float(row[2]) for row in (data.get("channels") or [])},
-            angle_deg=float(data.get("angle_deg", 0.0)), tx=float(data.get("tx", 0.0)),
-            ty=float(data.get("ty", 0.0)), view=data.get("view", "aligned"),
-            generator_file=data.get("generator_file"))
+            angle_deg=float(data.get("angle_deg", 0.0)),
+            tx=float(data.get("tx", 0.0)),
+            ty=float(data.get("ty", 0.0)),
+            view=data.get("view", "aligned"),
+            generator_file=data.get("generator_file"),
+        )
 
 
 class History:
@@ -181,7 +201,7 @@ class History:
     def checkpoint(self) -> None:
         """Remember the current state as an undo step (and forget the redo stack)."""
         self._undo.append(self._state)
-        del self._undo[:-self.limit]
+        del self._undo[: -self.limit]
         self._redo.clear()
 
     def record_from(self, previous: EditState) -> None:
@@ -190,7 +210,7 @@ class History:
         if previous.same_as(self._state):
             return
         self._undo.append(previous)
-        del self._undo[:-self.limit]
+        del self._undo[: -self.limit]
         self._redo.clear()
 
     def set(self, state: EditState, record: bool = True) -> None:
@@ -289,8 +309,10 @@ def load_session(path: str | os.PathLike) -> EditState:
         raise SessionError(f"'{path}' is not a readable session file ({e})") from None
     if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
         fmt = data.get("format") if isinstance(data, dict) else None
-        raise SessionError(f"'{path}' is not a Charm Studio session (format {fmt!r}, expected "
-                           f"{SESSION_FORMAT!r}); it may come from a newer Charm Studio")
+        raise SessionError(
+            f"'{path}' is not a Charm Studio session (format {fmt!r}, expected "
+            f"{SESSION_FORMAT!r}); it may come from a newer Charm Studio"
+        )
     npz = path.parent / str(data.get("arrays", path.with_suffix(".npz").name))
     try:
         with np.load(npz, allow_pickle=False) as z:
@@ -324,14 +346,18 @@ def state_edits(state: EditState, bundle) -> tuple[list, list]:
     (latent edits, channel edits). Directions the bundle lacks are ignored."""
     from engine.editing import ChannelEdit, LatentEdit
 
-    latent = [LatentEdit(bundle.directions[n].vector, v, bundle.directions[n].layers)
-              for n, v in sorted(state.directions.items()) if n in bundle.directions and v != 0]
+    latent = [
+        LatentEdit(bundle.directions[n].vector, v, bundle.directions[n].layers)
+        for n, v in sorted(state.directions.items())
+        if n in bundle.directions and v != 0
+    ]
     channels = [ChannelEdit(layer, ch, v) for (layer, ch), v in sorted(state.channels.items()) if v != 0]
     return latent, channels
 
 
-def render_state(state: EditState, bundle, view: ViewMode | None = None,
-                 generator: torch.nn.Module | None = None) -> torch.Tensor:
+def render_state(
+    state: EditState, bundle, view: ViewMode | None = None, generator: torch.nn.Module | None = None
+) -> torch.Tensor:
     """Render ``state`` with ``bundle``: float32 [1,3,R,R] (~[-1,1]).
 
     view: override ``state.view``; 'photo' uses ``state.face_transform`` (identity when unset).
@@ -346,8 +372,10 @@ def render_state(state: EditState, bundle, view: ViewMode | None = None,
     device = bundle.device
     ws = torch.from_numpy(np.array(state.latent)).to(device).unsqueeze(0)
     if ws.shape[1:] != (G.num_ws, G.w_dim):
-        raise ValueError(f"the latent is {list(ws.shape[1:])} but model '{bundle.name}' needs "
-                         f"[{G.num_ws}, {G.w_dim}]; invert the photo again with this model")
+        raise ValueError(
+            f"the latent is {list(ws.shape[1:])} but model '{bundle.name}' needs "
+            f"[{G.num_ws}, {G.w_dim}]; invert the photo again with this model"
+        )
     base = None
     if (view or state.view) == "photo" and state.face_transform is not None:
         base = torch.from_numpy(np.array(state.face_transform)).to(device)

@@ -7,6 +7,7 @@ wants to happen to the picture: +tx moves the content right by tx * R pixels, +t
 of M (``synthesis.input.transform = inv(M)``); :func:`make_transform` returns that inverse, ready to be
 passed as ``G.synthesis(ws, transform=...)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,9 @@ def forward_matrix(angle_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0) -> 
     return np.array([[c, s, tx], [-s, c, ty], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-def make_transform(angle_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def make_transform(
+    angle_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The matrix to hand to ``G.synthesis(..., transform=)``: float32 [3,3] = inv(M).
 
     angle_deg: counter-clockwise rotation on screen, in degrees.
@@ -40,8 +42,11 @@ def transform_params(transform: torch.Tensor | np.ndarray) -> tuple[float, float
 
     Any scale in the matrix is ignored for the angle; tx/ty are read from the forward matrix.
     """
-    t = transform.detach().cpu().double().numpy() if isinstance(transform, torch.Tensor) \
+    t = (
+        transform.detach().cpu().double().numpy()
+        if isinstance(transform, torch.Tensor)
         else np.asarray(transform, dtype=np.float64)
+    )
     m = np.linalg.inv(t)
     angle = math.degrees(math.atan2(m[0, 1], m[0, 0]))
     return angle, float(m[0, 2]), float(m[1, 2])

@@ -6,6 +6,7 @@ built on first use. All support autograd. Pick with ``impl='ref'|'fast'|'cuda'``
 the environment variable ``SG3_KERNELS`` for a whole process; by default CUDA tensors use the
 extension when it builds (the reference math until then) and everything else the fast path.
 """
+
 from kernels.bias_act import bias_act
 from kernels.filtered_lrelu import filtered_lrelu
 from kernels.upfirdn2d import upfirdn2d

@@ -11,6 +11,7 @@ used are ``h[b], h[b+up], h[b+2*up], ...`` applied to consecutive inputs startin
 ``i0 = (j*down - p0 + b) / up``. Outputs ``j`` and ``j + up/gcd(up,down)`` share ``b``, and their
 ``i0`` differ by ``down/gcd(up,down)``, so each phase is a strided correlation with a short filter.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def _phases(length: int, taps: int, up: int, down: int, p0: int, p1: int):
     return out_len, step_out, step_in, phases
 
 
-def resample_axis(x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int = 1, down: int = 1,
-                  p0: int = 0, p1: int = 0) -> torch.Tensor:
+def resample_axis(
+    x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int = 1, down: int = 1, p0: int = 0, p1: int = 0
+) -> torch.Tensor:
     """Resample ``x`` along ``dim`` (-1 or -2) with the 1-D correlation filter ``h`` [taps].
 
     ``h`` must already be flipped (true convolution) and carry the gain. Returns a new tensor.
@@ -89,8 +91,9 @@ def _padding(length: int, taps: int, up: int, step_in: int, phases) -> tuple[int
     return max(0, -lo), max(0, hi - (length - 1))
 
 
-def _adjoint_axis(gy: torch.Tensor, length: int, hl: tuple, dim: int, up: int, down: int, p0: int,
-                  p1: int) -> torch.Tensor:
+def _adjoint_axis(
+    gy: torch.Tensor, length: int, hl: tuple, dim: int, up: int, down: int, p0: int, p1: int
+) -> torch.Tensor:
     """Adjoint of :func:`_resample_axis` (the gradient with respect to its input): every tap's strided
     slice of the input receives the matching output samples times the tap, accumulated in place.
 
@@ -137,8 +140,9 @@ class _AdjointAxis(torch.autograd.Function):
         return (_ResampleAxis.apply(ggx.contiguous(), hl, dim, up, down, p0, p1),) + (None,) * 7
 
 
-def resample_range(x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int, down: int, p0: int,
-                   o0: int, o1: int) -> torch.Tensor:
+def resample_range(
+    x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int, down: int, p0: int, o0: int, o1: int
+) -> torch.Tensor:
     """Outputs ``o0 <= j < o1`` of ``resample_axis(x, h, dim, up, down, p0, ...)`` along ``dim``.
 
     Only the inputs those outputs read are touched, so a large plane can be processed in bands.
@@ -158,8 +162,9 @@ def resample_range(x: torch.Tensor, h: torch.Tensor | list, dim: int, up: int, d
     return resample_axis(xs, hl, dim, up, down, q0, q1)
 
 
-def resample_2d(x: torch.Tensor, h: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
-                pad: tuple[int, int, int, int]) -> torch.Tensor:
+def resample_2d(
+    x: torch.Tensor, h: torch.Tensor, up: tuple[int, int], down: tuple[int, int], pad: tuple[int, int, int, int]
+) -> torch.Tensor:
     """Resample [N,C,H,W] with a non-separable correlation filter ``h`` [th,tw] (flipped, with gain).
 
     up/down are (x, y) factors and pad is (x0, x1, y0, y1), as in ``upfirdn2d``. Every phase is one
@@ -188,7 +193,7 @@ def resample_2d(x: torch.Tensor, h: torch.Tensor, up: tuple[int, int], down: tup
                 r = xp.new_zeros([n_ * c_, 1, ny, nx])
             else:
                 y0, x0 = ply + iy, plx + ix
-                patch = xp[:, :, y0:y0 + (ny - 1) * sy_in + my, x0:x0 + (nx - 1) * sx_in + mx]
+                patch = xp[:, :, y0 : y0 + (ny - 1) * sy_in + my, x0 : x0 + (nx - 1) * sx_in + mx]
                 r = F.conv2d(patch, sub[None, None].to(x.dtype), stride=(sy_in, sx_in))
             if out is None:
                 out = r

@@ -10,6 +10,7 @@ On CUDA tensors the fallback (extension not built yet or failed, and ops with no
 (bench/train_step.py, demo generator forward + backward, batch 64: 'fast' 1.51 s per step, 'ref'
 0.113 s; bench/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,15 @@ def resolve_impl(impl: str | None, x: torch.Tensor) -> str:
     choice = impl or os.environ.get(ENV_VAR) or "auto"
     choice = choice.strip().lower()
     if choice not in IMPLS + ("auto",):
-        raise ValueError(f"unknown kernel implementation {choice!r}: use one of {IMPLS} "
-                         f"(argument impl= or environment variable {ENV_VAR})")
+        raise ValueError(
+            f"unknown kernel implementation {choice!r}: use one of {IMPLS} "
+            f"(argument impl= or environment variable {ENV_VAR})"
+        )
     if choice == "cuda" or (choice == "auto" and x.is_cuda):
         if not x.is_cuda:
             return "fast"
         from kernels import cuda_ext
+
         return "cuda" if cuda_ext.available(x.device) else "ref"
     return "fast" if choice == "auto" else choice
 

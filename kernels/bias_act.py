@@ -4,6 +4,7 @@
 x: any shape; b: [x.shape[dim]] or None. Activations: linear, relu, lrelu, tanh, sigmoid.
 Default gains follow the StyleGAN convention (sqrt(2) for relu/lrelu, 1 otherwise).
 """
+
 from __future__ import annotations
 
 import math
@@ -70,9 +71,16 @@ def _bias_act_fast(x, b, dim, act, alpha, gain, clamp):
     return x
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: str = "linear",
-             alpha: float | None = None, gain: float | None = None, clamp: float | None = None,
-             impl: str | None = None) -> torch.Tensor:
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str | None = None,
+) -> torch.Tensor:
     """Fused bias + activation + gain + clamp (see the module docstring)."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")

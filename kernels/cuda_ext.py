@@ -12,6 +12,7 @@ ready. ``ensure_built()`` blocks (benchmarks, tests). Forward runs the fused ker
 recomputes through the reference PyTorch math (GPU-friendly, see kernels/_select.py), so gradients
 need no extra saved memory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,13 @@ def compile_extension(timeout: float = BUILD_TIMEOUT_S, verbose: bool = False) -
         env["CUDA_HOME"] = "/usr/local/cuda"
     # is_python_module=False builds and loads as a plain library: nothing is imported into the child.
     try:
-        proc = subprocess.run([sys.executable, "-c", script, "1" if verbose else "0"], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, "1" if verbose else "0"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"building the CUDA kernels took longer than {timeout:.0f} s and was stopped")
     if proc.returncode != 0 or not lib.exists():
@@ -111,9 +117,13 @@ def _build_now(timeout: float, verbose: bool) -> None:
     except Exception as e:  # any failure means: use the PyTorch path, say so once
         with _lock:
             _state.update(status="failed", error=str(e))
-        warnings.warn(f"CUDA filtered_lrelu unavailable, using the PyTorch path instead ({e}). "
-                      f"Check that nvcc matches torch's CUDA {torch.version.cuda} and that ninja is installed, "
-                      f"then delete {build_dir()} to retry.", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"CUDA filtered_lrelu unavailable, using the PyTorch path instead ({e}). "
+            f"Check that nvcc matches torch's CUDA {torch.version.cuda} and that ninja is installed, "
+            f"then delete {build_dir()} to retry.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def ensure_built(timeout: float = BUILD_TIMEOUT_S, verbose: bool = False) -> bool:
@@ -134,8 +144,7 @@ def available(device: torch.device | None = None) -> bool:
     with _lock:
         status = _state["status"]
         if status == "unbuilt":
-            t = threading.Thread(target=_build_now, args=(BUILD_TIMEOUT_S, False), daemon=True,
-                                 name="charm-cuda-build")
+            t = threading.Thread(target=_build_now, args=(BUILD_TIMEOUT_S, False), daemon=True, name="charm-cuda-build")
             _state.update(status="building", thread=t)
             t.start()
             return False
@@ -149,13 +158,25 @@ class _FilteredLReluCuda(torch.autograd.Function):
         ctx.args = args
         ctx.fu, ctx.fd = fu, fd
         ctx.save_for_backward(x, b)
-        hu = _taps(fu, up ** 2, flip_filter, x.device)
+        hu = _taps(fu, up**2, flip_filter, x.device)
         hd = _taps(fd, 1.0, flip_filter, x.device)
         bias = b.float().contiguous() if b is not None else torch.empty(0, device=x.device)
         px0, px1, py0, py1 = padding
         return _state["module"].filtered_lrelu_forward(
-            x.contiguous(), bias, hu, hd, up, down, px0, px1, py0, py1, float(gain), float(slope),
-            -1.0 if clamp is None else float(clamp))
+            x.contiguous(),
+            bias,
+            hu,
+            hd,
+            up,
+            down,
+            px0,
+            px1,
+            py0,
+            py1,
+            float(gain),
+            float(slope),
+            -1.0 if clamp is None else float(clamp),
+        )
 
     @staticmethod
     def backward(ctx, dy):
@@ -186,5 +207,6 @@ def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_fil
     """Same contract as kernels.filtered_lrelu with impl='cuda' (x on a CUDA device)."""
     if _state["status"] != "ready" or x.dtype == torch.float64 or (fu is not None and fu.ndim != 1):
         from kernels.filtered_lrelu import _filtered_lrelu_ref
+
         return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     return _FilteredLReluCuda.apply(x, b, fu, fd, (up, down, padding, gain, slope, clamp, flip_filter))

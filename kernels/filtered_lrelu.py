@@ -13,6 +13,7 @@ for a big layer (more than ``RECOMPUTE_ELEMENTS`` upsampled elements), it keeps 
 recomputes a slice of channels at a time during the backward pass, so the memory of a training or
 PTI step at 1024 px stays bounded (the same gradients).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,13 +37,12 @@ RECOMPUTE_ELEMENTS = 1 << 26
 
 def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     x = bias_act(x, b, impl="ref")
-    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl="ref")
+    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2, flip_filter=flip_filter, impl="ref")
     x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp, impl="ref")
     return upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl="ref")
 
 
-def _as_taps(f: torch.Tensor | None, gain: float, flip_filter: bool,
-             dtype: torch.dtype) -> torch.Tensor | None:
+def _as_taps(f: torch.Tensor | None, gain: float, flip_filter: bool, dtype: torch.dtype) -> torch.Tensor | None:
     """Correlation taps with the per-pass gain folded in, rounded like the reference (None = identity)."""
     if f is None:
         return None
@@ -68,7 +68,7 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
     px0, px1, py0, py1 = padding
     if fu is None and (up > 1 or any(padding)):
         fu = torch.ones(1)
-    hu = _as_taps(fu, up ** 2, flip_filter, x.dtype)
+    hu = _as_taps(fu, up**2, flip_filter, x.dtype)
     hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
     if hd is None and down > 1:
         hd = torch.ones(1, dtype=x.dtype)
@@ -93,7 +93,7 @@ def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, fl
     step = max(1, min(n * c, BAND_ELEMENTS // (wz * 32)))
     outs = []
     for c0 in range(0, n * c, step):
-        t = x[:, c0:c0 + step]
+        t = x[:, c0 : c0 + step]
         if hu is not None:
             t = resample_axis(t, hu, -1, up, 1, px0, px1)
         rows = max(1, (BAND_ELEMENTS // (t.shape[1] * wz) - td) // down + 1)
@@ -157,10 +157,20 @@ def _upsampled_elements(x: torch.Tensor, up: int, padding) -> int:
     return n * c * (h * up + py0 + py1) * (w * up + px0 + px1)
 
 
-def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Tensor | None = None,
-                   b: torch.Tensor | None = None, up: int = 1, down: int = 1, padding=0,
-                   gain: float = math.sqrt(2), slope: float = 0.2, clamp: float | None = None,
-                   flip_filter: bool = False, impl: str | None = None) -> torch.Tensor:
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None = None,
+    fd: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding=0,
+    gain: float = math.sqrt(2),
+    slope: float = 0.2,
+    clamp: float | None = None,
+    flip_filter: bool = False,
+    impl: str | None = None,
+) -> torch.Tensor:
     """See the module docstring. Returns [N,C,H',W'] in x's dtype."""
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects [N,C,H,W], got shape {tuple(x.shape)}")
@@ -169,6 +179,7 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     which = resolve_impl(impl, x)
     if which == "cuda":
         from kernels import cuda_ext
+
         return cuda_ext.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     if which == "ref":
         return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
@@ -176,6 +187,5 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     if grad and _upsampled_elements(x, up, padding) > RECOMPUTE_ELEMENTS:
         per_channel = max(1, _upsampled_elements(x, up, padding) // x.shape[1])
         chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
-        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter,
-                                              chunk)
+        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk)
     return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)

@@ -6,6 +6,7 @@ x: [N,C,H,W]; f: None (identity), [taps] (separable: applied horizontally, then 
 The filter is flipped (true convolution) unless ``flip_filter``; ``gain`` scales the whole result
 (split evenly between the two passes of a separable filter).
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,7 +52,7 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
     x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
     x = x.reshape(n, c, h * upy, w * upx)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     f = _prepare_filter(f, gain, flip_filter, x)
     fw = f[None, None].repeat([c, 1] + [1] * f.ndim)
     if f.ndim == 2:
@@ -74,8 +75,16 @@ def _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain):
     return resample_axis(x, f, -2, upy, downy, py0, py1)
 
 
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
-              flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up=1,
+    down=1,
+    padding=0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str | None = None,
+) -> torch.Tensor:
     """See the module docstring. Returns [N,C,H',W'] in x's dtype."""
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects [N,C,H,W], got shape {tuple(x.shape)}")

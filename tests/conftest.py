@@ -1,4 +1,5 @@
 """Shared test configuration: headless Qt, a small thread count, and the ../shared data folder."""
+
 from __future__ import annotations
 
 import os
@@ -61,6 +62,7 @@ def small_nets_quiet_lpips():
     import warnings
 
     import torch
+
     from engine.losses import LPIPSUnavailableWarning
 
     threads = torch.get_num_threads()

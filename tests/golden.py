@@ -1,4 +1,5 @@
 """Helpers to rebuild the official reference networks stored in ../shared/golden (see its README)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ BUFFER_SUFFIXES = ("w_avg", "transform", "freqs", "phases", "up_filter", "down_f
 
 
 def seed_for(base_seed: int, name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{base_seed}:{name}".encode()).digest()[:8], "little") % 2 ** 63
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{name}".encode()).digest()[:8], "little") % 2**63
 
 
 def rule_normal(base_seed: int, name: str, shape) -> torch.Tensor:

@@ -4,9 +4,9 @@ The accuracy tests build unaligned photos from the FFHQ-aligned ones in ../share
 scaling and shifting them onto a larger canvas (replicated border, so no mirrored faces appear), then
 compare what the alignment recovers with what was applied. Run with ``-s`` to see the measured numbers.
 """
+
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 from engine import align as A
@@ -46,7 +45,7 @@ def _eyes_mouth(lm: np.ndarray) -> np.ndarray:
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _report(line: str) -> None:
@@ -70,6 +69,7 @@ def _face_disk(size: int, tx: float, ty: float, radius: float = 0.3) -> np.ndarr
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures (module-scoped: detection is the slow part)
+
 
 @pytest.fixture(scope="module")
 def ffhq(faces_dir: Path) -> list[np.ndarray]:
@@ -105,14 +105,28 @@ def synthetic(ffhq: list[np.ndarray]) -> list[dict]:
             shift = rng.uniform(-0.15, 0.15, 2) * width
             img1, m1 = _place(base, theta, scale, centre + shift)
             moved = align_face(img1, crop_quad=ref.crop_quad, scale_mode="ffhq")
-            cases.append(dict(k=k, theta=theta, scale=scale, shift=shift, width=width, m0=m0, m1=m1,
-                              ref=ref, moved=moved, img1=img1, ref_pts=ref_pts,
-                              realigned_pts=_eyes_mouth(detect_faces(moved.aligned)[0].landmarks)))
+            cases.append(
+                dict(
+                    k=k,
+                    theta=theta,
+                    scale=scale,
+                    shift=shift,
+                    width=width,
+                    m0=m0,
+                    m1=m1,
+                    ref=ref,
+                    moved=moved,
+                    img1=img1,
+                    ref_pts=ref_pts,
+                    realigned_pts=_eyes_mouth(detect_faces(moved.aligned)[0].landmarks),
+                )
+            )
     return cases
 
 
 # --------------------------------------------------------------------------------------------------
 # Models and input handling
+
 
 def test_models_are_found_without_importing_the_package(monkeypatch):
     monkeypatch.delitem(sys.modules, "face_recognition_models", raising=False)
@@ -224,6 +238,7 @@ def test_small_and_large_photos(ffhq: list[np.ndarray]):
 # --------------------------------------------------------------------------------------------------
 # Accuracy on synthetic warps (the issue's acceptance numbers)
 
+
 def test_recovered_rotation(synthetic: list[dict]):
     err = np.array([abs(c["moved"].angle_deg - c["ref"].angle_deg - c["theta"]) for c in synthetic])
     _report(f"angle error over {len(err)} placements: median {np.median(err):.3f} deg, max {err.max():.3f} deg")
@@ -244,21 +259,25 @@ def test_recovered_translation_in_a_fixed_window(synthetic: list[dict]):
         assert np.allclose(c["moved"].crop_quad, c["ref"].crop_quad)
         assert abs(c["moved"].zoom - 1.0) < 0.06  # same face size, measured from landmarks
     errs = np.array(errs) * 100
-    _report(f"translation error (% of crop width) over {len(errs)} placements: "
-            f"median {np.median(errs):.3f}, max {errs.max():.3f}")
+    _report(
+        f"translation error (% of crop width) over {len(errs)} placements: "
+        f"median {np.median(errs):.3f}, max {errs.max():.3f}"
+    )
     assert np.median(errs) <= 0.5
 
 
 def test_realigned_landmarks_land_where_ffhq_put_them(synthetic: list[dict]):
-    err = np.array([np.linalg.norm(c["realigned_pts"] - c["ref_pts"], axis=1).mean() / 1024 * 100
-                    for c in synthetic])
-    _report(f"eye/mouth landmark error after re-alignment (% of image size): "
-            f"median {np.median(err):.3f}, max {err.max():.3f}")
+    err = np.array([np.linalg.norm(c["realigned_pts"] - c["ref_pts"], axis=1).mean() / 1024 * 100 for c in synthetic])
+    _report(
+        f"eye/mouth landmark error after re-alignment (% of image size): "
+        f"median {np.median(err):.3f}, max {err.max():.3f}"
+    )
     assert np.median(err) <= 1.0
 
 
 # --------------------------------------------------------------------------------------------------
 # The transform: geometry without a generator
+
 
 def test_transform_matches_make_transform_and_is_exact_from_quads(face_b: A.AlignedFace):
     f = face_b
@@ -279,8 +298,10 @@ def test_aligned_image_warped_by_the_transform_is_the_crop(face_b: A.AlignedFace
     disk = _face_disk(s, f.tx, f.ty)
     good = np.abs(_similarity_warp(f.aligned, f.angle_deg, f.tx, f.ty).astype(float) - f.crop)[disk].mean()
     flipped = np.abs(_similarity_warp(f.aligned, -f.angle_deg, f.tx, f.ty).astype(float) - f.crop)[disk].mean()
-    _report(f"face_b: angle {f.angle_deg:.2f} deg; mean |warp(aligned) - crop| in the face {good:.2f} "
-            f"(opposite angle: {flipped:.2f})")
+    _report(
+        f"face_b: angle {f.angle_deg:.2f} deg; mean |warp(aligned) - crop| in the face {good:.2f} "
+        f"(opposite angle: {flipped:.2f})"
+    )
     assert good < 2.0 and flipped > 5 * good
 
 
@@ -322,6 +343,7 @@ def test_both_scales_are_offered(ffhq: list[np.ndarray]):
 # --------------------------------------------------------------------------------------------------
 # Video windows
 
+
 def test_smoothed_clip_windows():
     rng = np.random.default_rng(3)
     template = np.zeros((68, 2))
@@ -346,6 +368,7 @@ def test_smoothed_clip_windows():
 # --------------------------------------------------------------------------------------------------
 # Paste-back
 
+
 def test_paste_back_of_an_unedited_crop(ffhq: list[np.ndarray]):
     m = np.float64([[0.7, 0.0, 300.0], [0.0, 0.7, 250.0]])
     photo = cv2.warpAffine(ffhq[1], m, (1400, 1300), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
@@ -362,14 +385,15 @@ def test_paste_back_of_an_unedited_crop(ffhq: list[np.ndarray]):
     step = (q[2] - q[0]) / 1024
     pts_dst = np.float32(q[:3] + np.array([[0.5, 0.5], [0.5, -0.5], [-0.5, -0.5]]) * step)
     back = cv2.getAffineTransform(pts_src, pts_dst)
-    roundtrip = cv2.warpAffine(f.crop, back, photo.shape[1::-1], flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REPLICATE)
+    roundtrip = cv2.warpAffine(f.crop, back, photo.shape[1::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     inner = np.zeros_like(window)
-    inner[y0 + 8:y1 - 8, x0 + 8:x1 - 8] = True
+    inner[y0 + 8 : y1 - 8, x0 + 8 : x1 - 8] = True
     psnr_paste, psnr_resample = _psnr(out[window], photo[window]), _psnr(roundtrip[inner], photo[inner])
-    _report(f"paste-back of the unedited crop: PSNR inside the window {psnr_paste:.2f} dB "
-            f"(plain resampling round trip {psnr_resample:.2f} dB); pixels changed outside: "
-            f"{int(np.any(out != photo, axis=2)[~window].sum())}")
+    _report(
+        f"paste-back of the unedited crop: PSNR inside the window {psnr_paste:.2f} dB "
+        f"(plain resampling round trip {psnr_resample:.2f} dB); pixels changed outside: "
+        f"{int(np.any(out != photo, axis=2)[~window].sum())}"
+    )
     assert psnr_resample > 40
     assert psnr_paste >= psnr_resample - 0.1
 
@@ -382,8 +406,7 @@ def test_paste_back_of_an_edit_with_a_mask(face_b: A.AlignedFace, faces_dir: Pat
     cv2.ellipse(mask, (s // 2, s // 2), (s // 4, s // 3), 0, 0, 360, 255, -1)
     out = paste_back(photo, edited, face_b.crop_quad, mask=mask, feather=0.05)
     # Outside the ellipse (mapped to the photo) nothing changes, bit for bit.
-    inside = A.paste_back(np.zeros_like(photo), np.full_like(edited, 255), face_b.crop_quad,
-                          mask=mask, feather=0.0)
+    inside = A.paste_back(np.zeros_like(photo), np.full_like(edited, 255), face_b.crop_quad, mask=mask, feather=0.0)
     touched = np.any(inside > 0, axis=2)
     assert np.array_equal(out[~touched], photo[~touched])
     # The centre of the face takes the edit.
@@ -398,17 +421,32 @@ def test_paste_back_of_an_edit_with_a_mask(face_b: A.AlignedFace, faces_dir: Pat
 # --------------------------------------------------------------------------------------------------
 # CLI
 
+
 def test_cli_writes_aligned_crop_and_transform(tmp_path: Path, faces_dir: Path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "align", str(faces_dir / "face_b.jpg"),
-                           "--out", str(out), "--size", "256"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "align",
+            str(faces_dir / "face_b.jpg"),
+            "--out",
+            str(out),
+            "--size",
+            "256",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     aligned, crop = cv2.imread(str(out / "aligned.png")), cv2.imread(str(out / "crop.png"))
     assert aligned.shape == crop.shape == (256, 256, 3)
     info = json.loads((out / "transform.json").read_text())
-    assert np.allclose(np.array(info["transform"]),
-                       make_transform(info["angle_deg"], info["tx"], info["ty"]).numpy(), atol=1e-5)
+    assert np.allclose(
+        np.array(info["transform"]), make_transform(info["angle_deg"], info["tx"], info["ty"]).numpy(), atol=1e-5
+    )
     assert info["angle_deg"] < -8 and len(info["crop_quad"]) == 4
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -435,10 +473,34 @@ def test_cli_reuses_a_crop_window(tmp_path: Path, faces_dir: Path, face_b: A.Ali
     moved = face_b.crop_quad + np.array([40.0, 0.0])
     (first / "transform.json").write_text(json.dumps({"crop_quad": moved.tolist()}))
     main = _main_module()
-    assert main.main(["align", str(faces_dir / "face_b.jpg"), "--out", str(tmp_path / "next"), "--size", "128",
-                      "--window", str(first / "transform.json")]) == 0
+    assert (
+        main.main(
+            [
+                "align",
+                str(faces_dir / "face_b.jpg"),
+                "--out",
+                str(tmp_path / "next"),
+                "--size",
+                "128",
+                "--window",
+                str(first / "transform.json"),
+            ]
+        )
+        == 0
+    )
     info = json.loads((tmp_path / "next" / "transform.json").read_text())
     assert np.allclose(info["crop_quad"], moved)
     assert info["tx"] == pytest.approx(-40 / (moved[3, 0] - moved[0, 0]), abs=1e-3)
-    assert main.main(["align", str(faces_dir / "face_b.jpg"), "--out", str(tmp_path / "bad"),
-                      "--window", str(faces_dir / "face_b.jpg")]) == 2
+    assert (
+        main.main(
+            [
+                "align",
+                str(faces_dir / "face_b.jpg"),
+                "--out",
+                str(tmp_path / "bad"),
+                "--window",
+                str(faces_dir / "face_b.jpg"),
+            ]
+        )
+        == 2
+    )

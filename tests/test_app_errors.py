@@ -1,5 +1,6 @@
 """The studio window with awkward input: photos without faces, a corrupt file, a photo with two faces,
 and a session file that is not one. Dialogs are closed by a hook so nothing blocks."""
+
 from __future__ import annotations
 
 import cv2
@@ -51,8 +52,10 @@ def _open_expecting_error(win, qtbot, path) -> tuple[str, str, str]:
     title, message = blocker.args
     ((kind, box_title, info),) = win.dialogs
     assert kind is QMessageBox and box_title == title
-    qtbot.waitUntil(lambda: not any(isinstance(w, QMessageBox) and w.isVisible()
-                                    for w in win.findChildren(QMessageBox)), timeout=5000)
+    qtbot.waitUntil(
+        lambda: not any(isinstance(w, QMessageBox) and w.isVisible() for w in win.findChildren(QMessageBox)),
+        timeout=5000,
+    )
     return title, message, info
 
 

@@ -3,13 +3,13 @@ latest-wins rendering, cancelling, and a UI thread that never stalls while an in
 
 One window (random development bundle, face_a.jpg inverted) serves the whole module, so the tests
 run in order and each leaves the window as it found it (edits reset)."""
+
 from __future__ import annotations
 
 import time
-
-import cv2
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
@@ -66,14 +66,18 @@ def drop_file(win, path) -> None:
 
     md = QMimeData()
     md.setUrls([QUrl.fromLocalFile(str(path))])
-    enter = QDragEnterEvent(QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     win.dragEnterEvent(enter)
     assert enter.isAccepted()
     for child in (win.canvas, win.picker, win.stack, win.dock):
         assert not child.acceptDrops()
-    win.dropEvent(QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton,
-                             Qt.KeyboardModifier.NoModifier))
+    win.dropEvent(
+        QDropEvent(
+            QPointF(20, 20), Qt.DropAction.CopyAction, md, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +102,15 @@ def win(loaded, qtbot):
     w = loaded[0]
     yield w
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT)
-    if w.state.directions or w.state.channels or w.state.angle_deg or w.state.tx or w.state.ty \
-            or w.state.view != "aligned" or w.state.generator_file:
+    if (
+        w.state.directions
+        or w.state.channels
+        or w.state.angle_deg
+        or w.state.tx
+        or w.state.ty
+        or w.state.view != "aligned"
+        or w.state.generator_file
+    ):
         render_after(qtbot, w, lambda: w.set_state(w.state.reset_edits().replace(view="aligned", generator_file=None)))
 
 
@@ -176,8 +187,8 @@ def _best_shift(a: np.ndarray, b: np.ndarray, r: int = 24) -> tuple[int, int]:
     best = None
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            pa = a[max(0, -dy):n - max(0, dy), max(0, -dx):n - max(0, dx)]
-            pb = b[max(0, dy):n - max(0, -dy), max(0, dx):n - max(0, -dx)]
+            pa = a[max(0, -dy) : n - max(0, dy), max(0, -dx) : n - max(0, dx)]
+            pb = b[max(0, dy) : n - max(0, -dy), max(0, dx) : n - max(0, -dx)]
             err = float(np.square(pa - pb).mean())
             if best is None or err < best[0]:
                 best = (err, dx, dy)
@@ -318,8 +329,7 @@ def test_export_writes_readable_files(win, qtbot, tmp_path):
 
     render_after(qtbot, win, lambda: win.directions_panel.sliders["glasses"].set_value(2.0, emit=True))
     for fmt in ("png", "jpg"):
-        (paths,) = wait_signal(qtbot, win.exported,
-                               lambda: win.export_to(ExportOptions(str(tmp_path), "out", fmt)))
+        (paths,) = wait_signal(qtbot, win.exported, lambda: win.export_to(ExportOptions(str(tmp_path), "out", fmt)))
         names = sorted(p.name for p in paths)
         assert names == sorted(f"out_{k}.{fmt}" for k in ("aligned", "framed", "pasted"))
         res = win.bundle.resolution

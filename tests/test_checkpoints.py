@@ -7,6 +7,7 @@ source would be, ``dnnlib.util.EasyDict`` for the init kwargs, NumPy values unde
 ``numpy.core.multiarray`` names, and tensors pickled by torch's own reduce (legacy storage blobs).
 Neither ``torch_utils`` nor ``dnnlib`` exists when they are loaded.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,13 @@ import torch
 
 import main
 from engine import Generator, load_generator
-from engine.checkpoints import (FORMAT_NAME, infer_init_kwargs, load_encoder_checkpoint,
-                                read_generator_checkpoint, save_generator)
+from engine.checkpoints import (
+    FORMAT_NAME,
+    infer_init_kwargs,
+    load_encoder_checkpoint,
+    read_generator_checkpoint,
+    save_generator,
+)
 from engine.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +61,7 @@ class _Persistent:
         self.class_name, self.state, self.module_src = class_name, state, module_src
 
     def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name,
-                    state=self.state)
+        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
         return _reconstruct_persistent_obj, (meta,)
 
 
@@ -104,7 +109,7 @@ def _module_tree(sd: dict, class_names: dict, module_src: str, prefix: str = "",
     for key, value in sd.items():
         if not key.startswith(prefix):
             continue
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         if "." in rest:
             child_keys.setdefault(rest.split(".", 1)[0], None)
         elif rest.endswith(BUFFER_SUFFIXES):
@@ -116,25 +121,34 @@ def _module_tree(sd: dict, class_names: dict, module_src: str, prefix: str = "",
     leaf = prefix.rstrip(".").split(".")[-1]
     class_name = class_names.get(leaf, "SynthesisLayer" if leaf.startswith("L") else "FullyConnectedLayer")
     state = {
-        "training": False, "_parameters": params, "_buffers": buffers,
-        "_non_persistent_buffers_set": set(), "_backward_hooks": OrderedDict(),
-        "_forward_hooks": OrderedDict(), "_forward_pre_hooks": OrderedDict(),
-        "_state_dict_hooks": OrderedDict(), "_load_state_dict_pre_hooks": OrderedDict(),
-        "_modules": children, "_init_args": (),
+        "training": False,
+        "_parameters": params,
+        "_buffers": buffers,
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": OrderedDict(),
+        "_forward_hooks": OrderedDict(),
+        "_forward_pre_hooks": OrderedDict(),
+        "_state_dict_hooks": OrderedDict(),
+        "_load_state_dict_pre_hooks": OrderedDict(),
+        "_modules": children,
+        "_init_args": (),
         "_init_kwargs": _EasyDict(init_kwargs or {}),
     }
     if class_name == "SynthesisLayer":  # attributes the release keeps as NumPy values
         size = int(leaf.split("_")[1])
-        state.update(in_size=np.broadcast_to(np.asarray(size), [2]), out_size=np.broadcast_to(np.asarray(size), [2]),
-                     in_cutoff=np.float64(2.0), out_half_width=np.float64(1.5))
+        state.update(
+            in_size=np.broadcast_to(np.asarray(size), [2]),
+            out_size=np.broadcast_to(np.asarray(size), [2]),
+            in_cutoff=np.float64(2.0),
+            out_half_width=np.float64(1.5),
+        )
     return _Persistent(class_name, state, module_src)
 
 
 def _generator_object(sd: dict, init_kwargs: dict, module_src: str) -> _Persistent:
     kwargs = dict(init_kwargs)
     kwargs["mapping_kwargs"] = _EasyDict(kwargs.get("mapping_kwargs", {}))
-    names = {"": "Generator", "synthesis": "SynthesisNetwork", "mapping": "MappingNetwork",
-             "input": "SynthesisInput"}
+    names = {"": "Generator", "synthesis": "SynthesisNetwork", "mapping": "MappingNetwork", "input": "SynthesisInput"}
     return _module_tree(sd, names, module_src, "", kwargs)
 
 
@@ -144,15 +158,31 @@ def _marker_src(marker: Path) -> str:
 
 
 def _network_pickle(G_ema_sd: dict, init_kwargs: dict, module_src: str, G_sd: dict | None = None) -> bytes:
-    D = _Persistent("Discriminator", {"_parameters": OrderedDict(w=torch.nn.Parameter(torch.randn(4, 4))),
-                                      "_buffers": OrderedDict(), "_modules": OrderedDict(),
-                                      "_init_kwargs": _EasyDict(c_dim=0)}, module_src)
-    data = dict(G=_generator_object(G_sd or G_ema_sd, init_kwargs, module_src), D=D,
-                G_ema=_generator_object(G_ema_sd, init_kwargs, module_src), augment_pipe=None,
-                training_set_kwargs=_EasyDict(class_name="training.dataset.ImageFolderDataset",
-                                              path="~/datasets/ffhq.zip", use_labels=False, max_size=70000,
-                                              xflip=False, resolution=init_kwargs["img_resolution"],
-                                              random_seed=0))
+    D = _Persistent(
+        "Discriminator",
+        {
+            "_parameters": OrderedDict(w=torch.nn.Parameter(torch.randn(4, 4))),
+            "_buffers": OrderedDict(),
+            "_modules": OrderedDict(),
+            "_init_kwargs": _EasyDict(c_dim=0),
+        },
+        module_src,
+    )
+    data = dict(
+        G=_generator_object(G_sd or G_ema_sd, init_kwargs, module_src),
+        D=D,
+        G_ema=_generator_object(G_ema_sd, init_kwargs, module_src),
+        augment_pipe=None,
+        training_set_kwargs=_EasyDict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="~/datasets/ffhq.zip",
+            use_labels=False,
+            max_size=70000,
+            xflip=False,
+            resolution=init_kwargs["img_resolution"],
+            random_seed=0,
+        ),
+    )
     return _release_pickle_bytes(data)
 
 
@@ -181,8 +211,11 @@ def _globals_in(data: bytes) -> set[str]:
 def _golden(golden_dir: Path, cfg: str) -> tuple[dict, dict, np.lib.npyio.NpzFile]:
     data = np.load(golden_dir / f"sg3_{cfg}.npz")
     kwargs = json.loads(str(data["init_kwargs_json"]))
-    order = [line.split("\t")[0] for line in (golden_dir / f"keys_{cfg}.txt").read_text().splitlines()
-             if line and not line.startswith("#")]
+    order = [
+        line.split("\t")[0]
+        for line in (golden_dir / f"keys_{cfg}.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     sd = OrderedDict()
     for key in order:
         arr = data[f"buf/{key}"] if f"buf/{key}" in data else data[f"param/{key}"]
@@ -210,8 +243,17 @@ def _assert_same_state(G: torch.nn.Module, sd: dict, skip: tuple = ()) -> None:
 
 
 def _small_generator(seed: int = 0, **overrides) -> Generator:
-    kw = dict(z_dim=16, c_dim=0, w_dim=32, img_resolution=64, img_channels=3, channel_base=1024,
-              channel_max=64, mapping_kwargs={"num_layers": 2}, magnitude_ema_beta=0.5 ** (32 / 20000))
+    kw = dict(
+        z_dim=16,
+        c_dim=0,
+        w_dim=32,
+        img_resolution=64,
+        img_channels=3,
+        channel_base=1024,
+        channel_max=64,
+        mapping_kwargs={"num_layers": 2},
+        magnitude_ema_beta=0.5 ** (32 / 20000),
+    )
     kw.update(overrides)
     torch.manual_seed(seed)
     G = Generator(**kw).eval()
@@ -239,10 +281,16 @@ def test_release_pickle_loads_without_torch_utils_and_matches_golden(t128, tmp_p
     G_sd = {k: v * 2 if v.is_floating_point() and k.endswith("weight") else v for k, v in sd.items()}
     blob = _network_pickle(sd, kwargs, _marker_src(marker), G_sd=G_sd)
     names = _globals_in(blob)
-    assert {"torch_utils.persistence._reconstruct_persistent_obj", "dnnlib.util.EasyDict",
-            "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-            "torch.storage._load_from_bytes", "numpy.core.multiarray._reconstruct",
-            "numpy.core.multiarray.scalar", "collections.OrderedDict"} <= names
+    assert {
+        "torch_utils.persistence._reconstruct_persistent_obj",
+        "dnnlib.util.EasyDict",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch.storage._load_from_bytes",
+        "numpy.core.multiarray._reconstruct",
+        "numpy.core.multiarray.scalar",
+        "collections.OrderedDict",
+    } <= names
     path = tmp_path / "stylegan3-t-test-128x128.pkl"
     path.write_bytes(blob)
     assert not any(m.split(".")[0] in ("torch_utils", "dnnlib") for m in sys.modules)
@@ -295,8 +343,11 @@ def test_torch_saved_network_object_is_refused(tmp_path, monkeypatch):
     def hook(meta):
         raise AssertionError("never called")
 
-    hook.__module__, hook.__qualname__, hook.__name__ = fake_mod.__name__, "_reconstruct_persistent_obj", \
-        "_reconstruct_persistent_obj"
+    hook.__module__, hook.__qualname__, hook.__name__ = (
+        fake_mod.__name__,
+        "_reconstruct_persistent_obj",
+        "_reconstruct_persistent_obj",
+    )
     fake_mod._reconstruct_persistent_obj = hook
     fake_pkg.persistence = fake_mod
     monkeypatch.setitem(sys.modules, "torch_utils", fake_pkg)
@@ -304,8 +355,15 @@ def test_torch_saved_network_object_is_refused(tmp_path, monkeypatch):
 
     class Net:
         def __reduce__(self):
-            return hook, ({"type": "class", "version": 6, "module_src": "# src", "class_name": "Generator",
-                           "state": {"_parameters": OrderedDict(w=torch.zeros(2))}},)
+            return hook, (
+                {
+                    "type": "class",
+                    "version": 6,
+                    "module_src": "# src",
+                    "class_name": "Generator",
+                    "state": {"_parameters": OrderedDict(w=torch.zeros(2))},
+                },
+            )
 
     path = tmp_path / "whole-module.pt"
     torch.save(Net(), path)
@@ -333,8 +391,12 @@ def test_malicious_pickle_is_refused_before_running(how, tmp_path):
     else:
         payload, expected = _Reduce(eval, f"open({str(marker)!r}, 'w').write('x')"), "builtins.eval"
     if how == "nested":  # hidden deep inside an otherwise well-formed network pickle
-        state = {"_parameters": OrderedDict(), "_buffers": OrderedDict(), "_modules": OrderedDict(),
-                 "_init_kwargs": _EasyDict(z_dim=payload)}
+        state = {
+            "_parameters": OrderedDict(),
+            "_buffers": OrderedDict(),
+            "_modules": OrderedDict(),
+            "_init_kwargs": _EasyDict(z_dim=payload),
+        }
         payload = {"G_ema": _Persistent("Generator", state, "# src")}
     path = tmp_path / "evil.pkl"
     path.write_bytes(_release_pickle_bytes(payload))
@@ -356,11 +418,24 @@ def test_malicious_torch_save_is_refused(tmp_path):
 
 
 def test_stylegan2_pickle_is_another_architecture(tmp_path):
-    sd = OrderedDict([("synthesis.b4.const", torch.randn(8, 4, 4)), ("synthesis.b4.conv1.weight", torch.randn(8, 8, 3, 3)),
-                      ("mapping.fc0.weight", torch.randn(8, 8)), ("mapping.w_avg", torch.zeros(8))])
+    sd = OrderedDict(
+        [
+            ("synthesis.b4.const", torch.randn(8, 4, 4)),
+            ("synthesis.b4.conv1.weight", torch.randn(8, 8, 3, 3)),
+            ("mapping.fc0.weight", torch.randn(8, 8)),
+            ("mapping.w_avg", torch.zeros(8)),
+        ]
+    )
     path = tmp_path / "stylegan2-ffhq-256x256.pkl"
-    path.write_bytes(_release_pickle_bytes({"G_ema": _generator_object(
-        sd, dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=256, img_channels=3), "# src")}))
+    path.write_bytes(
+        _release_pickle_bytes(
+            {
+                "G_ema": _generator_object(
+                    sd, dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=256, img_channels=3), "# src"
+                )
+            }
+        )
+    )
     with pytest.raises(CheckpointError) as err:
         load_generator(path)
     assert "StyleGAN2" in _one_line(err, path)
@@ -382,14 +457,18 @@ def test_state_dict_pt_round_trip_golden(cfg, golden_dir, tmp_path):
     _assert_same_state(load_generator(path), sd)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(channel_base=32768, channel_max=512, img_resolution=1024),
-    dict(channel_base=65536, channel_max=1024, img_resolution=1024, conv_kernel=1, use_radial_filters=True),
-    dict(channel_base=32768, channel_max=512, img_resolution=512),
-    dict(channel_base=65536, channel_max=1024, img_resolution=512, conv_kernel=1, use_radial_filters=True),
-    dict(channel_base=16384, channel_max=512, img_resolution=256),
-    dict(channel_base=32768, channel_max=1024, img_resolution=256, conv_kernel=1, use_radial_filters=True),
-], ids=["T1024", "R1024", "T512", "R512", "T256", "R256"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(channel_base=32768, channel_max=512, img_resolution=1024),
+        dict(channel_base=65536, channel_max=1024, img_resolution=1024, conv_kernel=1, use_radial_filters=True),
+        dict(channel_base=32768, channel_max=512, img_resolution=512),
+        dict(channel_base=65536, channel_max=1024, img_resolution=512, conv_kernel=1, use_radial_filters=True),
+        dict(channel_base=16384, channel_max=512, img_resolution=256),
+        dict(channel_base=32768, channel_max=1024, img_resolution=256, conv_kernel=1, use_radial_filters=True),
+    ],
+    ids=["T1024", "R1024", "T512", "R512", "T256", "R256"],
+)
 def test_infer_release_configs_from_shapes(kw):
     full = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs={"num_layers": 2}, **kw)
     with torch.device("meta"):  # shapes only: no memory, no time
@@ -399,12 +478,16 @@ def test_infer_release_configs_from_shapes(kw):
         assert inferred.get(k, {"conv_kernel": 3, "use_radial_filters": False}.get(k)) == v, k
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(),
-    dict(conv_kernel=1, use_radial_filters=True, channel_base=2048, channel_max=96),
-    dict(c_dim=4),
-    dict(num_layers=10, margin_size=6, mapping_kwargs={"num_layers": 3}, img_channels=1),
-], ids=["T64", "R64", "conditional", "odd-layout"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(conv_kernel=1, use_radial_filters=True, channel_base=2048, channel_max=96),
+        dict(c_dim=4),
+        dict(num_layers=10, margin_size=6, mapping_kwargs={"num_layers": 3}, img_channels=1),
+    ],
+    ids=["T64", "R64", "conditional", "odd-layout"],
+)
 def test_state_dict_round_trip_random_small(overrides, tmp_path):
     G0 = _small_generator(**overrides)
     path = tmp_path / "g.pt"
@@ -412,8 +495,12 @@ def test_state_dict_round_trip_random_small(overrides, tmp_path):
     G = load_generator(path)
     for k, v in G0.init_kwargs.items():
         if k != "magnitude_ema_beta":
-            assert G.init_kwargs.get(k, {"conv_kernel": 3, "use_radial_filters": False, "num_layers": 14,
-                                         "margin_size": 10}.get(k)) == v, k
+            assert (
+                G.init_kwargs.get(
+                    k, {"conv_kernel": 3, "use_radial_filters": False, "num_layers": 14, "margin_size": 10}.get(k)
+                )
+                == v
+            ), k
     _assert_same_state(G, G0.state_dict())
     if overrides.get("c_dim"):
         z, c = torch.randn(1, 16), torch.nn.functional.one_hot(torch.tensor([2]), 4).float()
@@ -422,8 +509,17 @@ def test_state_dict_round_trip_random_small(overrides, tmp_path):
 
 
 def test_state_dict_r256_release_shapes(tmp_path):
-    G0 = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3, channel_base=32768,
-                   channel_max=1024, conv_kernel=1, use_radial_filters=True)
+    G0 = Generator(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=256,
+        img_channels=3,
+        channel_base=32768,
+        channel_max=1024,
+        conv_kernel=1,
+        use_radial_filters=True,
+    )
     path = tmp_path / "sg3-r-256.pt"
     torch.save(G0.state_dict(), path)
     ckpt = read_generator_checkpoint(path)
@@ -438,18 +534,34 @@ def test_state_dict_r256_release_shapes(tmp_path):
 
 def test_encoder_checkpoint_with_pathlib_opts(t128, tmp_path):
     sd, kwargs, _ = t128
-    encoder = OrderedDict([("input_layer.0.weight", torch.randn(64, 6, 3, 3)),
-                           ("styles.0.linear.weight", torch.randn(512, 512)),
-                           ("input_layer.1.num_batches_tracked", torch.tensor(0))])
+    encoder = OrderedDict(
+        [
+            ("input_layer.0.weight", torch.randn(64, 6, 3, 3)),
+            ("styles.0.linear.weight", torch.randn(512, 512)),
+            ("input_layer.1.num_batches_tracked", torch.tensor(0)),
+        ]
+    )
     state = OrderedDict((f"encoder.{k}", v) for k, v in encoder.items())
     moved = torch.tensor([[1.0, 0.1, 0.2], [-0.1, 1.0, 0.3], [0.0, 0.0, 1.0]])
     for k, v in sd.items():
         state[f"decoder.{k}"] = moved if k == "synthesis.input.transform" else v
-    opts = {"exp_dir": PosixPath("/experiments/restyle_psp_ffhq"), "checkpoint_path": None,
-            "stylegan_weights": PosixPath("pretrained_models/sg3-r-ffhq-1024.pt"), "output_size": 1024,
-            "input_nc": 6, "learning_rate": 1e-4, "best": np.float64(0.25), "n_iters_per_batch": 3}
-    ckpt = {"state_dict": state, "opts": opts, "latent_avg": sd["mapping.w_avg"].clone(), "global_step": 12,
-            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]}}
+    opts = {
+        "exp_dir": PosixPath("/experiments/restyle_psp_ffhq"),
+        "checkpoint_path": None,
+        "stylegan_weights": PosixPath("pretrained_models/sg3-r-ffhq-1024.pt"),
+        "output_size": 1024,
+        "input_nc": 6,
+        "learning_rate": 1e-4,
+        "best": np.float64(0.25),
+        "n_iters_per_batch": 3,
+    }
+    ckpt = {
+        "state_dict": state,
+        "opts": opts,
+        "latent_avg": sd["mapping.w_avg"].clone(),
+        "global_step": 12,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
+    }
     path = tmp_path / "restyle_pSp_ffhq.pt"
     torch.save(ckpt, path)
 
@@ -481,8 +593,8 @@ def _read_png(path: Path) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, w, h, channels = 8, b"", 0, 0, 3
     while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
+        n, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
             assert depth == 8
@@ -503,6 +615,7 @@ def test_convert_and_render_commands(tmp_path, capsys):
     assert main.main(["convert", str(src), str(out)]) == 0
     assert out.is_file() and sorted(p.name for p in out.parent.iterdir()) == ["small.safetensors"]
     from safetensors import safe_open
+
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == FORMAT_NAME and meta["format_version"] == "1" and meta["kind"] == "stylegan3"
@@ -516,10 +629,29 @@ def test_convert_and_render_commands(tmp_path, capsys):
     assert main.main(["convert", str(src), str(out), "--force"]) == 0
 
     render_dir = tmp_path / "renders"
-    assert main.main(["render", "--model", str(out), "--seeds", "0,5-6", "--out", str(render_dir),
-                      "--trunc", "0.7", "--angle", "10", "--tx", "0.1"]) == 0
+    assert (
+        main.main(
+            [
+                "render",
+                "--model",
+                str(out),
+                "--seeds",
+                "0,5-6",
+                "--out",
+                str(render_dir),
+                "--trunc",
+                "0.7",
+                "--angle",
+                "10",
+                "--tx",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in render_dir.iterdir()) == ["seed0000.png", "seed0005.png", "seed0006.png"]
     from engine.transforms import make_transform
+
     z = torch.from_numpy(np.random.RandomState(5).randn(1, G0.z_dim)).float()
     with torch.no_grad():
         img = G0(z, truncation_psi=0.7, transform=make_transform(10, 0.1, 0))
@@ -534,6 +666,7 @@ def test_safetensors_round_trip_and_plain_safetensors(r128, tmp_path):
     ours = save_generator(G, tmp_path / "ours.safetensors")
     _assert_same_state(load_generator(ours), sd)
     from safetensors.torch import save_file
+
     plain = tmp_path / "plain.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(plain))
     assert read_generator_checkpoint(plain).source_format == "state-dict"

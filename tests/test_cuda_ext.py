@@ -1,5 +1,6 @@
 """The CUDA extension: it compiles here (no GPU needed), a failing or hanging build falls back to the
 PyTorch path with one warning, and, on a machine with a GPU, it matches the reference path."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ from kernels import cuda_ext, filtered_lrelu
 
 needs_toolchain = pytest.mark.skipif(
     shutil.which("nvcc") is None or torch.version.cuda is None,
-    reason="needs nvcc and a CUDA build of torch to compile the extension")
+    reason="needs nvcc and a CUDA build of torch to compile the extension",
+)
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to run the extension")
 
 
@@ -65,8 +67,16 @@ def test_cuda_matches_reference(dtype, tol, up, down, radial):
     fd = design_lowpass_filter(6 * down, 4.0, 6.0, 16 * up, radial=radial) if down > 1 else None
     x = torch.randn(2, 16, 40, 40, device="cuda")
     b = torch.randn(16, device="cuda")
-    kw = dict(fu=None if fu is None else fu.cuda(), fd=None if fd is None else fd.cuda(), up=up, down=down, padding=[-3, -4, -3, -4],
-              gain=math.sqrt(2) if up > 1 else 1, slope=0.2 if up > 1 else 1, clamp=256)
+    kw = dict(
+        fu=None if fu is None else fu.cuda(),
+        fd=None if fd is None else fd.cuda(),
+        up=up,
+        down=down,
+        padding=[-3, -4, -3, -4],
+        gain=math.sqrt(2) if up > 1 else 1,
+        slope=0.2 if up > 1 else 1,
+        clamp=256,
+    )
     ref = filtered_lrelu(x, b=b, impl="ref", **kw)
     out = filtered_lrelu(x.to(dtype), b=b, impl="cuda", **kw).float()
     assert float((out - ref).norm() / ref.norm()) <= tol

@@ -1,5 +1,6 @@
 """The downloader against a local HTTP server on 127.0.0.1 (never the internet): Google Drive's
 confirm step and quota page, resume after cancel or interruption, checksum, atomic rename, registry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +8,7 @@ import http.server
 import os
 import threading
 import urllib.parse
+
 import pytest
 
 from engine import download
@@ -80,7 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         q = dict(urllib.parse.parse_qsl(url.query))
         self.log.append((self.path, self.headers.get("Range")))
         if url.path.startswith("/files/"):
-            name = url.path[len("/files/"):]
+            name = url.path[len("/files/") :]
             if name not in self.files:
                 self.send_error(404, "Not Found")
                 return
@@ -125,8 +127,12 @@ def _local_only(monkeypatch):
 def test_plain_download_with_progress_and_checksum(server, tmp_path):
     seen = []
     dest = tmp_path / "sub" / "model.pkl"
-    got = download_file(f"{server}/files/model.pkl", dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(),
-                        progress=lambda done, total: seen.append((done, total)))
+    got = download_file(
+        f"{server}/files/model.pkl",
+        dest,
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert got == dest and dest.read_bytes() == PAYLOAD
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(seen) >= 3
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
@@ -211,8 +217,9 @@ def test_http_and_network_errors(server, tmp_path):
 def test_registry_and_cache_dir(server, tmp_path, monkeypatch):
     ngc = [m for m in download.KNOWN_MODELS.values() if m.url.startswith(download.NGC_BASE_URL)]
     assert len(ngc) == 12
-    assert download.find_model("stylegan3-r-ffhqu-256x256").url == \
-        download.NGC_BASE_URL + "stylegan3-r-ffhqu-256x256.pkl"
+    assert (
+        download.find_model("stylegan3-r-ffhqu-256x256").url == download.NGC_BASE_URL + "stylegan3-r-ffhqu-256x256.pkl"
+    )
     assert download.find_model("sg3-r-ffhq-1024.pt").url.endswith("id=13q6m-bpe3Ws9en9y45JEx2PHQirStt8N")
     assert download.find_model("RESTYLE_PSP_FFHQ").filename == "restyle_pSp_ffhq.pt"
     with pytest.raises(DownloadError, match="not a known model"):
@@ -220,9 +227,18 @@ def test_registry_and_cache_dir(server, tmp_path, monkeypatch):
 
     monkeypatch.setenv("CHARM_MODELS_DIR", str(tmp_path / "cache"))
     assert download.models_dir() == tmp_path / "cache"
-    monkeypatch.setitem(download.KNOWN_MODELS, "tiny-test", KnownModel(
-        "tiny-test", "tiny/small.pt", f"{server}/files/small.pt", "generator", "test file",
-        sha256=hashlib.sha256(SMALL).hexdigest()))
+    monkeypatch.setitem(
+        download.KNOWN_MODELS,
+        "tiny-test",
+        KnownModel(
+            "tiny-test",
+            "tiny/small.pt",
+            f"{server}/files/small.pt",
+            "generator",
+            "test file",
+            sha256=hashlib.sha256(SMALL).hexdigest(),
+        ),
+    )
     path = download.ensure_model("tiny-test")
     assert path == tmp_path / "cache" / "tiny" / "small.pt" and path.read_bytes() == SMALL
     n = len(_Handler.log)

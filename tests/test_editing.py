@@ -1,12 +1,21 @@
 """engine.editing: InterFaceGAN and StyleSpace edits on tensors, and the transform they render with."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engine.editing import (ChannelEdit, LatentEdit, apply_channel_edits, apply_latent_edits, edit_latent,
-                            edit_transform, render_edited, to_uint8)
+from engine.editing import (
+    ChannelEdit,
+    LatentEdit,
+    apply_channel_edits,
+    apply_latent_edits,
+    edit_latent,
+    edit_transform,
+    render_edited,
+    to_uint8,
+)
 from engine.models import ensure_random_bundle, load_bundle
 from engine.transforms import make_transform
 
@@ -70,8 +79,7 @@ def test_render_edited_paths(bundle, ws):
         plain = G.synthesis(ws, transform=make_transform())
         same = render_edited(G, ws, [], [ChannelEdit(G.synthesis.layer_names[1], 0, 0.0)], transform=make_transform())
         via_styles = G.synthesis(ws=None, styles=G.synthesis.styles(ws), transform=make_transform())
-        edited = render_edited(G, ws, [], [ChannelEdit(G.synthesis.layer_names[1], 0, 5.0)],
-                               transform=make_transform())
+        edited = render_edited(G, ws, [], [ChannelEdit(G.synthesis.layer_names[1], 0, 5.0)], transform=make_transform())
         moved = render_edited(G, ws, [LatentEdit(bundle.directions["smile"].vector, 3.0)], transform=make_transform())
     assert torch.equal(plain, same)
     assert torch.allclose(plain, via_styles, atol=1e-5)
@@ -84,8 +92,8 @@ def _best_shift(a: torch.Tensor, b: torch.Tensor, r: int = 20) -> tuple[int, int
     best = None
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            pa = a[..., max(0, -dy):n - max(0, dy), max(0, -dx):n - max(0, dx)]
-            pb = b[..., max(0, dy):n - max(0, -dy), max(0, dx):n - max(0, -dx)]
+            pa = a[..., max(0, -dy) : n - max(0, dy), max(0, -dx) : n - max(0, dx)]
+            pb = b[..., max(0, dy) : n - max(0, -dy), max(0, dx) : n - max(0, -dx)]
             err = float((pa - pb).square().mean())
             if best is None or err < best[0]:
                 best = (err, dx, dy)

@@ -1,4 +1,5 @@
 """Encoders: golden parity of the ReStyle heads, released state_dict layout, pSp/e4e and small backbones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import torch
 from engine.encoders import BACKBONES, ENCODER_KINDS, build_encoder, encoder_state_from_checkpoint
 
 BASE_SEED = 161803
-FANIN_LIMIT = 1e-4   # issue 4 acceptance
-MAIN_LIMIT = 1e-2    # chaotic main-rule network, see golden/README.md
+FANIN_LIMIT = 1e-4  # issue 4 acceptance
+MAIN_LIMIT = 1e-2  # chaotic main-rule network, see golden/README.md
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,6 +29,7 @@ def _one_thread():
 
 
 # --- the golden parameter rule (golden/README.md, "The parameter rule") -------------------------------
+
 
 def _seed_for(base_seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{base_seed}:{name}".encode()).digest()[:8], "little") % 2**63
@@ -85,6 +87,7 @@ def _rel_l2(a: torch.Tensor | np.ndarray, b: np.ndarray) -> float:
 
 
 # --- golden fixtures -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def key_rows(golden_dir: Path) -> list[tuple[str, list[int], str, str]]:
@@ -158,13 +161,15 @@ def test_state_dict_matches_released_keys(golden_dir, kind):
     rows = _read_keys(golden_dir / f"keys_{kind}.txt")
     enc = build_encoder(kind, input_nc=6, n_styles=16, backbone="ir_se50", device="meta")
     sd = enc.state_dict()
-    assert [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()] == \
-        [(name, shape, dtype) for name, shape, dtype, _ in rows]
+    assert [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()] == [
+        (name, shape, dtype) for name, shape, dtype, _ in rows
+    ]
     params = {k for k, _ in enc.named_parameters()}
     assert params == {name for name, _, _, kind_ in rows if kind_ == "param"}
 
 
 # --- plain pSp / e4e ----------------------------------------------------------------------------------
+
 
 def _released_pyramid_keys_ok(keys: list[str], shapes: dict[str, list[int]], n_styles: int) -> None:
     # Same trunk as ReStyle, then styles.*, then the two lateral 1x1 convs (released module order).
@@ -175,7 +180,7 @@ def _released_pyramid_keys_ok(keys: list[str], shapes: dict[str, list[int]], n_s
     assert shapes["latlayer1.weight"] == [512, 256, 1, 1]
     assert shapes["latlayer2.weight"] == [512, 128, 1, 1]
     for i in range(n_styles):
-        n_convs = 4 if i < 3 else (5 if i < 7 else 6)   # heads read 16x16, 32x32, 64x64 maps
+        n_convs = 4 if i < 3 else (5 if i < 7 else 6)  # heads read 16x16, 32x32, 64x64 maps
         conv_keys = [k for k in keys if k.startswith(f"styles.{i}.convs.") and k.endswith(".weight")]
         assert conv_keys == [f"styles.{i}.convs.{2 * j}.weight" for j in range(n_convs)]
         assert shapes[f"styles.{i}.linear.weight"] == [512, 512]
@@ -214,11 +219,11 @@ def test_e4e_structure_on_small_backbone(pair):
         assert a.shape == b.shape == (2, 16, 512)
         assert torch.equal(b[:, 0], a[:, 0])
         assert torch.allclose(b[:, 1:], a[:, 1:] + a[:, :1], rtol=0, atol=1e-6)
-        e4e.progressive_stage = 4       # deltas only on rows 1..4
+        e4e.progressive_stage = 4  # deltas only on rows 1..4
         c = e4e(x)
         assert torch.allclose(c[:, :5], b[:, :5], rtol=0, atol=1e-6)
         assert torch.equal(c[:, 5:], c[:, :1].expand(-1, 11, -1))
-        e4e.progressive_stage = 0       # W training stage: one code repeated
+        e4e.progressive_stage = 0  # W training stage: one code repeated
         assert torch.equal(e4e(x), b[:, :1].expand(-1, 16, -1))
 
 
@@ -242,7 +247,7 @@ def test_small_backbone_other_sizes():
         assert enc(torch.zeros(1, 6, 128, 128)).shape == (1, 10, 256)
     assert "ir_se50" in BACKBONES and "ir50" in BACKBONES and "ir_se_small" in BACKBONES
     ir50 = build_encoder("restyle_psp", backbone="ir50", device="meta")
-    assert not any(".res_layer.5." in k for k in ir50.state_dict())   # no SE gates in the plain IR trunk
+    assert not any(".res_layer.5." in k for k in ir50.state_dict())  # no SE gates in the plain IR trunk
 
 
 def test_released_checkpoint_entries_load():
@@ -252,7 +257,7 @@ def test_released_checkpoint_entries_load():
     ckpt["decoder.synthesis.L0.weight"] = torch.zeros(3)
     ckpt["latent_avg"] = torch.zeros(16, 64)
     dst = build_encoder("restyle_e4e", backbone="ir_se_small", w_dim=64)
-    dst.load_state_dict(encoder_state_from_checkpoint(ckpt))   # strict
+    dst.load_state_dict(encoder_state_from_checkpoint(ckpt))  # strict
     x = torch.randn(1, 6, 256, 256)
     with torch.no_grad():
         assert torch.equal(src(x), dst(x))

@@ -1,11 +1,11 @@
 """Our generator against the official release's outputs in ../shared/golden, through both the
 reference and the fast kernels."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from golden import load_golden_generator, read_keys, rel_l2
 
 CFGS = ["t128", "r128", "t256"]
@@ -65,8 +65,7 @@ def test_synthesis_matches_golden(golden, impl):
 def test_input_layer_with_transform(golden):
     G, data, _ = golden
     with torch.no_grad():
-        x = G.synthesis.input(torch.from_numpy(data["ws"][:1, 0]),
-                              transform=torch.from_numpy(data["transform_b"]))
+        x = G.synthesis.input(torch.from_numpy(data["ws"][:1, 0]), transform=torch.from_numpy(data["transform_b"]))
     assert rel_l2(x, data["input_transform"]) <= TOL
 
 

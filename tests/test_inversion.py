@@ -5,6 +5,7 @@ Networks are tiny (32 px generator, ``ir_se_small`` encoder) so every test runs 
 ReStyle monotonicity test uses tests/data/tiny_restyle_pair.safetensors, an encoder trained to invert
 its random-weight generator's own samples (written by tools/make_tiny_pair.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,36 @@ import torch
 from engine import Generator
 from engine.encoders import BackboneSpec, build_encoder
 from engine.errors import CheckpointError
-from engine.inversion import (Cancelled, Inverter, infer_encoder_config, load_inverter, optimize_latent,
-                              resize_images, save_inverter)
+from engine.inversion import (
+    Cancelled,
+    Inverter,
+    infer_encoder_config,
+    load_inverter,
+    optimize_latent,
+    resize_images,
+    save_inverter,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PAIR = ROOT / "tests" / "data" / "tiny_restyle_pair.safetensors"
 EVAL_SEED = 12345  # tools/make_tiny_pair.py's held-out rule
-TINY_G = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, channel_base=1024, channel_max=32,
-              num_layers=4, margin_size=2)
-ENCODER_TYPES = {"restyle_psp": "BackboneEncoder", "restyle_e4e": "ProgressiveBackboneEncoder",
-                 "psp": "GradualStyleEncoder", "e4e": "Encoder4Editing"}
+TINY_G = dict(
+    z_dim=64,
+    c_dim=0,
+    w_dim=64,
+    img_resolution=32,
+    img_channels=3,
+    channel_base=1024,
+    channel_max=32,
+    num_layers=4,
+    margin_size=2,
+)
+ENCODER_TYPES = {
+    "restyle_psp": "BackboneEncoder",
+    "restyle_e4e": "ProgressiveBackboneEncoder",
+    "psp": "GradualStyleEncoder",
+    "e4e": "Encoder4Editing",
+}
 
 
 pytestmark = pytest.mark.usefixtures("small_nets_quiet_lpips")
@@ -45,8 +66,14 @@ def G() -> torch.nn.Module:
 
 def tiny_encoder(kind: str, G: torch.nn.Module, seed: int = 1, backbone="ir_se_small") -> torch.nn.Module:
     torch.manual_seed(seed)
-    enc = build_encoder(kind, input_nc=6 if kind.startswith("restyle") else 3, n_styles=G.num_ws,
-                        backbone=backbone, input_size=32, w_dim=G.w_dim)
+    enc = build_encoder(
+        kind,
+        input_nc=6 if kind.startswith("restyle") else 3,
+        n_styles=G.num_ws,
+        backbone=backbone,
+        input_size=32,
+        w_dim=G.w_dim,
+    )
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode matters
         for m in enc.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -137,8 +164,7 @@ def test_inverter_rejects_mismatches(G):
     with pytest.raises(ValueError, match="style rows"):
         Inverter(build_encoder("restyle_psp", 6, n_styles=5, backbone="ir_se_small", input_size=32, w_dim=64), G)
     with pytest.raises(ValueError, match="input channels"):
-        Inverter(build_encoder("restyle_psp", 3, n_styles=G.num_ws, backbone="ir_se_small", input_size=32,
-                               w_dim=64), G)
+        Inverter(build_encoder("restyle_psp", 3, n_styles=G.num_ws, backbone="ir_se_small", input_size=32, w_dim=64), G)
     with pytest.raises(ValueError, match="latent_avg"):
         Inverter(tiny_encoder("restyle_psp", G), G, latent_avg=torch.zeros(3, 64))
 
@@ -171,23 +197,32 @@ def test_progress_and_cancel(G):
 # Files
 
 
-def released_checkpoint(path: Path, kind: str, G: torch.nn.Module, *, opts: dict | None = None,
-                        latent_avg: torch.Tensor | None = None) -> torch.nn.Module:
+def released_checkpoint(
+    path: Path, kind: str, G: torch.nn.Module, *, opts: dict | None = None, latent_avg: torch.Tensor | None = None
+) -> torch.nn.Module:
     """Write a checkpoint in the stylegan3-editing layout; returns the encoder it holds."""
     enc = tiny_encoder(kind, G, seed=7)
     sd = OrderedDict((f"encoder.{k}", v) for k, v in enc.state_dict().items())
     dec = G.state_dict()
     dec["synthesis.input.transform"] = torch.tensor([[1.0, 0, 0.2], [0, 1, 0], [0, 0, 1]])  # dropped on load
     sd.update((f"decoder.{k}", v) for k, v in dec.items())
-    ckpt = {"state_dict": sd,
-            "opts": opts if opts is not None else {
-                "encoder_type": ENCODER_TYPES[kind], "input_nc": enc.input_nc, "output_size": 32,
-                "exp_dir": pathlib.PosixPath("/experiments/restyle"),
-                "checkpoint_path": pathlib.PurePosixPath("/models/ckpt.pt"),
-                "stylegan_weights": pathlib.PureWindowsPath(r"C:\models\sg3.pt"),
-                "n_iters_per_batch": 3, "learning_rate": 1e-4},
-            "latent_avg": G.mapping.w_avg.clone() if latent_avg is None else latent_avg,
-            "global_step": 1000}
+    ckpt = {
+        "state_dict": sd,
+        "opts": opts
+        if opts is not None
+        else {
+            "encoder_type": ENCODER_TYPES[kind],
+            "input_nc": enc.input_nc,
+            "output_size": 32,
+            "exp_dir": pathlib.PosixPath("/experiments/restyle"),
+            "checkpoint_path": pathlib.PurePosixPath("/models/ckpt.pt"),
+            "stylegan_weights": pathlib.PureWindowsPath(r"C:\models\sg3.pt"),
+            "n_iters_per_batch": 3,
+            "learning_rate": 1e-4,
+        },
+        "latent_avg": G.mapping.w_avg.clone() if latent_avg is None else latent_avg,
+        "global_step": 1000,
+    }
     torch.save(ckpt, path)
     return enc
 
@@ -245,6 +280,7 @@ def test_released_layout_errors(G, tmp_path):
     with pytest.raises(CheckpointError):
         load_inverter(tmp_path / "junk.pt")
     from engine.checkpoints import save_generator
+
     save_generator(G, tmp_path / "g.safetensors")
     with pytest.raises(CheckpointError, match="without an encoder"):
         load_inverter(tmp_path / "g.safetensors")
@@ -270,13 +306,20 @@ def _meta_state_from_keys(path: Path) -> OrderedDict:
     return sd
 
 
-@pytest.mark.parametrize("encoder_type,kind", [("BackboneEncoder", "restyle_psp"),
-                                               ("ProgressiveBackboneEncoder", "restyle_e4e")])
+@pytest.mark.parametrize(
+    "encoder_type,kind", [("BackboneEncoder", "restyle_psp"), ("ProgressiveBackboneEncoder", "restyle_e4e")]
+)
 def test_released_ir_se50_configuration(golden_dir, encoder_type, kind):
     sd = _meta_state_from_keys(golden_dir / "keys_restyle_psp.txt")
     cfg = infer_encoder_config(sd, {"encoder_type": encoder_type})
-    assert (cfg.kind, cfg.backbone, cfg.n_styles, cfg.input_size, cfg.w_dim, cfg.input_nc) == \
-        (kind, "ir_se50", 16, 256, 512, 6)
+    assert (cfg.kind, cfg.backbone, cfg.n_styles, cfg.input_size, cfg.w_dim, cfg.input_nc) == (
+        kind,
+        "ir_se50",
+        16,
+        256,
+        512,
+        6,
+    )
     shell = cfg.build(device="meta")
     assert {k: tuple(v.shape) for k, v in shell.state_dict().items()} == {k: tuple(v.shape) for k, v in sd.items()}
 
@@ -294,6 +337,7 @@ def test_own_format_roundtrip(G, tmp_path):
     assert torch.equal(back.invert(x, 2).latent, inv.invert(x, 2).latent)
     # The decoder part is an ordinary generator state dict for engine.checkpoints.
     from engine.checkpoints import load_generator
+
     g2 = load_generator(path)
     assert all(torch.equal(g2.state_dict()[k], v) for k, v in G.state_dict().items())
     # float16 storage: half the size, weights come back as float32.
@@ -319,7 +363,7 @@ def test_restyle_iterations_never_get_worse(tiny_pair):
     G = tiny_pair.generator
     with torch.no_grad():
         ws = G.mapping(torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(EVAL_SEED)))
-        x = torch.cat([G.synthesis(ws[i:i + 8], transform=torch.eye(3)) for i in range(0, 64, 8)])
+        x = torch.cat([G.synthesis(ws[i : i + 8], transform=torch.eye(3)) for i in range(0, 64, 8)])
     res = tiny_pair.invert(x, n_iters=4, batch_size=8)
     img = [float((y - x).square().mean()) for y in res.images]
     lat = [float((w - ws).square().mean()) for w in res.latents]
@@ -376,11 +420,34 @@ def test_invert_command(faces_dir, tmp_path, tiny_pair):
     import main
 
     out = tmp_path / "out"
-    rc = main.main(["invert", str(faces_dir / "face_a.jpg"), "--model", str(TINY_PAIR), "--out", str(out),
-                    "--iters", "2", "--pti-steps", "3", "--no-identity", "--save-generator"])
+    rc = main.main(
+        [
+            "invert",
+            str(faces_dir / "face_a.jpg"),
+            "--model",
+            str(TINY_PAIR),
+            "--out",
+            str(out),
+            "--iters",
+            "2",
+            "--pti-steps",
+            "3",
+            "--no-identity",
+            "--save-generator",
+        ]
+    )
     assert rc == 0
-    for name in ("aligned.png", "crop.png", "reconstruction.png", "reconstruction_unaligned.png", "pivot.png",
-                 "latent.npy", "latents.npy", "metrics.json", "generator_pti.safetensors"):
+    for name in (
+        "aligned.png",
+        "crop.png",
+        "reconstruction.png",
+        "reconstruction_unaligned.png",
+        "pivot.png",
+        "latent.npy",
+        "latents.npy",
+        "metrics.json",
+        "generator_pti.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert np.load(out / "latent.npy").shape == (6, 64)
     assert np.load(out / "latents.npy").shape == (2, 6, 64)
@@ -394,8 +461,9 @@ def test_invert_command(faces_dir, tmp_path, tiny_pair):
 def test_invert_command_errors(tmp_path, capsys):
     import main
 
-    rc = main.main(["invert", str(tmp_path / "none.jpg"), "--model", str(tmp_path / "none.pt"), "--out",
-                    str(tmp_path / "o")])
+    rc = main.main(
+        ["invert", str(tmp_path / "none.jpg"), "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]
+    )
     assert rc == 2 and "none.pt" in capsys.readouterr().err
 
 
@@ -405,8 +473,19 @@ def test_invert_command_with_a_bundle(faces_dir, tmp_path):
 
     manifest = models.ensure_random_bundle(tmp_path / "cache")
     out = tmp_path / "out"
-    rc = main.main(["invert", str(faces_dir / "ffhq_1.jpg"), "--model", str(manifest.parent), "--out", str(out),
-                    "--iters", "1", "--no-identity"])
+    rc = main.main(
+        [
+            "invert",
+            str(faces_dir / "ffhq_1.jpg"),
+            "--model",
+            str(manifest.parent),
+            "--out",
+            str(out),
+            "--iters",
+            "1",
+            "--no-identity",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["resolution"] == 64 and m["iterations"] == 1 and "pti" not in m

@@ -1,5 +1,6 @@
 """Fast kernels against the reference math: random shapes, factors, paddings and filters, with
 gradients (gradcheck in float64 on small sizes); and the implementation switch."""
+
 from __future__ import annotations
 
 import importlib
@@ -18,9 +19,13 @@ def _random_upfirdn_case(rng: random.Random, dtype=torch.float64):
     taps = rng.randint(1, 12)
     f = torch.randn(taps, dtype=dtype) if sep else torch.randn(taps, rng.randint(1, 8), dtype=dtype)
     x = torch.randn(rng.randint(1, 2), rng.randint(1, 3), rng.randint(6, 17), rng.randint(6, 17), dtype=dtype)
-    kw = dict(up=(rng.choice([1, 2, 3, 4]), rng.choice([1, 2, 4])), down=(rng.choice([1, 2, 3]), rng.choice([1, 2])),
-              padding=[rng.randint(-2, 7) for _ in range(4)], flip_filter=rng.random() < 0.5,
-              gain=rng.choice([1.0, 4.0]))
+    kw = dict(
+        up=(rng.choice([1, 2, 3, 4]), rng.choice([1, 2, 4])),
+        down=(rng.choice([1, 2, 3]), rng.choice([1, 2])),
+        padding=[rng.randint(-2, 7) for _ in range(4)],
+        flip_filter=rng.random() < 0.5,
+        gain=rng.choice([1.0, 4.0]),
+    )
     return x, f, kw
 
 
@@ -35,9 +40,17 @@ def _random_flrelu_case(rng: random.Random, dtype=torch.float64):
         fd = torch.randn(6 * down, 6 * down, dtype=dtype)  # radial (non-separable) down filter
     c = rng.randint(1, 4)
     x = torch.randn(rng.randint(1, 2), c, rng.randint(8, 16), rng.randint(8, 16), dtype=dtype)
-    kw = dict(fu=fu, fd=fd, b=torch.randn(c, dtype=dtype), up=up, down=down,
-              padding=[rng.randint(-1, 10) for _ in range(4)], gain=rng.choice([1.0, math.sqrt(2)]),
-              slope=rng.choice([0.2, 1.0]), clamp=rng.choice([None, 0.7]))
+    kw = dict(
+        fu=fu,
+        fd=fd,
+        b=torch.randn(c, dtype=dtype),
+        up=up,
+        down=down,
+        padding=[rng.randint(-1, 10) for _ in range(4)],
+        gain=rng.choice([1.0, math.sqrt(2)]),
+        slope=rng.choice([0.2, 1.0]),
+        clamp=rng.choice([None, 0.7]),
+    )
     return x, kw
 
 
@@ -117,8 +130,9 @@ def test_filtered_lrelu_fast_gradcheck(case):
             continue
     b = kw.pop("b").clone().requires_grad_(True)
     kw["clamp"] = None if case % 2 else kw["clamp"]
-    assert torch.autograd.gradcheck(lambda t, bb: filtered_lrelu(t, b=bb, impl="fast", **kw), (x, b),
-                                    eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda t, bb: filtered_lrelu(t, b=bb, impl="fast", **kw), (x, b), eps=1e-6, atol=1e-5
+    )
 
 
 def test_fast_and_ref_gradients_agree():
@@ -212,8 +226,16 @@ def test_cuda_tensors_fall_back_to_the_reference_math(monkeypatch):
     assert gpu_friendly("fast", gpu_tensor) == "fast"
 
 
-@pytest.mark.parametrize("case", [(7, 5, 2, 1, 2, 1, -1), (9, 12, 1, 2, 0, 0, -2), (6, 24, 4, 2, -3, 5, -1),
-                                  (10, 6, 3, 2, 4, -2, -2), (5, 1, 1, 1, 0, 0, -1)])
+@pytest.mark.parametrize(
+    "case",
+    [
+        (7, 5, 2, 1, 2, 1, -1),
+        (9, 12, 1, 2, 0, 0, -2),
+        (6, 24, 4, 2, -3, 5, -1),
+        (10, 6, 3, 2, 4, -2, -2),
+        (5, 1, 1, 1, 0, 0, -1),
+    ],
+)
 def test_polyphase_adjoint_backward_first_and_second_order(case):
     """The polyphase resampler's hand-written adjoint is its exact gradient, and so is the adjoint's."""
     from kernels._polyphase import resample_axis

@@ -1,4 +1,5 @@
 """The single entry point: the window opens, the headless commands are listed."""
+
 from __future__ import annotations
 
 import os
@@ -9,17 +10,20 @@ from conftest import ROOT
 
 
 def test_help_lists_commands():
-    out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "Charm Studio" in out.stdout
 
 
 def test_window_opens_offscreen(tmp_path):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300",
-               CHARM_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True,
-                         cwd=ROOT, env=env, timeout=120)
+    env = dict(
+        os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300", CHARM_CACHE_DIR=str(tmp_path / "cache")
+    )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
 
 

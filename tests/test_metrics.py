@@ -1,4 +1,5 @@
 """Metrics (MSE, PSNR, MS-SSIM, LPIPS, dlib identity) and the LPIPS loss with its offline L2 fallback."""
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ def _images(seed: int, n: int = 2, size: int = 64) -> torch.Tensor:
 
 # --- pixel metrics ------------------------------------------------------------------------------------
 
+
 def test_identical_images_pixel_metrics():
     a = _images(0, size=192)
     assert torch.equal(metrics.mse(a, a), torch.zeros(2))
@@ -51,7 +53,7 @@ def test_psnr_and_mse_values():
 def _ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float = 2.0) -> float:
     """Independent single-scale SSIM in numpy (11-tap Gaussian, sigma 1.5, valid borders)."""
     t = np.arange(11) - 5.0
-    g = np.exp(-t ** 2 / (2 * 1.5 ** 2))
+    g = np.exp(-(t**2) / (2 * 1.5**2))
     g /= g.sum()
     w = np.outer(g, g)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -59,8 +61,8 @@ def _ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float = 2.0) -> fl
     for ch in range(x.shape[0]):
         f = lambda z: convolve2d(z, w, mode="valid")  # noqa: E731
         mx, my = f(x[ch]), f(y[ch])
-        vx, vy, cxy = f(x[ch] ** 2) - mx ** 2, f(y[ch] ** 2) - my ** 2, f(x[ch] * y[ch]) - mx * my
-        vals.append(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+        vx, vy, cxy = f(x[ch] ** 2) - mx**2, f(y[ch] ** 2) - my**2, f(x[ch] * y[ch]) - mx * my
+        vals.append(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
     return float(np.mean(vals))
 
 
@@ -83,9 +85,11 @@ def test_ms_ssim_single_scale_matches_reference_and_orders_noise():
 
 # --- LPIPS -----------------------------------------------------------------------------------------------
 
+
 def _forbid_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("a download was attempted")
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
     monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
 
@@ -160,6 +164,7 @@ def test_lpips_loads_backbone_from_torch_cache(tmp_path, monkeypatch):
 
 # --- identity ----------------------------------------------------------------------------------------------
 
+
 def _read_rgb(path: Path, size: int = 512) -> np.ndarray:
     im = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert im is not None, path
@@ -186,21 +191,26 @@ def test_identity_same_person_vs_different_people(faces_dir):
     assert same.min() - diff.max() > 0.05
     assert metrics.identity_similarity(a0, a0)[0] == pytest.approx(1.0, abs=1e-12)
     dist = metrics.identity_distance([a0, a0], [_small_warp(a0), a1])
-    assert dist[0] < 0.6 < dist[1]   # dlib's documented same-person threshold
+    assert dist[0] < 0.6 < dist[1]  # dlib's documented same-person threshold
 
 
 def test_identity_accepts_tensors_and_reports_missing_faces(faces_dir, random_lpips):
     face = _read_rgb(faces_dir / "ffhq_3.jpg", size=256)
-    t = torch.from_numpy(face).permute(2, 0, 1)[None].float().sub(128).div(127.5)   # [-1,1]
+    t = torch.from_numpy(face).permute(2, 0, 1)[None].float().sub(128).div(127.5)  # [-1,1]
     assert metrics.to_uint8_images(t)[0].tolist() == face.tolist()
     car = cv2.cvtColor(cv2.imread(str(faces_dir / "no_face_car.jpg")), cv2.COLOR_BGR2RGB)
     car_t = torch.from_numpy(cv2.resize(car, (256, 256))).permute(2, 0, 1)[None].float().sub(128).div(127.5)
     sims = metrics.identity_similarity(torch.cat([t, t]), torch.cat([t, car_t]))
     assert sims[0] == pytest.approx(1.0, abs=1e-12) and math.isnan(sims[1])
 
-    out = metrics.compute_metrics(t, t, perceptual=random_lpips)   # random LPIPS trunk: plumbing only
-    assert out == {"mse": 0.0, "psnr": math.inf, "ms_ssim": 1.0, "lpips": 0.0,
-                   "id_similarity": pytest.approx(1.0, abs=1e-12)}
+    out = metrics.compute_metrics(t, t, perceptual=random_lpips)  # random LPIPS trunk: plumbing only
+    assert out == {
+        "mse": 0.0,
+        "psnr": math.inf,
+        "ms_ssim": 1.0,
+        "lpips": 0.0,
+        "id_similarity": pytest.approx(1.0, abs=1e-12),
+    }
 
 
 def test_dlib_models_are_located_without_importing_the_package():

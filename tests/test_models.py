@@ -1,4 +1,5 @@
 """engine.models: bundle manifests, loading, the random development bundle, and the demo bundle."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,15 @@ import pytest
 import torch
 
 from engine.errors import CheckpointError
-from engine.models import (BUNDLE_FORMAT, DEMO_MANIFEST, OptimizationInverter, ensure_random_bundle, inverter_for,
-                           load_bundle, make_random_bundle)
+from engine.models import (
+    BUNDLE_FORMAT,
+    DEMO_MANIFEST,
+    OptimizationInverter,
+    ensure_random_bundle,
+    inverter_for,
+    load_bundle,
+    make_random_bundle,
+)
 
 DEMO_MISSING = "demo model not installed"
 
@@ -77,8 +85,9 @@ def test_broken_bundles_raise_checkpoint_errors(bundle_dir, tmp_path):
     (d / "manifest.json").write_text(json.dumps(dict(m, generator={"file": "../outside.safetensors"})))
     with pytest.raises(CheckpointError, match="outside the bundle folder"):
         load_bundle(d)
-    (d / "manifest.json").write_text(json.dumps(dict(m, predictor={"file": "generator.safetensors",
-                                                                   "loader": "os:system"})))
+    (d / "manifest.json").write_text(
+        json.dumps(dict(m, predictor={"file": "generator.safetensors", "loader": "os:system"}))
+    )
     with pytest.raises(CheckpointError, match="not allowed"):
         load_bundle(d)
     (d / "manifest.json").write_text(json.dumps(m))

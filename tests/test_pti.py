@@ -6,6 +6,7 @@ product configuration (LPIPS + L2, or L2 alone in the fallback when LPIPS weight
 early-stop test builds LPIPS with a random AlexNet backbone: that only checks the plumbing, the
 distances it gives are not perceptual.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,12 +17,27 @@ import pytest
 import torch
 
 from engine import Generator
-from engine.inversion import (Cancelled, apply_weight_delta, resize_images, tunable_parameter_names, tune_generator,
-                              weight_delta)
+from engine.inversion import (
+    Cancelled,
+    apply_weight_delta,
+    resize_images,
+    tunable_parameter_names,
+    tune_generator,
+    weight_delta,
+)
 from engine.losses import PerceptualLoss
 
-SMALL_G = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, channel_base=2048, channel_max=64,
-               num_layers=4, margin_size=2)
+SMALL_G = dict(
+    z_dim=64,
+    c_dim=0,
+    w_dim=64,
+    img_resolution=32,
+    img_channels=3,
+    channel_base=2048,
+    channel_max=64,
+    num_layers=4,
+    margin_size=2,
+)
 
 
 pytestmark = pytest.mark.usefixtures("small_nets_quiet_lpips")

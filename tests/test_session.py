@@ -1,4 +1,5 @@
 """engine.session: the edit state, undo/redo, session files and identical re-renders."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,20 @@ def state(bundle):
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(2)))[0]
     layer = G.synthesis.layer_names[2]
-    return EditState(model_id=str(bundle.folder), input_path="/photos/face.jpg", face_index=1, latent=ws,
-                     face_transform=make_transform(12.0, 0.05, -0.02), crop_quad=np.arange(8.0).reshape(4, 2),
-                     directions={"smile": 1.5, "age": -2.0}, channels={(layer, 3): 2.0},
-                     angle_deg=15.0, tx=0.1, ty=-0.05, view="photo")
+    return EditState(
+        model_id=str(bundle.folder),
+        input_path="/photos/face.jpg",
+        face_index=1,
+        latent=ws,
+        face_transform=make_transform(12.0, 0.05, -0.02),
+        crop_quad=np.arange(8.0).reshape(4, 2),
+        directions={"smile": 1.5, "age": -2.0},
+        channels={(layer, 3): 2.0},
+        angle_deg=15.0,
+        tx=0.1,
+        ty=-0.05,
+        view="photo",
+    )
 
 
 def test_state_is_immutable_and_replace_copies(state):

@@ -1,4 +1,5 @@
 """The procedural face renderer (engine.synthetic): determinism, geometry, labels, attributes, dlib."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,8 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.synthetic import (FACTOR_NAMES, FACTORS, Factors, factor_index, ffhq_quad, render, render_clip,
-                              sample_factors)
+from engine.synthetic import (
+    FACTOR_NAMES,
+    FACTORS,
+    Factors,
+    factor_index,
+    ffhq_quad,
+    render,
+    render_clip,
+    sample_factors,
+)
 
 POSE = ("roll", "tx", "ty", "scale")
 
@@ -16,8 +25,9 @@ POSE = ("roll", "tx", "ty", "scale")
 def _one(**overrides: float) -> Factors:
     """A fixed, plain face (mid-range identity, neutral attributes) with some factors overridden."""
     v = np.array([0.5 * (f.low + f.high) for f in FACTORS], dtype=np.float32)
-    base = dict(smile=0.0, age=0.2, glasses=0.0, beard=0.0, brow_raise=0.0, yaw=0.0, hair_length=0.2,
-                fringe=0.0, light_dir=0.0)
+    base = dict(
+        smile=0.0, age=0.2, glasses=0.0, beard=0.0, brow_raise=0.0, yaw=0.0, hair_length=0.2, fringe=0.0, light_dir=0.0
+    )
     base.update(overrides)
     for k, val in base.items():
         v[factor_index(k)] = val
@@ -123,8 +133,13 @@ def test_unaligned_render_aligns_back_to_the_aligned_render():
         # output pixel p samples the source at c + 2x((p+.5)/S - .5) + 2y(...)
         a = np.stack([2 * x, 2 * y], axis=1) / 128
         t = c - a @ np.array([63.5, 63.5])
-        warped = cv2.warpAffine(un[k], np.hstack([a, t[:, None]]), (128, 128),
-                                flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.warpAffine(
+            un[k],
+            np.hstack([a, t[:, None]]),
+            (128, 128),
+            flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         assert np.abs(warped.astype(np.float32) - al[k]).mean() < 6.0
 
 
@@ -155,7 +170,7 @@ def test_attributes_change_the_right_region():
     im, lm, _ = render(plain.replace(smile=1.0), size)
     assert _box_diff(im0, im[0], mouth, 4) > 3 * max(_box_diff(im0, im[0], brows, 4), 0.5)
     assert (lm[0, 54, 0] - lm[0, 48, 0]) > (lm0[54, 0] - lm0[48, 0]) + 2  # wider mouth
-    assert lm[0, 66, 1] - lm[0, 62, 1] > 3                                 # open, teeth show
+    assert lm[0, 66, 1] - lm[0, 62, 1] > 3  # open, teeth show
 
     im, _, _ = render(plain.replace(beard=1.0), size)
     chin = lm0[5:12]
@@ -207,8 +222,9 @@ def test_dlib_finds_the_faces_and_their_landmarks():
     found, errors = 0, []
     for img, lm in zip(images, landmarks):
         centre = lm.mean(axis=0)
-        rects = [r for r in detector(img, 1)
-                 if r.left() <= centre[0] <= r.right() and r.top() <= centre[1] <= r.bottom()]
+        rects = [
+            r for r in detector(img, 1) if r.left() <= centre[0] <= r.right() and r.top() <= centre[1] <= r.bottom()
+        ]
         if not rects:
             continue
         found += 1

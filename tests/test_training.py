@@ -1,4 +1,5 @@
 """Demo-model trainers: two steps of each on tiny sizes (they never train for real), resume, export."""
+
 from __future__ import annotations
 
 import subprocess
@@ -69,8 +70,13 @@ def _run(*args: str, tiny: bool = True) -> None:
 
 
 def test_cli_help_is_light() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "train-demo", "--help"], capture_output=True,
-                       text=True, timeout=120, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train-demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert r.returncode == 0 and "generator" in r.stdout
 
 
@@ -88,15 +94,38 @@ def test_trainers_two_steps_resume_and_export(tmp_path: Path) -> None:
     P = load_predictor(p / "predictor.safetensors")
     assert P.predict(torch.zeros(2, 3, 16, 16)).shape == (2, len(P.attributes))
     _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"))
-    _run("encoder", "--steps", "3", "--resume", "--iters", "1", "--lr", "1e-3", "--out", str(e), "--generator",
-         str(g / "generator.safetensors"))
+    _run(
+        "encoder",
+        "--steps",
+        "3",
+        "--resume",
+        "--iters",
+        "1",
+        "--lr",
+        "1e-3",
+        "--out",
+        str(e),
+        "--generator",
+        str(g / "generator.safetensors"),
+    )
     state = torch.load(e / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3 and state["config"]["iters"] == 1 and state["config"]["lr"] == 1e-3
     inv = load_inverter(e / "encoder.safetensors")
     res = inv.invert(torch.zeros(1, 3, G.img_resolution, G.img_resolution), n_iters=3)
     assert res.latent.shape == (1, G.num_ws, G.w_dim)
-    _run("directions", "--steps", "30", "--batch", "30", "--out", str(d), "--generator",
-         str(g / "generator.safetensors"), "--predictor", str(p / "predictor.safetensors"))
+    _run(
+        "directions",
+        "--steps",
+        "30",
+        "--batch",
+        "30",
+        "--out",
+        str(d),
+        "--generator",
+        str(g / "generator.safetensors"),
+        "--predictor",
+        str(p / "predictor.safetensors"),
+    )
     dirs = torch.load(d / "directions.pt", weights_only=True)["directions"]
     assert {"smile", "age", "glasses", "beard", "hair colour", "yaw"} <= set(dirs)
     for v in dirs.values():
@@ -110,37 +139,72 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
 
     g, g2, e, e2 = (tmp_path / k for k in ("g", "g2", "e", "e2"))
     _run("generator", "--steps", "2", "--out", str(g))
-    _run("generator", "--steps", "2", "--out", str(g2), "--num-layers", "5", "--mapping-from",
-         str(g / "generator.safetensors"))
+    _run(
+        "generator",
+        "--steps",
+        "2",
+        "--out",
+        str(g2),
+        "--num-layers",
+        "5",
+        "--mapping-from",
+        str(g / "generator.safetensors"),
+    )
     G, G2 = load_generator(g / "generator.safetensors"), load_generator(g2 / "generator.safetensors")
     assert G2.num_ws == G.num_ws + 2
     z = torch.randn(4, G.z_dim)
     assert torch.equal(G.mapping(z)[:, 0], G2.mapping(z)[:, 0])
     _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"))
-    _run("encoder", "--steps", "1", "--lr", "0", "--out", str(e2), "--generator", str(g2 / "generator.safetensors"),
-         "--init-from", str(e / "checkpoint.pt"))
+    _run(
+        "encoder",
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--out",
+        str(e2),
+        "--generator",
+        str(g2 / "generator.safetensors"),
+        "--init-from",
+        str(e / "checkpoint.pt"),
+    )
     old, new = load_state(e / "checkpoint.pt")["encoder"], load_state(e2 / "checkpoint.pt")["encoder"]
     n_old = G.num_ws
     for k, v in new.items():
         if k.startswith("styles."):
             i = int(k.split(".")[1])
             j = 0 if i == 0 else max(1, round(i * (n_old - 1) / (G2.num_ws - 1)))
-            src = old["styles." + str(j) + k[len("styles." + str(i)):]]
+            src = old["styles." + str(j) + k[len("styles." + str(i)) :]]
         else:
             src = old[k]
         if v.is_floating_point() and "running" not in k:  # lr 0: weights unchanged; BN statistics move
             assert torch.equal(v, src), k
     # an inverter file (what a bundle ships) works as a starting point too
     e3 = tmp_path / "e3"
-    _run("encoder", "--steps", "1", "--lr", "0", "--out", str(e3), "--generator", str(g2 / "generator.safetensors"),
-         "--init-from", str(e / "encoder.safetensors"))
+    _run(
+        "encoder",
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+        "--out",
+        str(e3),
+        "--generator",
+        str(g2 / "generator.safetensors"),
+        "--init-from",
+        str(e / "encoder.safetensors"),
+    )
     w3 = load_state(e3 / "checkpoint.pt")["encoder"]
     assert all(torch.equal(w3[k], v) for k, v in new.items() if v.is_floating_point() and "running" not in k)
     with pytest.raises(ValueError, match="same latent sizes"):
         from engine.training.generator import GeneratorConfig, build_demo_generator, copy_mapping
-        copy_mapping(build_demo_generator(GeneratorConfig(size=16, w_dim=8, num_layers=3, channel_base=64,
-                                                          channel_max=8), torch.device("cpu")),
-                     g / "generator.safetensors")
+
+        copy_mapping(
+            build_demo_generator(
+                GeneratorConfig(size=16, w_dim=8, num_layers=3, channel_base=64, channel_max=8), torch.device("cpu")
+            ),
+            g / "generator.safetensors",
+        )
 
 
 def test_predictor_soft_image_augmentation(tmp_path: Path) -> None:
@@ -167,12 +231,25 @@ def test_adversarial_phase_resumes_regression_checkpoint(tmp_path: Path) -> None
     g = tmp_path / "g"
     _run("generator", "--steps", "2", "--out", str(g))
     assert "D" not in load_state(g / "checkpoint.pt")
-    _run("generator", "--steps", "4", "--resume", "--lr", "1e-3", "--edge-weight", "1", "--adv-weight", "0.1",
-         "--out", str(g))
+    _run(
+        "generator",
+        "--steps",
+        "4",
+        "--resume",
+        "--lr",
+        "1e-3",
+        "--edge-weight",
+        "1",
+        "--adv-weight",
+        "0.1",
+        "--out",
+        str(g),
+    )
     s4 = load_state(g / "checkpoint.pt")
     assert s4["step"] == 4 and s4["config"]["adv_weight"] == 0.1 and s4["config"]["edge_weight"] == 1.0
     assert s4["config"]["lr"] == 1e-3
     from engine.training.discriminator import DemoDiscriminator
+
     fresh = DemoDiscriminator(16).state_dict()
     assert fresh.keys() == s4["D"].keys()
     # the discriminator was trained (two Adam steps move every weight tensor)
@@ -271,8 +348,7 @@ def test_generator_new_run_from_a_generator_file(tmp_path: Path) -> None:
     _run("generator", "--steps", "2", "--init-from", str(src), "--adv-weight", "0.1", "--out", str(b))
     assert int(torch.load(b / "checkpoint.pt", weights_only=True)["step"]) == 2
     with pytest.raises(ValueError, match="not a generator of this architecture"):
-        _run("generator", "--steps", "1", "--init-from", str(src), "--channel-max", "12", "--out",
-             str(tmp_path / "c"))
+        _run("generator", "--steps", "1", "--init-from", str(src), "--channel-max", "12", "--out", str(tmp_path / "c"))
 
 
 def test_generator_train_mapping_flag(tmp_path: Path) -> None:

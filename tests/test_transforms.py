@@ -1,13 +1,14 @@
 """The user transform moves content as documented: +tx right, +ty down, +angle counter-clockwise."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from golden import load_golden_generator, rel_l2
 
 from engine import Generator, make_transform
 from engine.transforms import compose, forward_matrix, transform_params
-from golden import load_golden_generator, rel_l2
 
 
 def test_matches_release_convention(golden_dir):
@@ -31,8 +32,18 @@ def test_params_round_trip_and_compose():
 @pytest.fixture(scope="module")
 def small_generator():
     torch.manual_seed(0)
-    return Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, channel_base=256,
-                     channel_max=16, num_layers=4, num_critical=1, margin_size=4).eval()
+    return Generator(
+        z_dim=16,
+        c_dim=0,
+        w_dim=16,
+        img_resolution=32,
+        img_channels=3,
+        channel_base=256,
+        channel_max=16,
+        num_layers=4,
+        num_critical=1,
+        margin_size=4,
+    ).eval()
 
 
 def test_input_layer_shift_and_rotation(small_generator):
@@ -55,12 +66,16 @@ def test_generator_translation_moves_content_right_and_down(golden_dir):
     ws = torch.from_numpy(data["ws"][:1])
     shift = 16  # pixels at 128 px
     with torch.no_grad():
-        imgs = G.synthesis(ws.repeat(3, 1, 1), transform=torch.stack([
-            make_transform(0, 0, 0), make_transform(0, shift / 128, 0), make_transform(0, 0, shift / 128)]))
+        imgs = G.synthesis(
+            ws.repeat(3, 1, 1),
+            transform=torch.stack(
+                [make_transform(0, 0, 0), make_transform(0, shift / 128, 0), make_transform(0, 0, shift / 128)]
+            ),
+        )
     base, right, down = imgs[0], imgs[1], imgs[2]
     m = 8  # ignore the borders, where new content enters
-    moved = rel_l2(right[:, m:-m, shift + m:-m], base[:, m:-m, m:-m - shift])
-    unmoved = rel_l2(right[:, m:-m, shift + m:-m], base[:, m:-m, shift + m:-m])
+    moved = rel_l2(right[:, m:-m, shift + m : -m], base[:, m:-m, m : -m - shift])
+    unmoved = rel_l2(right[:, m:-m, shift + m : -m], base[:, m:-m, shift + m : -m])
     assert moved < 0.01 and unmoved > 0.1
-    moved = rel_l2(down[:, shift + m:-m, m:-m], base[:, m:-m - shift, m:-m])
+    moved = rel_l2(down[:, shift + m : -m, m:-m], base[:, m : -m - shift, m:-m])
     assert moved < 0.01

@@ -24,6 +24,7 @@ under 2 MB) is written with ``engine.inversion.save_inverter``.
     python tools/make_tiny_pair.py                      # ~30 min on one core
     python tools/make_tiny_pair.py --out /tmp/pair.safetensors --samples 1000 --steps 300 --rounds 1   # quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "tiny_restyle_pair.safetensors"
-GENERATOR_KWARGS = dict(z_dim=8, c_dim=0, w_dim=64, img_resolution=32, img_channels=3, channel_base=1024,
-                        channel_max=32, num_layers=4, margin_size=2)
+GENERATOR_KWARGS = dict(
+    z_dim=8,
+    c_dim=0,
+    w_dim=64,
+    img_resolution=32,
+    img_channels=3,
+    channel_base=1024,
+    channel_max=32,
+    num_layers=4,
+    margin_size=2,
+)
 INPUT_SIZE = 32
 EVAL_SEED = 12345  # tests/test_inversion.py draws its held-out samples with the same rule
 
@@ -54,7 +64,7 @@ def sample_latents(G: torch.nn.Module, n: int, generator: torch.Generator) -> to
 @torch.no_grad()
 def render(G: torch.nn.Module, ws: torch.Tensor, batch: int = 8) -> torch.Tensor:
     eye = torch.eye(3)
-    return torch.cat([G.synthesis(ws[i:i + batch], transform=eye) for i in range(0, ws.shape[0], batch)])
+    return torch.cat([G.synthesis(ws[i : i + batch], transform=eye) for i in range(0, ws.shape[0], batch)])
 
 
 def build_pair(seed: int):
@@ -67,8 +77,9 @@ def build_pair(seed: int):
     with torch.no_grad():
         # A random mapping network's w_avg buffer is zero; set it to the actual mean of W.
         G.mapping.w_avg.copy_(sample_latents(G, 20000, g)[:, 0].mean(0))
-    E = build_encoder("restyle_psp", input_nc=6, n_styles=G.num_ws, backbone="ir_se_small",
-                      input_size=INPUT_SIZE, w_dim=G.w_dim)
+    E = build_encoder(
+        "restyle_psp", input_nc=6, n_styles=G.num_ws, backbone="ir_se_small", input_size=INPUT_SIZE, w_dim=G.w_dim
+    )
     return G, E
 
 
@@ -124,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rendered {2 * args.samples} images in {time.time() - t0:.0f} s (sigma {float(sigma):.3f})", flush=True)
     scale = 1.0 / float(sigma) ** 2
 
-    def train(steps: int, lr0: float, pools: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
-              label: str) -> None:
+    def train(
+        steps: int, lr0: float, pools: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], label: str
+    ) -> None:
         """Adam with cosine decay on batches drawn evenly from pools of (x index, y, w_cur, w_true)."""
         E.train()
         opt = torch.optim.Adam(E.parameters(), lr=lr0)
@@ -153,15 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     # Phase 2 (DAgger): the encoder's own iterates on a subset become new training pairs, so later
     # passes learn to correct what earlier passes actually leave (and to leave good answers alone).
     for r in range(args.rounds):
-        sub = torch.randperm(args.samples, generator=g)[:args.subset]
+        sub = torch.randperm(args.samples, generator=g)[: args.subset]
         E.eval()
         pools = [first_pass, perturbed]
         with torch.no_grad():
             codes = w_avg.expand(sub.shape[0], -1, -1)
             y = avg_small.expand(sub.shape[0], -1, -1, -1)
             for k in range(args.passes):
-                codes = torch.cat([E(torch.cat([x_small[sub[i:i + 256]], y[i:i + 256]], 1))
-                                   for i in range(0, sub.shape[0], 256)]) + codes
+                codes = (
+                    torch.cat(
+                        [
+                            E(torch.cat([x_small[sub[i : i + 256]], y[i : i + 256]], 1))
+                            for i in range(0, sub.shape[0], 256)
+                        ]
+                    )
+                    + codes
+                )
                 y = resize_images(render(G, codes), INPUT_SIZE)
                 err = float((codes - ws[sub]).square().mean() * scale)
                 print(f"round {r} pass {k}: relative latent error {err:.4f} ({time.time() - t0:.0f} s)", flush=True)
@@ -201,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
 
     E.eval().requires_grad_(False)
     inv = Inverter(E, G, kind="restyle_psp", input_size=INPUT_SIZE)
-    save_inverter(inv, args.out, dtype=torch.float16,
-                  source=f"tools/make_tiny_pair.py seed {args.seed}, {args.samples} samples, {args.steps} + "
-                         f"{args.rounds}x{args.round_steps} + {args.online_steps} steps")
+    save_inverter(
+        inv,
+        args.out,
+        dtype=torch.float16,
+        source=f"tools/make_tiny_pair.py seed {args.seed}, {args.samples} samples, {args.steps} + "
+        f"{args.rounds}x{args.round_steps} + {args.online_steps} steps",
+    )
     loaded = load_inverter(args.out)
     img, lat = evaluate(loaded)
     print("held-out image MSE per iteration:", " ".join(f"{v:.5f}" for v in img))

@@ -18,6 +18,7 @@ Prints, for ``--bundle`` (default: the demo bundle):
 
 Usage: python3 tools/measure_demo.py [--bundle demo] [--quick] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     b = load_bundle(args.bundle)
     G, P, inv = b.generator.eval(), b.predictor, b.inverter
     R = G.img_resolution
-    span = (P.high - P.low)
+    span = P.high - P.low
     attrs = P.attributes
     # Columns of the directions' attributes (smile, age, ...): "the other attributes" of the edit check.
     edit_cols = [attrs.index(d.attribute) for d in b.directions.values() if d.attribute in attrs]
@@ -101,17 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         ref_images, _, ref_labels = render(ref_f, R, aligned=True)
         s_pred = P.predict(samples)
         r_pred = P.predict(to_tensor(ref_images))
-        mean_diff = ((s_pred.mean(0) - r_pred.mean(0)).abs() / span)
+        mean_diff = (s_pred.mean(0) - r_pred.mean(0)).abs() / span
         std_ratio = s_pred.std(0) / r_pred.std(0).clamp_min(1e-6)
         std_diff = (s_pred.std(0) - r_pred.std(0)).abs() / span
-        print(f"[generator] dlib detection on {args.n_samples} samples (psi 1, {R}->256 px): {100 * rate:.1f}%  "
-              f"(>= 90%: {'MET' if rate >= 0.9 else 'NOT MET'})")
+        print(
+            f"[generator] dlib detection on {args.n_samples} samples (psi 1, {R}->256 px): {100 * rate:.1f}%  "
+            f"(>= 90%: {'MET' if rate >= 0.9 else 'NOT MET'})"
+        )
         worst_m, worst_s = int(mean_diff.argmax()), int((std_ratio - 1).abs().argmax())
         ok = bool((mean_diff <= 0.15).all() and ((std_ratio - 1).abs() <= 0.15).all())
-        print(f"[generator] predictor means: max |diff| {float(mean_diff.max()):.3f} of range ({attrs[worst_m]}); "
-              f"spreads: ratio samples/renders {float(std_ratio.min()):.2f}..{float(std_ratio.max()):.2f} "
-              f"(worst {attrs[worst_s]}), max |diff| {float(std_diff.max()):.3f} of range  "
-              f"(within 15%: {'MET' if ok else 'NOT MET'})")
+        print(
+            f"[generator] predictor means: max |diff| {float(mean_diff.max()):.3f} of range ({attrs[worst_m]}); "
+            f"spreads: ratio samples/renders {float(std_ratio.min()):.2f}..{float(std_ratio.max()):.2f} "
+            f"(worst {attrs[worst_s]}), max |diff| {float(std_diff.max()):.3f} of range  "
+            f"(within 15%: {'MET' if ok else 'NOT MET'})"
+        )
         # For reference: the same check over the factors the predictor can read off renders at all
         # (correlation with the true factor >= 0.5); the others (e.g. clothes, out of the crop) have
         # near-constant predictions whose spread ratio is noise.
@@ -119,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         corr = torch.stack([torch.corrcoef(torch.stack([r_pred[:, i], true[:, i]]))[0, 1] for i in range(len(attrs))])
         readable = corr.nan_to_num(0) >= 0.5
         bad = (mean_diff > 0.15) | ((std_ratio - 1).abs() > 0.15)
-        print(f"[generator] factors outside 15%: {int(bad.sum())} of {len(attrs)}; among the {int(readable.sum())} the "
-              f"predictor reads (r >= 0.5 on renders): {int((bad & readable).sum())} "
-              f"({', '.join(a for a, b in zip(attrs, (bad & readable).tolist()) if b)})")
+        print(
+            f"[generator] factors outside 15%: {int(bad.sum())} of {len(attrs)}; among the {int(readable.sum())} the "
+            f"predictor reads (r >= 0.5 on renders): {int((bad & readable).sum())} "
+            f"({', '.join(a for a, b in zip(attrs, (bad & readable).tolist()) if b)})"
+        )
         print(f"  ({time.time() - t0:.0f} s)")
 
     if "encoder" not in skip:
@@ -135,35 +142,46 @@ def main(argv: list[str] | None = None) -> int:
         p_rec, p_in = P.predict(rec), P.predict(x)
         # The encoder's own error: factors the predictor reads off the reconstruction against those it
         # reads off the input (the predictor's error on the input itself is the instrument's, shown too).
-        err = ((p_rec - p_in).abs().mean(0) / span)
-        err_true = ((p_rec - true).abs().mean(0) / span)
-        err_in = ((p_in - true).abs().mean(0) / span)
-        print(f"[encoder] {args.n_aligned} aligned renders, 3 iterations: PSNR median {float(p.median()):.2f} dB "
-              f"(iterations: {', '.join(f'{float(psnr(im, x).median()):.2f}' for im in res.images)})  "
-              f"(>= 23 dB: {'MET' if p.median() >= 23 else 'NOT MET'})")
-        print(f"[encoder] predicted-factor error, reconstruction vs input: mean {float(err.mean()):.3f}, worst "
-              f"{float(err.max()):.3f} of range ({attrs[int(err.argmax())]})  "
-              f"(<= 0.10 each: {'MET' if err.max() <= 0.10 else 'NOT MET'})")
-        print(f"[encoder] against the true factors: reconstruction mean {float(err_true.mean()):.3f}, worst "
-              f"{float(err_true.max()):.3f} ({attrs[int(err_true.argmax())]}); the predictor on the inputs "
-              f"themselves: mean {float(err_in.mean()):.3f}, worst {float(err_in.max()):.3f} "
-              f"({attrs[int(err_in.argmax())]})")
+        err = (p_rec - p_in).abs().mean(0) / span
+        err_true = (p_rec - true).abs().mean(0) / span
+        err_in = (p_in - true).abs().mean(0) / span
+        print(
+            f"[encoder] {args.n_aligned} aligned renders, 3 iterations: PSNR median {float(p.median()):.2f} dB "
+            f"(iterations: {', '.join(f'{float(psnr(im, x).median()):.2f}' for im in res.images)})  "
+            f"(>= 23 dB: {'MET' if p.median() >= 23 else 'NOT MET'})"
+        )
+        print(
+            f"[encoder] predicted-factor error, reconstruction vs input: mean {float(err.mean()):.3f}, worst "
+            f"{float(err.max()):.3f} of range ({attrs[int(err.argmax())]})  "
+            f"(<= 0.10 each: {'MET' if err.max() <= 0.10 else 'NOT MET'})"
+        )
+        print(
+            f"[encoder] against the true factors: reconstruction mean {float(err_true.mean()):.3f}, worst "
+            f"{float(err_true.max()):.3f} ({attrs[int(err_true.argmax())]}); the predictor on the inputs "
+            f"themselves: mean {float(err_in.mean()):.3f}, worst {float(err_in.max()):.3f} "
+            f"({attrs[int(err_in.argmax())]})"
+        )
         # The floor for any encoder: the generator's own image of each input's true latent.
         with torch.no_grad():
             z_true = torch.from_numpy(factors_to_z(f)).float()
-            own = torch.cat([G(z_true[i:i + 50]) for i in range(0, len(z_true), 50)])
-        err_own = ((P.predict(own) - p_in).abs().mean(0) / span)
-        print(f"[encoder] floor, the generator's image of the true latent (no encoder) vs input: PSNR median "
-              f"{float(psnr(own, x).median()):.2f} dB, predicted-factor error mean {float(err_own.mean()):.3f}, "
-              f"worst {float(err_own.max()):.3f} ({attrs[int(err_own.argmax())]}); "
-              f"{int((err_own > 0.10).sum())} factors above 0.10")
+            own = torch.cat([G(z_true[i : i + 50]) for i in range(0, len(z_true), 50)])
+        err_own = (P.predict(own) - p_in).abs().mean(0) / span
+        print(
+            f"[encoder] floor, the generator's image of the true latent (no encoder) vs input: PSNR median "
+            f"{float(psnr(own, x).median()):.2f} dB, predicted-factor error mean {float(err_own.mean()):.3f}, "
+            f"worst {float(err_own.max()):.3f} ({attrs[int(err_own.argmax())]}); "
+            f"{int((err_own > 0.10).sum())} factors above 0.10"
+        )
         if edit_cols:
-            print("[encoder] editable attributes, reconstruction vs truth: " + ", ".join(
-                f"{attrs[c]} {float(err_true[c]):.3f}" for c in edit_cols))
+            print(
+                "[encoder] editable attributes, reconstruction vs truth: "
+                + ", ".join(f"{attrs[c]} {float(err_true[c]):.3f}" for c in edit_cols)
+            )
         print(f"  ({time.time() - t0:.0f} s)")
 
     if "unaligned" not in skip:
         from engine.align import align_face
+
         f = sample_factors(args.n_unaligned, seed=HELD_OUT_SEED + 3)
         f = f.replace(roll=f["roll"] * (20.0 / ROLL_DEGREES))  # roll +-20 deg; shift +-10% is tx, ty in [-1, 1]
         photos, _, _ = render(f, 256, aligned=False)
@@ -177,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             r = inv.invert(to_tensor(face.aligned[None]), n_iters=3, transform=face.transform)
             vals.append(float(psnr(r.unaligned, to_tensor(face.crop[None]))[0]))
         med = float(np.median(vals)) if vals else float("nan")
-        print(f"[unaligned] {args.n_unaligned} renders (roll +-20 deg, shift +-10%): aligned {len(vals)}, failed {failed}; "
-              f"PSNR against the crop median {med:.2f} dB  (>= 20 dB: {'MET' if med >= 20 else 'NOT MET'})")
+        print(
+            f"[unaligned] {args.n_unaligned} renders (roll +-20 deg, shift +-10%): aligned {len(vals)}, failed {failed}; "
+            f"PSNR against the crop median {med:.2f} dB  (>= 20 dB: {'MET' if med >= 20 else 'NOT MET'})"
+        )
         print(f"  ({time.time() - t0:.0f} s)")
 
     if "directions" not in skip:
@@ -202,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
             other_cols = [c for c in edit_cols if c != col]
             others = float(ch[other_cols].mean())
             worst_c = other_cols[int(ch[other_cols].argmax())]
-            all_factors = float(torch.cat([ch[:col], ch[col + 1:]]).mean())
+            all_factors = float(torch.cat([ch[:col], ch[col + 1 :]]).mean())
             ok = tgt >= 0.4 and others <= 0.1
             all_ok &= ok
-            print(f"[directions] {name:12s} range [{lo_s:+.2f}, {hi_s:+.2f}]: target {d.attribute} changes "
-                  f"{tgt:+.3f} of range; other attributes {others:.3f} on average (worst {attrs[worst_c]} "
-                  f"{float(ch[worst_c]):.3f}); all other factors {all_factors:.3f}  {'MET' if ok else 'NOT MET'}")
+            print(
+                f"[directions] {name:12s} range [{lo_s:+.2f}, {hi_s:+.2f}]: target {d.attribute} changes "
+                f"{tgt:+.3f} of range; other attributes {others:.3f} on average (worst {attrs[worst_c]} "
+                f"{float(ch[worst_c]):.3f}); all other factors {all_factors:.3f}  {'MET' if ok else 'NOT MET'}"
+            )
         print(f"[directions] all: {'MET' if all_ok else 'NOT MET'}  ({time.time() - t0:.0f} s)")
     return 0
 

@@ -11,6 +11,7 @@ factors), runs dlib's HOG frontal face detector and its 68-landmark predictor, a
 
 Usage: python3 tools/measure_renderer.py [--n 500] [--size 256] [--upsample 1] [--seed 0] [--aligned] [--speed]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,9 @@ def measure(images: np.ndarray, landmarks: np.ndarray, upsample: int = 1) -> dic
     return out
 
 
-def render_speed(sizes: tuple[int, ...] = (64, 256), n: int = 40, seed: int = 0,
-                 aligned: bool = False) -> dict[int, float]:
+def render_speed(
+    sizes: tuple[int, ...] = (64, 256), n: int = 40, seed: int = 0, aligned: bool = False
+) -> dict[int, float]:
     """CPU milliseconds per render on one thread (best of 3 batches of ``n``)."""
     import cv2
 
@@ -116,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
     det = res["detected"]
     roll = labels["roll"] * ROLL_DEGREES
-    print(f"renders: {args.n} at {args.size} px, {'aligned' if args.aligned else 'unaligned'}, "
-          f"roll in [{roll.min():.1f}, {roll.max():.1f}] deg, seed {args.seed}")
-    print(f"render time: {1000 * t_render / args.n:.1f} ms/image; dlib: {1000 * t_dlib / args.n:.1f} ms/image "
-          f"(upsample {args.upsample})")
+    print(
+        f"renders: {args.n} at {args.size} px, {'aligned' if args.aligned else 'unaligned'}, "
+        f"roll in [{roll.min():.1f}, {roll.max():.1f}] deg, seed {args.seed}"
+    )
+    print(
+        f"render time: {1000 * t_render / args.n:.1f} ms/image; dlib: {1000 * t_dlib / args.n:.1f} ms/image "
+        f"(upsample {args.upsample})"
+    )
     print(f"detection rate: {det.mean():.4f} ({det.sum()}/{args.n})")
     print("landmark error / face size (face size = sqrt(w*h) of the 68-landmark box), over detected faces:")
     for k in ("eyes_mouth", "eyes", "mouth", "all"):
@@ -132,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed:
         for al in (True, False):
             ms = render_speed(aligned=al)
-            print(f"render speed ({'aligned' if al else 'unaligned'}), one thread, CPU time per image: "
-                  + ", ".join(f"{s} px {t:.1f} ms" for s, t in ms.items()))
+            print(
+                f"render speed ({'aligned' if al else 'unaligned'}), one thread, CPU time per image: "
+                + ", ".join(f"{s} px {t:.1f} ms" for s, t in ms.items())
+            )
     if args.save_failures is not None and (~det).any():
         import cv2
+
         args.save_failures.mkdir(parents=True, exist_ok=True)
         for i in np.flatnonzero(~det):
             cv2.imwrite(str(args.save_failures / f"miss_{i:04d}.png"), images[i][..., ::-1])

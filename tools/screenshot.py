@@ -7,6 +7,7 @@ Runs under Xvfb when ``--xvfb`` is given and ``xvfb-run`` exists (the real X11 c
 Qt's offscreen platform; either way the image is ``QWidget.grab()`` of the main window, so it does not
 depend on a window manager.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ def parse_edits(text: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO))
-    ap.add_argument("--synthetic", type=int, default=None, metavar="SEED",
-                    help="use a 512 px photo of a procedural face (engine.synthetic, the demo model's domain)")
+    ap.add_argument(
+        "--synthetic",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="use a 512 px photo of a procedural face (engine.synthetic, the demo model's domain)",
+    )
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
     ap.add_argument("--edit", default="smile=2,age=-1.5", help="direction=value,... (unknown names are skipped)")
@@ -48,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.xvfb and not os.environ.get("CHARM_UNDER_XVFB"):
         if shutil.which("xvfb-run"):
             env = dict(os.environ, CHARM_UNDER_XVFB="1", QT_QPA_PLATFORM="xcb")
-            cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, __file__] + \
-                [a for a in (argv if argv is not None else sys.argv[1:])]
+            cmd = ["xvfb-run", "-a", "-s", "-screen 0 1920x1080x24", sys.executable, __file__] + [
+                a for a in (argv if argv is not None else sys.argv[1:])
+            ]
             return subprocess.call(cmd, env=env)
         print("xvfb-run not found (apt-get install -y xvfb); using the offscreen platform", file=sys.stderr)
     if not os.environ.get("CHARM_UNDER_XVFB"):
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     photo = args.photo
     if args.synthetic is not None:
         from engine.synthetic import write_photo
+
         photo = str(write_photo(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png", args.synthetic))
     win.open_photo(photo)
     wait_for(rendered, "the inverted photo")

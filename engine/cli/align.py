@@ -4,6 +4,7 @@ transform.json holds the StyleGAN3 input transform (``transform``, the 3x3 matri
 ``G.synthesis(..., transform=)``, and its ``angle_deg, tx, ty, zoom``), the quads and landmarks in
 source pixels, and every detected face so another index can be chosen with ``--face``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="photo to read (JPEG, PNG, WebP, BMP, TIFF)")
     parser.add_argument("--out", required=True, help="folder to write aligned.png, crop.png, transform.json")
     parser.add_argument("--size", type=int, default=1024, help="side of the output images (default 1024)")
-    parser.add_argument("--face", type=int, default=None, metavar="N",
-                        help="which face to align when there are several, 0 = largest (default)")
-    parser.add_argument("--scale", choices=("eyes", "ffhq"), default="eyes",
-                        help="crop size rule: 'eyes' (the paper's release, default) or 'ffhq' (original FFHQ)")
-    parser.add_argument("--window", metavar="JSON", default=None,
-                        help="reuse the crop window (crop_quad) of an earlier transform.json, e.g. a "
-                             "video's first frame, so the transform follows the face inside it")
+    parser.add_argument(
+        "--face",
+        type=int,
+        default=None,
+        metavar="N",
+        help="which face to align when there are several, 0 = largest (default)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=("eyes", "ffhq"),
+        default="eyes",
+        help="crop size rule: 'eyes' (the paper's release, default) or 'ffhq' (original FFHQ)",
+    )
+    parser.add_argument(
+        "--window",
+        metavar="JSON",
+        default=None,
+        help="reuse the crop window (crop_quad) of an earlier transform.json, e.g. a "
+        "video's first frame, so the transform follows the face inside it",
+    )
 
 
 def _write_atomic(path, data: bytes) -> None:
@@ -64,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             crop_quad = np.asarray(json.loads(Path(args.window).read_text())["crop_quad"], dtype=np.float64)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CharmError(f"cannot take a crop window from {args.window!r} ({e}); "
-                                 "give a transform.json written by 'align'") from e
-    face = align_face(args.input, size=args.size, crop_quad=crop_quad, face_index=args.face,
-                      scale_mode=args.scale)
+            raise CharmError(
+                f"cannot take a crop window from {args.window!r} ({e}); give a transform.json written by 'align'"
+            ) from e
+    face = align_face(args.input, size=args.size, crop_quad=crop_quad, face_index=args.face, scale_mode=args.scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = {
@@ -90,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     _write_atomic(out / "crop.png", _png(face.crop))
     _write_atomic(out / "transform.json", (json.dumps(info, indent=1) + "\n").encode())
     others = f" (of {len(face.faces)}; choose with --face)" if len(face.faces) > 1 else ""
-    print(f"face {face.face_index}{others}: angle {face.angle_deg:+.2f} deg, tx {face.tx:+.4f}, "
-          f"ty {face.ty:+.4f} -> {out}")
+    print(
+        f"face {face.face_index}{others}: angle {face.angle_deg:+.2f} deg, tx {face.tx:+.4f}, "
+        f"ty {face.ty:+.4f} -> {out}"
+    )
     return 0

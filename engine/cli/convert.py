@@ -6,6 +6,7 @@ the generator's configuration in the safetensors header (see engine/checkpoints.
 is appended when OUT has another suffix; an existing folder receives ``<IN stem>.safetensors``.
 Converted files load faster, need no pickle at all, and can be shared safely.
 """
+
 from __future__ import annotations
 
 import argparse

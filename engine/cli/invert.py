@@ -14,6 +14,7 @@ Writes into DIR:
   crop, per-iteration pixel metrics, the transform, PTI losses and timings;
 - ``generator_pti.safetensors`` with ``--save-generator`` (Charm Studio generator format).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,38 @@ HELP = "Align a face and invert it into the generator's latent space (ReStyle, o
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="photo to read (JPEG, PNG, WebP, BMP, TIFF)")
-    parser.add_argument("--model", required=True,
-                        help="inverter checkpoint (restyle_pSp_ffhq.pt, restyle_e4e_ffhq.pt or a Charm Studio "
-                             "inverter .safetensors) or a model bundle ('demo', folder or manifest.json)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="inverter checkpoint (restyle_pSp_ffhq.pt, restyle_e4e_ffhq.pt or a Charm Studio "
+        "inverter .safetensors) or a model bundle ('demo', folder or manifest.json)",
+    )
     parser.add_argument("--out", required=True, help="folder to write the results into")
     parser.add_argument("--iters", type=int, default=3, help="ReStyle iterations (default 3)")
-    parser.add_argument("--pti-steps", type=int, default=0, metavar="N",
-                        help="pivotal tuning steps after inversion (default 0: no PTI; the paper uses 350)")
+    parser.add_argument(
+        "--pti-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pivotal tuning steps after inversion (default 0: no PTI; the paper uses 350)",
+    )
     parser.add_argument("--pti-lr", type=float, default=3e-4, help="PTI learning rate (default 3e-4)")
-    parser.add_argument("--pti-target", choices=("aligned", "crop"), default="aligned",
-                        help="tune on the aligned face (default) or on the unaligned crop through its transform")
-    parser.add_argument("--save-generator", action="store_true",
-                        help="also write the PTI-tuned generator as generator_pti.safetensors")
-    parser.add_argument("--face", type=int, default=None, metavar="N",
-                        help="which face to use when there are several, 0 = largest (default)")
+    parser.add_argument(
+        "--pti-target",
+        choices=("aligned", "crop"),
+        default="aligned",
+        help="tune on the aligned face (default) or on the unaligned crop through its transform",
+    )
+    parser.add_argument(
+        "--save-generator", action="store_true", help="also write the PTI-tuned generator as generator_pti.safetensors"
+    )
+    parser.add_argument(
+        "--face",
+        type=int,
+        default=None,
+        metavar="N",
+        help="which face to use when there are several, 0 = largest (default)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
 
@@ -61,8 +80,9 @@ def _to_tensor(rgb, device):
     import numpy as np
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device, torch.float32) \
-        / 127.5 - 1
+    return (
+        torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).to(device, torch.float32) / 127.5 - 1
+    )
 
 
 def _load_model(spec: str, device):
@@ -77,8 +97,9 @@ def _load_model(spec: str, device):
         try:
             from engine.models import inverter_for, load_bundle
         except ImportError:
-            raise CheckpointError(f"'{spec}' is a model bundle, but bundles are not supported by this "
-                                  "installation; pass an inverter file") from None
+            raise CheckpointError(
+                f"'{spec}' is a model bundle, but bundles are not supported by this installation; pass an inverter file"
+            ) from None
         bundle = load_bundle(spec, device=device)
         return inverter_for(bundle), bundle.generator
     from engine.inversion import load_inverter
@@ -141,12 +162,15 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    result = inverter.invert(aligned, n_iters=args.iters, transform=transform,
-                             progress=lambda i, n: status(f"inversion {i}/{n}"))
+    result = inverter.invert(
+        aligned, n_iters=args.iters, transform=transform, progress=lambda i, n: status(f"inversion {i}/{n}")
+    )
     times["invert_s"] = time.perf_counter() - t0
     latent = result.latent
     with torch.no_grad():
-        pivot_aligned = result.images[-1] if result.images else G.synthesis(latent, transform=torch.eye(3, device=device))
+        pivot_aligned = (
+            result.images[-1] if result.images else G.synthesis(latent, transform=torch.eye(3, device=device))
+        )
         pivot_unaligned = result.unaligned if result.unaligned is not None else G.synthesis(latent, transform=transform)
 
     with warnings.catch_warnings():
@@ -160,15 +184,28 @@ def run(args: argparse.Namespace) -> int:
         target, t = (aligned, None) if args.pti_target == "aligned" else (crop, transform)
         t0 = time.perf_counter()
         step_every = max(1, args.pti_steps // 10)
-        pti = tune_generator(G, target, latent, transform=t, steps=args.pti_steps, lr=args.pti_lr,
-                             perceptual=perceptual,
-                             progress=lambda i, n: status(f"PTI {i}/{n}") if i % step_every == 0 or i == n else None)
+        pti = tune_generator(
+            G,
+            target,
+            latent,
+            transform=t,
+            steps=args.pti_steps,
+            lr=args.pti_lr,
+            perceptual=perceptual,
+            progress=lambda i, n: status(f"PTI {i}/{n}") if i % step_every == 0 or i == n else None,
+        )
         times["pti_s"] = time.perf_counter() - t0
         final_G = pti.generator
-        pti_info = {"steps": pti.steps, "stopped_early": pti.stopped_early, "target": args.pti_target,
-                    "lr": args.pti_lr, "loss_first": pti.losses[0] if pti.losses else None,
-                    "loss_last": pti.losses[-1] if pti.losses else None,
-                    "l2_first": pti.l2[0] if pti.l2 else None, "l2_last": pti.l2[-1] if pti.l2 else None}
+        pti_info = {
+            "steps": pti.steps,
+            "stopped_early": pti.stopped_early,
+            "target": args.pti_target,
+            "lr": args.pti_lr,
+            "loss_first": pti.losses[0] if pti.losses else None,
+            "loss_last": pti.losses[-1] if pti.losses else None,
+            "l2_first": pti.l2[0] if pti.l2 else None,
+            "l2_last": pti.l2[-1] if pti.l2 else None,
+        }
         if args.save_generator:
             from engine.checkpoints import save_generator
 
@@ -190,11 +227,14 @@ def run(args: argparse.Namespace) -> int:
         "iterations": len(result.latents),
         "lpips_available": perceptual.is_lpips,
         "transform": face.transform.double().numpy().tolist(),
-        "angle_deg": face.angle_deg, "tx": face.tx, "ty": face.ty,
+        "angle_deg": face.angle_deg,
+        "tx": face.tx,
+        "ty": face.ty,
         "aligned": compute_metrics(recon, aligned, perceptual=perceptual, identity=identity),
         "unaligned": compute_metrics(recon_un, crop, perceptual=perceptual, identity=identity),
-        "per_iteration": [compute_metrics(img, aligned, perceptual=perceptual, identity=False)
-                          for img in result.images],
+        "per_iteration": [
+            compute_metrics(img, aligned, perceptual=perceptual, identity=False) for img in result.images
+        ],
     }
     if pti_info is not None:
         metrics["pivot_aligned"] = compute_metrics(pivot_aligned, aligned, perceptual=perceptual, identity=identity)
@@ -215,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
 
     a = metrics["aligned"]
-    print(f"{metrics['kind']}, {metrics['iterations']} iteration(s){', PTI ' + str(pti_info['steps']) + ' steps' if pti_info else ''}: "
-          f"MSE {a['mse']:.4f}, PSNR {a['psnr']:.2f} dB, MS-SSIM {a['ms_ssim']:.3f} -> {out}")
+    print(
+        f"{metrics['kind']}, {metrics['iterations']} iteration(s){', PTI ' + str(pti_info['steps']) + ' steps' if pti_info else ''}: "
+        f"MSE {a['mse']:.4f}, PSNR {a['psnr']:.2f} dB, MS-SSIM {a['ms_ssim']:.3f} -> {out}"
+    )
     return 0

@@ -6,6 +6,7 @@ w_avg, and the user transform (angle in degrees counter-clockwise, tx/ty in imag
 --model takes a checkpoint path or the name of a known model (see engine/download.py), which is
 downloaded into the model cache when missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ def parse_seeds(text: str) -> list[int]:
             b = int(hi) if sep else a
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad seed range {part!r}: use e.g. 0-3,7") from None
-        if a < 0 or b < a or b >= 2 ** 32:
+        if a < 0 or b < a or b >= 2**32:
             raise argparse.ArgumentTypeError(f"bad seed range {part!r}: seeds are 0..2**32-1, low-high")
         seeds.extend(s for s in range(a, b + 1) if s not in seeds)
     if not seeds:
@@ -43,8 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--angle", type=float, default=0.0, help="rotation in degrees, counter-clockwise")
     parser.add_argument("--tx", type=float, default=0.0, help="translation right, in image widths")
     parser.add_argument("--ty", type=float, default=0.0, help="translation down, in image widths")
-    parser.add_argument("--class", dest="class_idx", type=int, default=None,
-                        help="class index for conditional models")
+    parser.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
@@ -64,8 +64,12 @@ def write_png(path, image) -> None:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
@@ -95,7 +99,7 @@ def _resolve_model(spec: str):
 
     def progress(done: int, total: int | None) -> None:
         pct = f" {100 * done / total:5.1f}%" if total else ""
-        print(f"\r  {done / 2 ** 20:8.1f} MiB{pct}", end="", file=sys.stderr, flush=True)
+        print(f"\r  {done / 2**20:8.1f} MiB{pct}", end="", file=sys.stderr, flush=True)
 
     path = download.ensure_model(known.name, progress=progress)
     print(file=sys.stderr)

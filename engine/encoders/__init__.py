@@ -10,12 +10,20 @@ Stable entry point::
 Kinds: ``'restyle_psp'`` (``BackboneEncoder``), ``'restyle_e4e'`` (``ProgressiveBackboneEncoder``),
 ``'psp'`` (``GradualStyleEncoder``), ``'e4e'`` (``Encoder4Editing``). Backbones: see ``BACKBONES``.
 """
+
 from __future__ import annotations
 
 from engine.encoders.backbone import BACKBONES, BackboneSpec, get_backbone_spec
 from engine.encoders.heads import EqualLinear, StyleHead
-from engine.encoders.models import (ENCODER_KINDS, BackboneEncoder, Encoder4Editing, GradualStyleEncoder,
-                                    ProgressiveBackboneEncoder, build_encoder, encoder_state_from_checkpoint)
+from engine.encoders.models import (
+    ENCODER_KINDS,
+    BackboneEncoder,
+    Encoder4Editing,
+    GradualStyleEncoder,
+    ProgressiveBackboneEncoder,
+    build_encoder,
+    encoder_state_from_checkpoint,
+)
 
 __all__ = [
     "BACKBONES",

@@ -16,6 +16,7 @@ Available specs (``BACKBONES``):
   heads: 3.9M parameters against 186M for IR-SE50 ReStyle, and about 5% of its CPU time. It is
   meant for the small embedded demo encoder and has no released weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,8 +79,9 @@ BACKBONES: dict[str, BackboneSpec] = {}
 for _n, _units in _DEPTHS.items():
     BACKBONES[f"ir_se{_n}"] = BackboneSpec(64, _WIDE, _units, use_se=True)
     BACKBONES[f"ir{_n}"] = BackboneSpec(64, _WIDE, _units, use_se=False)
-BACKBONES["ir_se_small"] = BackboneSpec(16, (16, 32, 64, 128), (1, 1, 2, 1), use_se=True, se_reduction=8,
-                                         head_channels=64)
+BACKBONES["ir_se_small"] = BackboneSpec(
+    16, (16, 32, 64, 128), (1, 1, 2, 1), use_se=True, se_reduction=8, head_channels=64
+)
 
 
 def get_backbone_spec(backbone: str | BackboneSpec) -> BackboneSpec:
@@ -95,8 +97,9 @@ def get_backbone_spec(backbone: str | BackboneSpec) -> BackboneSpec:
 class SqueezeExcite(nn.Module):
     """Channel gate: x * sigmoid(fc2(relu(fc1(mean_hw(x))))), both fcs as bias-free 1x1 convs."""
 
-    def __init__(self, channels: int, reduction: int, *, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, channels: int, reduction: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False, device=device, dtype=dtype)
@@ -117,9 +120,17 @@ class BottleneckIR(nn.Module):
     stride, which holds no parameters), else a strided 1x1 conv followed by BatchNorm.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, *, use_se: bool,
-                 se_reduction: int = 16, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        *,
+        use_se: bool,
+        se_reduction: int = 16,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         fk = {"device": device, "dtype": dtype}
         if in_channels == out_channels:
@@ -144,24 +155,34 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def make_input_layer(input_nc: int, spec: BackboneSpec, *, device: torch.device | None = None,
-                     dtype: torch.dtype | None = None) -> nn.Sequential:
+def make_input_layer(
+    input_nc: int, spec: BackboneSpec, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> nn.Sequential:
     """Stem: conv3x3 (no bias) -> BatchNorm -> PReLU, keeping the resolution."""
     fk = {"device": device, "dtype": dtype}
     c = spec.stem_channels
-    return nn.Sequential(nn.Conv2d(input_nc, c, 3, 1, 1, bias=False, **fk),
-                         nn.BatchNorm2d(c, **fk), nn.PReLU(c, **fk))
+    return nn.Sequential(nn.Conv2d(input_nc, c, 3, 1, 1, bias=False, **fk), nn.BatchNorm2d(c, **fk), nn.PReLU(c, **fk))
 
 
-def make_body(spec: BackboneSpec, *, device: torch.device | None = None,
-              dtype: torch.dtype | None = None) -> nn.Sequential:
+def make_body(
+    spec: BackboneSpec, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> nn.Sequential:
     """All bottleneck units of the four stages in one flat Sequential (released naming ``body.<i>``)."""
     units: list[nn.Module] = []
     in_c = spec.stem_channels
     for out_c, count in zip(spec.channels, spec.units):
         for k in range(count):
-            units.append(BottleneckIR(in_c, out_c, 2 if k == 0 else 1, use_se=spec.use_se,
-                                      se_reduction=spec.se_reduction, device=device, dtype=dtype))
+            units.append(
+                BottleneckIR(
+                    in_c,
+                    out_c,
+                    2 if k == 0 else 1,
+                    use_se=spec.use_se,
+                    se_reduction=spec.se_reduction,
+                    device=device,
+                    dtype=dtype,
+                )
+            )
             in_c = out_c
     return nn.Sequential(*units)
 

@@ -5,6 +5,7 @@ until the map is 1x1, then applies an equalized linear layer. Names match the re
 ``convs.<2k>.weight/bias`` for the convs (odd indices are the parameter-free activations) and
 ``linear.weight/bias`` for the equalized linear.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,16 @@ class EqualLinear(nn.Module):
     ``lr_mul``, so stored parameters stay of order 1 whatever the fan-in.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, lr_mul: float = 1.0, bias_init: float = 0.0,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        lr_mul: float = 1.0,
+        bias_init: float = 0.0,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features, device=device, dtype=dtype) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init), device=device, dtype=dtype))
@@ -48,16 +57,26 @@ class StyleHead(nn.Module):
         out_features: size of the style vector (the generator's w_dim; defaults to ``channels``).
     """
 
-    def __init__(self, in_channels: int, channels: int, spatial: int, out_features: int | None = None, *,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        spatial: int,
+        out_features: int | None = None,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         n_convs = int(round(math.log2(spatial)))
-        if spatial < 2 or 2 ** n_convs != spatial:
+        if spatial < 2 or 2**n_convs != spatial:
             raise ValueError(f"StyleHead needs a power-of-two spatial size >= 2, got {spatial}")
         layers: list[nn.Module] = []
         for k in range(n_convs):
-            layers += [nn.Conv2d(in_channels if k == 0 else channels, channels, 3, 2, 1, device=device, dtype=dtype),
-                       nn.LeakyReLU(0.01)]
+            layers += [
+                nn.Conv2d(in_channels if k == 0 else channels, channels, 3, 2, 1, device=device, dtype=dtype),
+                nn.LeakyReLU(0.01),
+            ]
         self.convs = nn.Sequential(*layers)
         self.spatial = spatial
         self.channels = channels

@@ -15,6 +15,7 @@ All forwards take x [N,input_nc,H,W] (H = W = ``input_size``, 256 for the releas
 previous iteration's codes are added. ``state_dict`` names, shapes and order match the ``encoder.*``
 entries of the released pSp / e4e / ReStyle checkpoints (prefix removed), for the IR-SE50 backbone.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.encoders.backbone import (BackboneSpec, get_backbone_spec, make_body, make_input_layer,
-                                      stage_end_indices)
+from engine.encoders.backbone import BackboneSpec, get_backbone_spec, make_body, make_input_layer, stage_end_indices
 from engine.encoders.heads import StyleHead
 
 __all__ = [
@@ -48,8 +48,16 @@ _MIDDLE_END = 7
 class _Trunk(nn.Module):
     """Shared constructor bits: ``input_layer`` and ``body``, registered first so the key order matches."""
 
-    def __init__(self, input_nc: int, n_styles: int, spec: BackboneSpec, input_size: int, w_dim: int | None,
-                 device: torch.device | None, dtype: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        input_nc: int,
+        n_styles: int,
+        spec: BackboneSpec,
+        input_size: int,
+        w_dim: int | None,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+    ) -> None:
         super().__init__()
         if input_size % spec.downsample:
             raise ValueError(f"input_size {input_size} is not a multiple of the backbone stride {spec.downsample}")
@@ -81,8 +89,9 @@ class _Trunk(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.input_nc or x.shape[2] != self.input_size or x.shape[3] != self.input_size:
-            raise ValueError(f"expected input [N,{self.input_nc},{self.input_size},{self.input_size}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"expected input [N,{self.input_nc},{self.input_size},{self.input_size}], got {list(x.shape)}"
+            )
 
 
 def _upsample_add(top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
@@ -92,14 +101,23 @@ def _upsample_add(top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
 class BackboneEncoder(_Trunk):
     """ReStyle-pSp encoder: ``n_styles`` independent heads on the last feature map."""
 
-    def __init__(self, input_nc: int = 6, n_styles: int = 16, backbone: str | BackboneSpec = "ir_se50", *,
-                 input_size: int = 256, w_dim: int | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        input_nc: int = 6,
+        n_styles: int = 16,
+        backbone: str | BackboneSpec = "ir_se50",
+        *,
+        input_size: int = 256,
+        w_dim: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         spec = get_backbone_spec(backbone)
         super().__init__(input_nc, n_styles, spec, input_size, w_dim, device, dtype)
         c, s = spec.out_channels, input_size // spec.downsample
-        self.styles = nn.ModuleList(StyleHead(c, spec.style_channels, s, self.w_dim, device=device, dtype=dtype)
-                                    for _ in range(n_styles))
+        self.styles = nn.ModuleList(
+            StyleHead(c, spec.style_channels, s, self.w_dim, device=device, dtype=dtype) for _ in range(n_styles)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N,input_nc,S,S] in [-1,1] -> raw codes [N,n_styles,w_dim]."""
@@ -114,11 +132,18 @@ class ProgressiveBackboneEncoder(BackboneEncoder):
     ``n_styles``, is the inference setting where all of them are active.
     """
 
-    def __init__(self, input_nc: int = 6, n_styles: int = 16, backbone: str | BackboneSpec = "ir_se50", *,
-                 input_size: int = 256, w_dim: int | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device,
-                         dtype=dtype)
+    def __init__(
+        self,
+        input_nc: int = 6,
+        n_styles: int = 16,
+        backbone: str | BackboneSpec = "ir_se50",
+        *,
+        input_size: int = 256,
+        w_dim: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device, dtype=dtype)
         self.progressive_stage = n_styles
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,9 +159,17 @@ class ProgressiveBackboneEncoder(BackboneEncoder):
 class GradualStyleEncoder(_Trunk):
     """pSp encoder: style heads on three pyramid levels (coarse 16x16, middle 32x32, fine 64x64 for 256 input)."""
 
-    def __init__(self, input_nc: int = 3, n_styles: int = 18, backbone: str | BackboneSpec = "ir_se50", *,
-                 input_size: int = 256, w_dim: int | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        input_nc: int = 3,
+        n_styles: int = 18,
+        backbone: str | BackboneSpec = "ir_se50",
+        *,
+        input_size: int = 256,
+        w_dim: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         spec = get_backbone_spec(backbone)
         super().__init__(input_nc, n_styles, spec, input_size, w_dim, device, dtype)
         c, s = spec.out_channels, input_size // spec.downsample
@@ -167,11 +200,18 @@ class Encoder4Editing(GradualStyleEncoder):
     ``progressive_stage`` is the number of active deltas; the default ``n_styles`` activates all.
     """
 
-    def __init__(self, input_nc: int = 3, n_styles: int = 18, backbone: str | BackboneSpec = "ir_se50", *,
-                 input_size: int = 256, w_dim: int | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device,
-                         dtype=dtype)
+    def __init__(
+        self,
+        input_nc: int = 3,
+        n_styles: int = 18,
+        backbone: str | BackboneSpec = "ir_se50",
+        *,
+        input_size: int = 256,
+        w_dim: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device, dtype=dtype)
         self.progressive_stage = n_styles
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,9 +239,17 @@ _CLASSES: dict[str, type[_Trunk]] = {
 }
 
 
-def build_encoder(kind: str, input_nc: int = 6, n_styles: int = 16, backbone: str | BackboneSpec = "ir_se50", *,
-                  input_size: int = 256, w_dim: int | None = None, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> nn.Module:
+def build_encoder(
+    kind: str,
+    input_nc: int = 6,
+    n_styles: int = 16,
+    backbone: str | BackboneSpec = "ir_se50",
+    *,
+    input_size: int = 256,
+    w_dim: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
     """Build an encoder in eval mode.
 
     Args:
@@ -230,10 +278,11 @@ def build_encoder(kind: str, input_nc: int = 6, n_styles: int = 16, backbone: st
     return enc.eval()
 
 
-def encoder_state_from_checkpoint(state_dict: Mapping[str, torch.Tensor],
-                                  prefix: str = "encoder.") -> dict[str, torch.Tensor]:
+def encoder_state_from_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], prefix: str = "encoder."
+) -> dict[str, torch.Tensor]:
     """Select the ``encoder.*`` entries of a released pSp/e4e/ReStyle ``state_dict`` and strip the prefix."""
-    out = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not out:
         raise KeyError(f"no entries starting with {prefix!r} in the state dict")
     return out

@@ -12,13 +12,20 @@ Stable imports::
 Modules: :mod:`.restyle` (ReStyle / pSp / e4e encoders, checkpoint files), :mod:`.optimize`
 (optimization in W / W+), :mod:`.pti` (pivotal tuning), :mod:`.common` (``Cancelled``, resizing).
 """
+
 from __future__ import annotations
 
 from engine.inversion.common import Cancelled, resize_images
 from engine.inversion.optimize import OptimizationResult, optimize_latent
 from engine.inversion.pti import PTIResult, apply_weight_delta, tunable_parameter_names, tune_generator, weight_delta
-from engine.inversion.restyle import (EncoderConfig, InversionResult, Inverter, infer_encoder_config, load_inverter,
-                                      save_inverter)
+from engine.inversion.restyle import (
+    EncoderConfig,
+    InversionResult,
+    Inverter,
+    infer_encoder_config,
+    load_inverter,
+    save_inverter,
+)
 
 __all__ = [
     "Cancelled",

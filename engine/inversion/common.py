@@ -4,6 +4,7 @@ Images are float tensors [N,3,H,W] in [-1,1]. Progress callbacks are called as `
 after each unit of work; cancel callbacks return True when the caller wants the work to stop, which the
 loops turn into :class:`Cancelled` between iterations (never in the middle of one).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,8 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Cancelled", "CancelFn", "ProgressFn", "check_cancel", "identity_transform", "resize_images",
-           "snapshot_state"]
+__all__ = [
+    "Cancelled",
+    "CancelFn",
+    "ProgressFn",
+    "check_cancel",
+    "identity_transform",
+    "resize_images",
+    "snapshot_state",
+]
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -55,8 +63,9 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def identity_transform(n: int | None = None, *, device: torch.device | str | None = None,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def identity_transform(
+    n: int | None = None, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Identity input transform: [3,3], or [n,3,3] when ``n`` is given."""
     eye = torch.eye(3, device=device, dtype=dtype)
     return eye if n is None else eye.expand(n, 3, 3).contiguous()

@@ -11,6 +11,7 @@ StyleGAN2's projector no noise is injected into the latent either: the result is
 
 The generator is never modified: gradients are taken with respect to the latent only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,15 +46,27 @@ def _initial_latent(generator: nn.Module, init: torch.Tensor | None, n: int, dev
     elif init.ndim == 2:
         init = init.unsqueeze(0)
     if init.ndim != 3 or init.shape[-1] != w_dim or init.shape[1] not in (1, num_ws) or init.shape[0] not in (1, n):
-        raise ValueError(f"init must be [{w_dim}], [{num_ws},{w_dim}] or [{n},{num_ws},{w_dim}], got {list(init.shape)}")
+        raise ValueError(
+            f"init must be [{w_dim}], [{num_ws},{w_dim}] or [{n},{num_ws},{w_dim}], got {list(init.shape)}"
+        )
     return init.expand(n, num_ws, w_dim).clone()
 
 
-def optimize_latent(generator: nn.Module, target: torch.Tensor, *, space: str = "w+",
-                    init: torch.Tensor | None = None, steps: int = 300, lr: float = 0.01,
-                    transform: torch.Tensor | None = None, l2_weight: float = 1.0, lpips_weight: float = 1.0,
-                    perceptual: nn.Module | None = None, progress: ProgressFn | None = None,
-                    cancel: CancelFn | None = None) -> OptimizationResult:
+def optimize_latent(
+    generator: nn.Module,
+    target: torch.Tensor,
+    *,
+    space: str = "w+",
+    init: torch.Tensor | None = None,
+    steps: int = 300,
+    lr: float = 0.01,
+    transform: torch.Tensor | None = None,
+    l2_weight: float = 1.0,
+    lpips_weight: float = 1.0,
+    perceptual: nn.Module | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> OptimizationResult:
     """Fit latents to target images.
 
     Args:

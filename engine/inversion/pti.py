@@ -15,6 +15,7 @@ ulp).
 Targets are [N,3,H,W] in [-1,1]; several images with their own pivots tune one shared generator (the
 video workflow's batch), one image is the usual case.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,8 +54,11 @@ class PTIResult:
 
 def tunable_parameter_names(generator: nn.Module) -> list[str]:
     """Names (``generator.named_parameters()``) of the parameters PTI trains: synthesis minus input layer."""
-    return [name for name, _ in generator.named_parameters()
-            if name.startswith("synthesis.") and not name.startswith(FROZEN_PREFIX)]
+    return [
+        name
+        for name, _ in generator.named_parameters()
+        if name.startswith("synthesis.") and not name.startswith(FROZEN_PREFIX)
+    ]
 
 
 def weight_delta(original: nn.Module, tuned: nn.Module) -> dict[str, torch.Tensor]:
@@ -64,7 +68,7 @@ def weight_delta(original: nn.Module, tuned: nn.Module) -> dict[str, torch.Tenso
     out: dict[str, torch.Tensor] = {}
     for name, p in tuned.named_parameters():
         if name in orig and name.startswith("synthesis.") and not name.startswith(FROZEN_PREFIX):
-            out[name] = (p.detach().to(torch.float32) - orig[name].detach().to(p.device, torch.float32))
+            out[name] = p.detach().to(torch.float32) - orig[name].detach().to(p.device, torch.float32)
     return out
 
 
@@ -84,11 +88,22 @@ def apply_weight_delta(generator: nn.Module, delta: dict[str, torch.Tensor]) -> 
     return out.eval().requires_grad_(False)
 
 
-def tune_generator(generator: nn.Module, target: torch.Tensor, pivot: torch.Tensor, *,
-                   transform: torch.Tensor | None = None, steps: int = 350, lr: float = 3e-4,
-                   l2_weight: float = 1.0, lpips_weight: float = 1.0, lpips_threshold: float | None = 0.06,
-                   perceptual: nn.Module | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelFn | None = None, checkpoint_layers: bool | None = None) -> PTIResult:
+def tune_generator(
+    generator: nn.Module,
+    target: torch.Tensor,
+    pivot: torch.Tensor,
+    *,
+    transform: torch.Tensor | None = None,
+    steps: int = 350,
+    lr: float = 3e-4,
+    l2_weight: float = 1.0,
+    lpips_weight: float = 1.0,
+    lpips_threshold: float | None = 0.06,
+    perceptual: nn.Module | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    checkpoint_layers: bool | None = None,
+) -> PTIResult:
     """Pivotal tuning of a copy of ``generator``.
 
     Args:

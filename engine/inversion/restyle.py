@@ -30,6 +30,7 @@ Files (:func:`load_inverter`, :func:`save_inverter`):
   generator part follows the tensor naming of ``engine.checkpoints``'s generator format, so
   ``engine.checkpoints.load_generator`` also reads the decoder out of such a file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,15 @@ from engine.errors import CheckpointError
 from engine.inversion.common import CancelFn, ProgressFn, check_cancel, identity_transform, resize_images
 
 __all__ = [
-    "ENCODER_TYPES", "INVERTER_FORMAT", "INVERTER_FORMAT_VERSION", "EncoderConfig", "InversionResult", "Inverter",
-    "infer_encoder_config", "load_inverter", "save_inverter",
+    "ENCODER_TYPES",
+    "INVERTER_FORMAT",
+    "INVERTER_FORMAT_VERSION",
+    "EncoderConfig",
+    "InversionResult",
+    "Inverter",
+    "infer_encoder_config",
+    "load_inverter",
+    "save_inverter",
 ]
 
 INVERTER_FORMAT = "charm-studio/inverter"
@@ -114,13 +122,27 @@ class EncoderConfig:
     def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
         from engine.encoders import build_encoder
 
-        return build_encoder(self.kind, input_nc=self.input_nc, n_styles=self.n_styles, backbone=self.backbone,
-                             input_size=self.input_size, w_dim=self.w_dim, device=device, dtype=dtype)
+        return build_encoder(
+            self.kind,
+            input_nc=self.input_nc,
+            n_styles=self.n_styles,
+            backbone=self.backbone,
+            input_size=self.input_size,
+            w_dim=self.w_dim,
+            device=device,
+            dtype=dtype,
+        )
 
     def to_json(self) -> dict[str, Any]:
         backbone = self.backbone if isinstance(self.backbone, str) else dataclasses.asdict(self.backbone)
-        return {"kind": self.kind, "input_nc": self.input_nc, "n_styles": self.n_styles, "backbone": backbone,
-                "input_size": self.input_size, "w_dim": self.w_dim}
+        return {
+            "kind": self.kind,
+            "input_nc": self.input_nc,
+            "n_styles": self.n_styles,
+            "backbone": backbone,
+            "input_size": self.input_size,
+            "w_dim": self.w_dim,
+        }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> EncoderConfig:
@@ -129,8 +151,9 @@ class EncoderConfig:
         backbone = d["backbone"]
         if isinstance(backbone, dict):
             backbone = BackboneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in backbone.items()})
-        return EncoderConfig(str(d["kind"]), int(d["input_nc"]), int(d["n_styles"]), backbone,
-                             int(d["input_size"]), int(d["w_dim"]))
+        return EncoderConfig(
+            str(d["kind"]), int(d["input_nc"]), int(d["n_styles"]), backbone, int(d["input_size"]), int(d["w_dim"])
+        )
 
     @staticmethod
     def of(encoder: nn.Module, kind: str) -> EncoderConfig:
@@ -139,8 +162,14 @@ class EncoderConfig:
 
         spec = encoder.spec
         name = next((n for n, s in BACKBONES.items() if s == spec), None)
-        return EncoderConfig(kind, int(encoder.input_nc), int(encoder.n_styles), name or spec,
-                             int(encoder.input_size), int(encoder.w_dim))
+        return EncoderConfig(
+            kind,
+            int(encoder.input_nc),
+            int(encoder.n_styles),
+            name or spec,
+            int(encoder.input_size),
+            int(encoder.w_dim),
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,8 +179,12 @@ class EncoderConfig:
 def _kind_of(encoder: nn.Module) -> str:
     from engine.encoders import BackboneEncoder, Encoder4Editing, GradualStyleEncoder, ProgressiveBackboneEncoder
 
-    for cls, kind in ((ProgressiveBackboneEncoder, "restyle_e4e"), (BackboneEncoder, "restyle_psp"),
-                      (Encoder4Editing, "e4e"), (GradualStyleEncoder, "psp")):
+    for cls, kind in (
+        (ProgressiveBackboneEncoder, "restyle_e4e"),
+        (BackboneEncoder, "restyle_psp"),
+        (Encoder4Editing, "e4e"),
+        (GradualStyleEncoder, "psp"),
+    ):
         if isinstance(encoder, cls):
             return kind
     raise ValueError(f"cannot tell the kind of encoder {type(encoder).__name__}; pass kind=")
@@ -176,31 +209,39 @@ class Inverter(nn.Module):
     ``latent_avg`` or the generator's synthesis weights change in place.
     """
 
-    def __init__(self, encoder: nn.Module, generator: nn.Module, latent_avg: torch.Tensor | None = None,
-                 kind: str | None = None, input_size: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        generator: nn.Module,
+        latent_avg: torch.Tensor | None = None,
+        kind: str | None = None,
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.generator = generator
         self.kind = kind or _kind_of(encoder)
         if self.kind not in ENCODER_TYPES.values():
             raise ValueError(f"unknown inverter kind {self.kind!r}; choose one of {sorted(ENCODER_TYPES.values())}")
-        self.input_size = int(input_size or getattr(encoder, "input_size"))
+        self.input_size = int(input_size or encoder.input_size)
         num_ws, w_dim = int(generator.num_ws), int(generator.w_dim)
         n_styles = int(getattr(encoder, "n_styles", num_ws))
         if n_styles != num_ws:
             raise ValueError(f"the encoder predicts {n_styles} style rows but the generator takes {num_ws}")
         input_nc = int(getattr(encoder, "input_nc", 6 if self.recurrent else 3))
         if input_nc != (6 if self.recurrent else 3):
-            raise ValueError(f"a {self.kind} encoder needs {6 if self.recurrent else 3} input channels, "
-                             f"this one takes {input_nc}")
+            raise ValueError(
+                f"a {self.kind} encoder needs {6 if self.recurrent else 3} input channels, this one takes {input_nc}"
+            )
         if latent_avg is None:
             latent_avg = generator.mapping.w_avg
         latent_avg = latent_avg.detach().to(torch.float32)
         if latent_avg.ndim == 1:
             latent_avg = latent_avg.unsqueeze(0)
         if latent_avg.ndim != 2 or latent_avg.shape[-1] != w_dim or latent_avg.shape[0] not in (1, num_ws):
-            raise ValueError(f"latent_avg must be [{num_ws},{w_dim}], [1,{w_dim}] or [{w_dim}], "
-                             f"got {list(latent_avg.shape)}")
+            raise ValueError(
+                f"latent_avg must be [{num_ws},{w_dim}], [1,{w_dim}] or [{w_dim}], got {list(latent_avg.shape)}"
+            )
         self.register_buffer("latent_avg", latent_avg.expand(num_ws, w_dim).clone())
         self._avg_cache: tuple[tuple, torch.Tensor] | None = None
 
@@ -256,9 +297,17 @@ class Inverter(nn.Module):
         return self.encoder(inp).to(torch.float32)
 
     @torch.no_grad()
-    def invert(self, images: torch.Tensor, n_iters: int = 3, transform: torch.Tensor | None = None,
-               progress: ProgressFn | None = None, cancel: CancelFn | None = None, *,
-               batch_size: int | None = None, keep_images: bool = True) -> InversionResult:
+    def invert(
+        self,
+        images: torch.Tensor,
+        n_iters: int = 3,
+        transform: torch.Tensor | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        *,
+        batch_size: int | None = None,
+        keep_images: bool = True,
+    ) -> InversionResult:
         """Invert aligned faces.
 
         Args:
@@ -297,7 +346,7 @@ class Inverter(nn.Module):
         unaligned: list[torch.Tensor] = []
         done = 0
         for s in starts:
-            x = resize_images(images[s:s + bs].to(device, torch.float32), self.input_size)
+            x = resize_images(images[s : s + bs].to(device, torch.float32), self.input_size)
             codes = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1)
             y_small = self.average_image().expand(x.shape[0], -1, -1, -1) if self.recurrent else None
             for it in range(n_iters):
@@ -315,14 +364,15 @@ class Inverter(nn.Module):
                 if progress is not None:
                     progress(done, total)
             if transform is not None:
-                t = transform if transform.ndim == 2 or transform.shape[0] == 1 else transform[s:s + bs]
+                t = transform if transform.ndim == 2 or transform.shape[0] == 1 else transform[s : s + bs]
                 unaligned.append(self.render(codes, t))
 
         return InversionResult(
             latents=[torch.cat(chunks) for chunks in latents],
             images=[torch.cat(chunks) for chunks in renders] if keep_images else [],
             unaligned=torch.cat(unaligned) if unaligned else None,
-            transform=transform)
+            transform=transform,
+        )
 
     def forward(self, images: torch.Tensor, n_iters: int = 3) -> torch.Tensor:
         """Final latents [N,num_ws,w_dim] of :meth:`invert` (no renders returned)."""
@@ -353,7 +403,9 @@ def _infer_backbone(sd: dict[str, torch.Tensor], head_channels: int) -> Any:
     for name, spec in BACKBONES.items():
         expanded = [c for c, u in zip(spec.channels, spec.units) for _ in range(u)]
         if (spec.stem_channels, expanded, spec.use_se, spec.style_channels) == (stem, widths, use_se, head_channels):
-            if not use_se or int(sd["body.0.res_layer.5.fc1.weight"].shape[0]) == max(1, widths[0] // spec.se_reduction):
+            if not use_se or int(sd["body.0.res_layer.5.fc1.weight"].shape[0]) == max(
+                1, widths[0] // spec.se_reduction
+            ):
                 return name
     # Not a named backbone: a new stage starts where the width changes.
     channels, counts = [], []
@@ -368,12 +420,19 @@ def _infer_backbone(sd: dict[str, torch.Tensor], head_channels: int) -> Any:
     se_reduction = 16
     if use_se:
         se_reduction = max(1, widths[0] // int(sd["body.0.res_layer.5.fc1.weight"].shape[0]))
-    return BackboneSpec(stem, tuple(channels), tuple(counts), use_se, se_reduction,
-                        None if head_channels == channels[-1] else head_channels)
+    return BackboneSpec(
+        stem,
+        tuple(channels),
+        tuple(counts),
+        use_se,
+        se_reduction,
+        None if head_channels == channels[-1] else head_channels,
+    )
 
 
-def infer_encoder_config(state_dict: dict[str, torch.Tensor], opts: dict[str, Any] | None = None,
-                         name: str = "") -> EncoderConfig:
+def infer_encoder_config(
+    state_dict: dict[str, torch.Tensor], opts: dict[str, Any] | None = None, name: str = ""
+) -> EncoderConfig:
     """Encoder configuration from a released-layout encoder state dict (``encoder.`` prefix removed).
 
     The head type comes from ``opts['encoder_type']`` when present; otherwise a ``latlayer1`` entry
@@ -403,22 +462,27 @@ def infer_encoder_config(state_dict: dict[str, torch.Tensor], opts: dict[str, An
         if kind is None:
             raise ValueError(f"encoder type {encoder_type!r} is not supported (supported: {', '.join(ENCODER_TYPES)})")
         if pyramid != (kind in ("psp", "e4e")):
-            raise ValueError(f"opts say {encoder_type} but the weights are those of a "
-                             f"{'pSp/e4e pyramid' if pyramid else 'ReStyle backbone'} encoder")
+            raise ValueError(
+                f"opts say {encoder_type} but the weights are those of a "
+                f"{'pSp/e4e pyramid' if pyramid else 'ReStyle backbone'} encoder"
+            )
     else:
-        e4e_hints = any(str(k).startswith(("progressive_", "w_discriminator", "delta_norm")) for k in opts) \
+        e4e_hints = (
+            any(str(k).startswith(("progressive_", "w_discriminator", "delta_norm")) for k in opts)
             or "e4e" in name.lower()
+        )
         kind = ("e4e" if e4e_hints else "psp") if pyramid else ("restyle_e4e" if e4e_hints else "restyle_psp")
     expected_nc = 6 if kind in _RECURRENT_KINDS else 3
     if input_nc != expected_nc:
         raise ValueError(f"a {kind} encoder takes {expected_nc} input channels, these weights take {input_nc}")
     # The backbone has 4 stride-2 stages; the coarsest head halves its 2**n_convs map down to 1x1.
-    input_size = 16 * 2 ** n_convs
+    input_size = 16 * 2**n_convs
     return EncoderConfig(kind, input_nc, len(styles), backbone, input_size, w_dim)
 
 
-def _build_encoder_from_state(config: EncoderConfig, state: dict[str, torch.Tensor],
-                              device: torch.device | str) -> nn.Module:
+def _build_encoder_from_state(
+    config: EncoderConfig, state: dict[str, torch.Tensor], device: torch.device | str
+) -> nn.Module:
     shell = config.build(device="meta")
     expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
     missing = [k for k in expected if k not in state]
@@ -434,8 +498,10 @@ def _build_encoder_from_state(config: EncoderConfig, state: dict[str, torch.Tens
             parts.append(f"'{wrong[0]}' is {list(state[wrong[0]].shape)}, expected {list(expected[wrong[0]])}")
         raise ValueError("; ".join(parts))
     ref = shell.state_dict()
-    typed = {k: (v.to(torch.float32) if ref[k].is_floating_point() else v.to(ref[k].dtype)).contiguous()
-             for k, v in state.items()}
+    typed = {
+        k: (v.to(torch.float32) if ref[k].is_floating_point() else v.to(ref[k].dtype)).contiguous()
+        for k, v in state.items()
+    }
     shell.load_state_dict(typed, strict=True, assign=True)
     return shell.to(device).eval().requires_grad_(False)
 
@@ -461,33 +527,52 @@ def _load_own(path: Path, device: torch.device | str) -> Inverter:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - SafetensorError and friends
-        raise _checkpoint_error(path, f"the file is truncated or corrupt ({type(e).__name__})",
-                                "Copy or download it again.") from None
+        raise _checkpoint_error(
+            path, f"the file is truncated or corrupt ({type(e).__name__})", "Copy or download it again."
+        ) from None
     try:
         version = int(meta.get("format_version", "0"))
     except ValueError:
         version = -1
     if version < 1 or version > INVERTER_FORMAT_VERSION:
-        raise _checkpoint_error(path, f"it has format version {meta.get('format_version')!r}",
-                                "It was written by a newer Charm Studio; update to read it.")
+        raise _checkpoint_error(
+            path,
+            f"it has format version {meta.get('format_version')!r}",
+            "It was written by a newer Charm Studio; update to read it.",
+        )
     try:
         config = EncoderConfig.from_json(json.loads(meta["encoder"]))
         gen_kwargs = json.loads(meta["decoder_init_kwargs"])
     except (KeyError, ValueError, TypeError) as e:
-        raise _checkpoint_error(path, f"its configuration is unreadable ({type(e).__name__}: {e})",
-                                "The file is damaged; write it again with save_inverter.") from None
-    enc_state = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    dec_state = {k[len("decoder."):]: v.to(torch.float32) for k, v in tensors.items() if k.startswith("decoder.")}
+        raise _checkpoint_error(
+            path,
+            f"its configuration is unreadable ({type(e).__name__}: {e})",
+            "The file is damaged; write it again with save_inverter.",
+        ) from None
+    enc_state = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    dec_state = {k[len("decoder.") :]: v.to(torch.float32) for k, v in tensors.items() if k.startswith("decoder.")}
     try:
         encoder = _build_encoder_from_state(config, enc_state, device)
     except ValueError as e:
-        raise _checkpoint_error(path, f"its encoder weights do not match its configuration ({e})",
-                                "The file is damaged; write it again with save_inverter.") from None
+        raise _checkpoint_error(
+            path,
+            f"its encoder weights do not match its configuration ({e})",
+            "The file is damaged; write it again with save_inverter.",
+        ) from None
     generator = build_generator(gen_kwargs, dec_state, path=path, device=device)
     latent_avg = tensors.get("latent_avg")
     try:
-        return Inverter(encoder, generator, None if latent_avg is None else latent_avg.to(device, torch.float32),
-                        kind=config.kind, input_size=config.input_size).to(device).eval()
+        return (
+            Inverter(
+                encoder,
+                generator,
+                None if latent_avg is None else latent_avg.to(device, torch.float32),
+                kind=config.kind,
+                input_size=config.input_size,
+            )
+            .to(device)
+            .eval()
+        )
     except ValueError as e:
         raise _checkpoint_error(path, str(e), "The file is damaged; write it again with save_inverter.") from None
 
@@ -497,21 +582,36 @@ def _load_released(path: Path, device: torch.device | str) -> Inverter:
 
     ckpt = load_encoder_checkpoint(path)
     if ckpt.decoder_init_kwargs is None:
-        raise _checkpoint_error(path, "it holds no generator (no 'decoder.*' weights)",
-                                "Use an encoder checkpoint from stylegan3-editing that embeds its generator, "
-                                "such as restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt.")
+        raise _checkpoint_error(
+            path,
+            "it holds no generator (no 'decoder.*' weights)",
+            "Use an encoder checkpoint from stylegan3-editing that embeds its generator, "
+            "such as restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt.",
+        )
     try:
         config = infer_encoder_config(ckpt.encoder_state, ckpt.opts, path.name)
         encoder = _build_encoder_from_state(config, ckpt.encoder_state, device)
     except (ValueError, KeyError, IndexError) as e:
-        raise _checkpoint_error(path, f"its encoder is not one Charm Studio can run ({e})",
-                                "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing, "
-                                "or a pSp / e4e checkpoint with an IR-SE backbone.") from None
+        raise _checkpoint_error(
+            path,
+            f"its encoder is not one Charm Studio can run ({e})",
+            "Use restyle_pSp_ffhq.pt or restyle_e4e_ffhq.pt from stylegan3-editing, "
+            "or a pSp / e4e checkpoint with an IR-SE backbone.",
+        ) from None
     generator = ckpt.build_decoder(device=device)
     latent_avg = ckpt.latent_avg
     try:
-        return Inverter(encoder, generator, None if latent_avg is None else latent_avg.to(device, torch.float32),
-                        kind=config.kind, input_size=config.input_size).to(device).eval()
+        return (
+            Inverter(
+                encoder,
+                generator,
+                None if latent_avg is None else latent_avg.to(device, torch.float32),
+                kind=config.kind,
+                input_size=config.input_size,
+            )
+            .to(device)
+            .eval()
+        )
     except ValueError as e:
         raise _checkpoint_error(path, str(e), "The encoder and its generator do not belong together.") from None
 
@@ -532,21 +632,28 @@ def load_inverter(path: os.PathLike | str, device: torch.device | str = "cpu") -
         try:
             meta = _read_safetensors_meta(p)
         except Exception as e:  # noqa: BLE001
-            raise _checkpoint_error(p, f"the file is truncated or corrupt ({type(e).__name__})",
-                                    "Copy or download it again.") from None
+            raise _checkpoint_error(
+                p, f"the file is truncated or corrupt ({type(e).__name__})", "Copy or download it again."
+            ) from None
         if meta.get("format") != INVERTER_FORMAT:
-            raise _checkpoint_error(p, "it is a safetensors file without an encoder (no "
-                                       f"format={INVERTER_FORMAT!r} metadata)",
-                                    "Pass an inverter written by save_inverter or a released encoder .pt file.")
+            raise _checkpoint_error(
+                p,
+                f"it is a safetensors file without an encoder (no format={INVERTER_FORMAT!r} metadata)",
+                "Pass an inverter written by save_inverter or a released encoder .pt file.",
+            )
         return _load_own(p, device)
     if container in ("torch-zip", "torch-legacy"):
         return _load_released(p, device)
-    raise _checkpoint_error(p, "it is a network pickle, not an encoder checkpoint",
-                            "Use restyle_pSp_ffhq.pt / restyle_e4e_ffhq.pt or a file written by save_inverter.")
+    raise _checkpoint_error(
+        p,
+        "it is a network pickle, not an encoder checkpoint",
+        "Use restyle_pSp_ffhq.pt / restyle_e4e_ffhq.pt or a file written by save_inverter.",
+    )
 
 
-def save_inverter(inverter: Inverter, path: os.PathLike | str, *, dtype: torch.dtype = torch.float32,
-                  source: str = "") -> Path:
+def save_inverter(
+    inverter: Inverter, path: os.PathLike | str, *, dtype: torch.dtype = torch.float32, source: str = ""
+) -> Path:
     """Write ``inverter`` in Charm Studio's format (see the module docstring); returns the path.
 
     ``dtype`` is the storage type of floating-point weights (float16 halves the file; weights come
@@ -568,7 +675,9 @@ def save_inverter(inverter: Inverter, path: os.PathLike | str, *, dtype: torch.d
     put("decoder.", inverter.generator.state_dict())
     tensors["latent_avg"] = inverter.latent_avg.detach().to("cpu", torch.float32).contiguous().clone()
     metadata = {
-        "format": INVERTER_FORMAT, "format_version": str(INVERTER_FORMAT_VERSION), "kind": "inverter",
+        "format": INVERTER_FORMAT,
+        "format_version": str(INVERTER_FORMAT_VERSION),
+        "kind": "inverter",
         "encoder": json.dumps(inverter.config.to_json(), sort_keys=True),
         "decoder_init_kwargs": json.dumps(plain_json(dict(inverter.generator.init_kwargs)), sort_keys=True),
         "source": source,

@@ -4,14 +4,16 @@ checkpoints carry their filters as buffers).
 Separable filters are Kaiser-windowed sincs (scipy.signal.firwin). Radial filters (R configs) are
 jinc functions times an outer product of Kaiser windows, normalised to unit sum.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 
-def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
-                          radial: bool = False) -> torch.Tensor | None:
+def design_lowpass_filter(
+    numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False
+) -> torch.Tensor | None:
     """[numtaps] (or [numtaps,numtaps] when radial) float32, or None for a single tap."""
     import scipy.signal
     import scipy.special

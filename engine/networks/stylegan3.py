@@ -8,21 +8,21 @@ Shapes: z [N,z_dim]; c [N,c_dim]; ws [N,num_ws,w_dim] (num_ws = num_layers + 2 =
 images [N,img_channels,R,R] float32, roughly in [-1,1] (no clamping, no tanh).
 ``ws[:,0]`` drives the Fourier input layer, ``ws[:,i+1]`` drives layer ``L{i}``.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from engine.networks.filters import design_lowpass_filter
 from kernels import bias_act, filtered_lrelu
 
-__all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer",
-           "FullyConnectedLayer"]
+__all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer", "FullyConnectedLayer"]
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -32,8 +32,16 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 class FullyConnectedLayer(nn.Module):
     """Linear layer with equalized learning rate: weight * lr_multiplier / sqrt(in_features)."""
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear", bias: bool = True,
-                 lr_multiplier: float = 1.0, weight_init: float = 1.0, bias_init=0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        bias: bool = True,
+        lr_multiplier: float = 1.0,
+        weight_init: float = 1.0,
+        bias_init=0.0,
+    ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -62,8 +70,16 @@ class FullyConnectedLayer(nn.Module):
 class MappingNetwork(nn.Module):
     """z (and c) -> ws [N,num_ws,w_dim], with a running average ``w_avg`` for truncation."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        num_ws: int,
+        num_layers: int = 2,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.998,
+    ):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.num_layers = num_layers
@@ -71,12 +87,21 @@ class MappingNetwork(nn.Module):
         self.embed = FullyConnectedLayer(c_dim, w_dim) if c_dim > 0 else None
         features = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu",
-                                                          lr_multiplier=lr_multiplier))
+            setattr(
+                self,
+                f"fc{idx}",
+                FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu", lr_multiplier=lr_multiplier),
+            )
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be [N,{self.z_dim}], got {tuple(z.shape)}")
         x = normalize_2nd_moment(z.to(torch.float32))
@@ -124,8 +149,9 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
-    def forward(self, w: torch.Tensor | None = None, transform: torch.Tensor | None = None,
-                styles: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, w: torch.Tensor | None = None, transform: torch.Tensor | None = None, styles: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """w [N,w_dim] (or styles [N,4] = affine(w)) -> features [N,C,size,size]."""
         t = self.affine(w) if styles is None else styles
         n = t.shape[0]
@@ -137,11 +163,11 @@ class SynthesisInput(nn.Module):
         tr = m_r @ m_t @ user
         phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ tr[:, :2, 2:]).squeeze(2)
         freqs = self.freqs.unsqueeze(0) @ tr[:, :2, :2]  # [N,C,2]
-        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
-                      / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
         # Pixel j sits at (j + 0.5 - size/2) / sampling_rate; x runs along columns, y down rows.
-        coords = (torch.arange(self.size, device=t.device, dtype=torch.float32) + 0.5 - self.size / 2) \
-            / self.sampling_rate
+        coords = (
+            torch.arange(self.size, device=t.device, dtype=torch.float32) + 0.5 - self.size / 2
+        ) / self.sampling_rate
         gy, gx = torch.meshgrid(coords, coords, indexing="ij")
         grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2)  # [1,H*W,2]
         x = grid @ freqs.transpose(1, 2)  # [N,H*W,C]
@@ -151,12 +177,20 @@ class SynthesisInput(nn.Module):
         return x.transpose(1, 2).reshape(n, self.channels, self.size, self.size)
 
     def extra_repr(self) -> str:
-        return f"w_dim={self.w_dim}, channels={self.channels}, size={self.size}, " \
-               f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}"
+        return (
+            f"w_dim={self.w_dim}, channels={self.channels}, size={self.size}, "
+            f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}"
+        )
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, padding: int,
-                     demodulate: bool, input_gain: torch.Tensor | None) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    padding: int,
+    demodulate: bool,
+    input_gain: torch.Tensor | None,
+) -> torch.Tensor:
     """x [N,I,H,W], weight [O,I,k,k], styles [N,I] -> [N,O,H',W'].
 
     Batch 1 runs as the release does (modulate the weights, one convolution). Larger batches scale
@@ -190,12 +224,29 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 class SynthesisLayer(nn.Module):
     """Modulated convolution followed by the alias-free filtered leaky ReLU (or ToRGB when last)."""
 
-    def __init__(self, w_dim: int, is_torgb: bool, is_critically_sampled: bool, use_fp16: bool,
-                 in_channels: int, out_channels: int, in_size, out_size, in_sampling_rate: float,
-                 out_sampling_rate: float, in_cutoff: float, out_cutoff: float, in_half_width: float,
-                 out_half_width: float, conv_kernel: int = 3, filter_size: int = 6,
-                 lrelu_upsampling: int = 2, use_radial_filters: bool = False, conv_clamp: float | None = 256,
-                 magnitude_ema_beta: float = 0.999):
+    def __init__(
+        self,
+        w_dim: int,
+        is_torgb: bool,
+        is_critically_sampled: bool,
+        use_fp16: bool,
+        in_channels: int,
+        out_channels: int,
+        in_size,
+        out_size,
+        in_sampling_rate: float,
+        out_sampling_rate: float,
+        in_cutoff: float,
+        out_cutoff: float,
+        in_half_width: float,
+        out_half_width: float,
+        conv_kernel: int = 3,
+        filter_size: int = 6,
+        lrelu_upsampling: int = 2,
+        use_radial_filters: bool = False,
+        conv_clamp: float | None = 256,
+        magnitude_ema_beta: float = 0.999,
+    ):
         super().__init__()
         self.w_dim, self.is_torgb = w_dim, is_torgb
         self.is_critically_sampled, self.use_fp16 = is_critically_sampled, use_fp16
@@ -218,15 +269,26 @@ class SynthesisLayer(nn.Module):
         self.up_factor = int(np.rint(self.tmp_sampling_rate / in_sampling_rate))
         assert in_sampling_rate * self.up_factor == self.tmp_sampling_rate
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
-        self.register_buffer("up_filter", design_lowpass_filter(
-            numtaps=self.up_taps, cutoff=in_cutoff, width=in_half_width * 2, fs=self.tmp_sampling_rate))
+        self.register_buffer(
+            "up_filter",
+            design_lowpass_filter(
+                numtaps=self.up_taps, cutoff=in_cutoff, width=in_half_width * 2, fs=self.tmp_sampling_rate
+            ),
+        )
         self.down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
         assert out_sampling_rate * self.down_factor == self.tmp_sampling_rate
         self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not is_torgb else 1
         self.down_radial = use_radial_filters and not is_critically_sampled
-        self.register_buffer("down_filter", design_lowpass_filter(
-            numtaps=self.down_taps, cutoff=out_cutoff, width=out_half_width * 2, fs=self.tmp_sampling_rate,
-            radial=self.down_radial))
+        self.register_buffer(
+            "down_filter",
+            design_lowpass_filter(
+                numtaps=self.down_taps,
+                cutoff=out_cutoff,
+                width=out_half_width * 2,
+                fs=self.tmp_sampling_rate,
+                radial=self.down_radial,
+            ),
+        )
 
         pad_total = (self.out_size - 1) * self.down_factor + 1
         pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor
@@ -239,11 +301,18 @@ class SynthesisLayer(nn.Module):
         """w [N,w_dim] -> styles [N,in_channels] (ToRGB's weight gain included)."""
         s = self.affine(w)
         if self.is_torgb:
-            s = s * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
+            s = s * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         return s
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor | None = None, styles: torch.Tensor | None = None,
-                update_emas: bool = False, force_fp32: bool = True, impl: str | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor | None = None,
+        styles: torch.Tensor | None = None,
+        update_emas: bool = False,
+        force_fp32: bool = True,
+        impl: str | None = None,
+    ) -> torch.Tensor:
         if update_emas:
             with torch.no_grad():
                 cur = x.detach().to(torch.float32).square().mean()
@@ -251,27 +320,58 @@ class SynthesisLayer(nn.Module):
         input_gain = self.magnitude_ema.rsqrt()
         s = self.styles(w) if styles is None else styles
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
-        x = modulated_conv2d(x.to(dtype), self.weight, s, padding=self.conv_kernel - 1,
-                             demodulate=not self.is_torgb, input_gain=input_gain)
+        x = modulated_conv2d(
+            x.to(dtype),
+            self.weight,
+            s,
+            padding=self.conv_kernel - 1,
+            demodulate=not self.is_torgb,
+            input_gain=input_gain,
+        )
         gain = 1.0 if self.is_torgb else math.sqrt(2)
         slope = 1.0 if self.is_torgb else 0.2
-        x = filtered_lrelu(x, fu=self.up_filter, fd=self.down_filter, b=self.bias.to(x.dtype),
-                           up=self.up_factor, down=self.down_factor, padding=self.padding, gain=gain,
-                           slope=slope, clamp=self.conv_clamp, impl=impl)
+        x = filtered_lrelu(
+            x,
+            fu=self.up_filter,
+            fd=self.down_filter,
+            b=self.bias.to(x.dtype),
+            up=self.up_factor,
+            down=self.down_factor,
+            padding=self.padding,
+            gain=gain,
+            slope=slope,
+            clamp=self.conv_clamp,
+            impl=impl,
+        )
         return x
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_channels}@{int(self.in_size[0])}, out={self.out_channels}@{int(self.out_size[0])}, "
-                f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}")
+        return (
+            f"in={self.in_channels}@{int(self.in_size[0])}, out={self.out_channels}@{int(self.out_size[0])}, "
+            f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}"
+        )
 
 
 class SynthesisNetwork(nn.Module):
     """ws [N,num_ws,w_dim] -> images [N,img_channels,R,R]."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
-                 channel_max: int = 512, num_layers: int = 14, num_critical: int = 2, first_cutoff: float = 2,
-                 first_stopband: float = 2 ** 2.1, last_stopband_rel: float = 2 ** 0.3, margin_size: int = 10,
-                 output_scale: float = 0.25, num_fp16_res: int = 4, **layer_kwargs):
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        num_layers: int = 14,
+        num_critical: int = 2,
+        first_cutoff: float = 2,
+        first_stopband: float = 2**2.1,
+        last_stopband_rel: float = 2**0.3,
+        margin_size: int = 10,
+        output_scale: float = 0.25,
+        num_fp16_res: int = 4,
+        **layer_kwargs,
+    ):
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.num_ws = num_layers + 2
@@ -291,21 +391,36 @@ class SynthesisNetwork(nn.Module):
         channels = np.rint(np.minimum((channel_base / 2) / cutoffs, channel_max))
         channels[-1] = img_channels
 
-        self.input = SynthesisInput(w_dim=w_dim, channels=int(channels[0]), size=int(sizes[0]),
-                                    sampling_rate=sampling_rates[0], bandwidth=cutoffs[0])
+        self.input = SynthesisInput(
+            w_dim=w_dim,
+            channels=int(channels[0]),
+            size=int(sizes[0]),
+            sampling_rate=sampling_rates[0],
+            bandwidth=cutoffs[0],
+        )
         self.layer_names = []
         for idx in range(num_layers + 1):
             prev = max(idx - 1, 0)
             is_torgb = idx == num_layers
             is_critically_sampled = idx >= num_layers - num_critical
-            use_fp16 = bool(sampling_rates[idx] * (2 ** num_fp16_res) > img_resolution)
+            use_fp16 = bool(sampling_rates[idx] * (2**num_fp16_res) > img_resolution)
             layer = SynthesisLayer(
-                w_dim=w_dim, is_torgb=is_torgb, is_critically_sampled=is_critically_sampled, use_fp16=use_fp16,
-                in_channels=int(channels[prev]), out_channels=int(channels[idx]),
-                in_size=int(sizes[prev]), out_size=int(sizes[idx]),
-                in_sampling_rate=int(sampling_rates[prev]), out_sampling_rate=int(sampling_rates[idx]),
-                in_cutoff=cutoffs[prev], out_cutoff=cutoffs[idx],
-                in_half_width=half_widths[prev], out_half_width=half_widths[idx], **layer_kwargs)
+                w_dim=w_dim,
+                is_torgb=is_torgb,
+                is_critically_sampled=is_critically_sampled,
+                use_fp16=use_fp16,
+                in_channels=int(channels[prev]),
+                out_channels=int(channels[idx]),
+                in_size=int(sizes[prev]),
+                out_size=int(sizes[idx]),
+                in_sampling_rate=int(sampling_rates[prev]),
+                out_sampling_rate=int(sampling_rates[idx]),
+                in_cutoff=cutoffs[prev],
+                out_cutoff=cutoffs[idx],
+                in_half_width=half_widths[prev],
+                out_half_width=half_widths[idx],
+                **layer_kwargs,
+            )
             name = f"L{idx}_{layer.out_size[0]}_{layer.out_channels}"
             setattr(self, name, layer)
             self.layer_names.append(name)
@@ -327,10 +442,18 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must be [N,{self.num_ws},{self.w_dim}], got {tuple(ws.shape)}")
 
-    def forward(self, ws: torch.Tensor | None = None, transform: torch.Tensor | None = None,
-                styles: dict[str, torch.Tensor] | None = None, input_from_mean: bool = False,
-                update_emas: bool = False, force_fp32: bool = True, impl: str | None = None,
-                checkpoint_layers: bool = False, **_ignored) -> torch.Tensor:
+    def forward(
+        self,
+        ws: torch.Tensor | None = None,
+        transform: torch.Tensor | None = None,
+        styles: dict[str, torch.Tensor] | None = None,
+        input_from_mean: bool = False,
+        update_emas: bool = False,
+        force_fp32: bool = True,
+        impl: str | None = None,
+        checkpoint_layers: bool = False,
+        **_ignored,
+    ) -> torch.Tensor:
         """Render images [N,C,R,R] from ws (or from StyleSpace ``styles``).
 
         transform: None (the stored ``synthesis.input.transform`` buffer), [3,3] or [N,3,3], in the
@@ -344,8 +467,9 @@ class SynthesisNetwork(nn.Module):
 
         def run(layer: nn.Module, x: torch.Tensor, **kw) -> torch.Tensor:
             if ckpt:
-                return torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False, force_fp32=force_fp32,
-                                                         impl=impl, **kw)
+                return torch.utils.checkpoint.checkpoint(
+                    layer, x, use_reentrant=False, force_fp32=force_fp32, impl=impl, **kw
+                )
             return layer(x, update_emas=update_emas, force_fp32=force_fp32, impl=impl, **kw)
 
         if styles is None:
@@ -369,23 +493,47 @@ class SynthesisNetwork(nn.Module):
 class Generator(nn.Module):
     """StyleGAN3 generator: ``mapping`` (z -> ws) then ``synthesis`` (ws -> image)."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping_kwargs: dict | None = None, **synthesis_kwargs):
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        mapping_kwargs: dict | None = None,
+        **synthesis_kwargs,
+    ):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}),
-                                **synthesis_kwargs)
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
+        self.init_kwargs = dict(
+            z_dim=z_dim,
+            c_dim=c_dim,
+            w_dim=w_dim,
+            img_resolution=img_resolution,
+            img_channels=img_channels,
+            mapping_kwargs=dict(mapping_kwargs or {}),
+            **synthesis_kwargs,
+        )
+        self.synthesis = SynthesisNetwork(
+            w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                      **(mapping_kwargs or {}))
+        self.mapping = MappingNetwork(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **(mapping_kwargs or {})
+        )
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, transform: torch.Tensor | None = None,
-                update_emas: bool = False, **synthesis_kwargs) -> torch.Tensor:
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        transform: torch.Tensor | None = None,
+        update_emas: bool = False,
+        **synthesis_kwargs,
+    ) -> torch.Tensor:
+        ws = self.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
         return self.synthesis(ws, transform=transform, update_emas=update_emas, **synthesis_kwargs)

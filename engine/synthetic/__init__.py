@@ -12,14 +12,40 @@ Stable entry points::
 pixel-index coordinates; aligned renders are exactly the FFHQ alignment of the face (see
 :mod:`engine.synthetic.geometry`).
 """
+
 from __future__ import annotations
 
-from engine.synthetic.factors import (FACTOR_NAMES, FACTORS, ROLL_DEGREES, SHIFT_FRACTION, YAW_DEGREES,
-                                      ZOOM_RANGE, Factor, Factors, factor_index, factor_table,
-                                      sample_factors)
+from engine.synthetic.factors import (
+    FACTOR_NAMES,
+    FACTORS,
+    ROLL_DEGREES,
+    SHIFT_FRACTION,
+    YAW_DEGREES,
+    ZOOM_RANGE,
+    Factor,
+    Factors,
+    factor_index,
+    factor_table,
+    sample_factors,
+)
 from engine.synthetic.geometry import ffhq_quad
 from engine.synthetic.render import render, render_clip, render_one, write_photo
 
-__all__ = ["FACTORS", "FACTOR_NAMES", "Factor", "Factors", "factor_index", "factor_table", "sample_factors",
-           "render", "render_one", "render_clip", "write_photo", "ffhq_quad", "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION",
-           "ZOOM_RANGE"]
+__all__ = [
+    "FACTORS",
+    "FACTOR_NAMES",
+    "Factor",
+    "Factors",
+    "factor_index",
+    "factor_table",
+    "sample_factors",
+    "render",
+    "render_one",
+    "render_clip",
+    "write_photo",
+    "ffhq_quad",
+    "ROLL_DEGREES",
+    "YAW_DEGREES",
+    "SHIFT_FRACTION",
+    "ZOOM_RANGE",
+]

@@ -10,10 +10,11 @@ pixel whose centre is inside fully and adds an anti-aliased fringe outside, whic
 a third of a pixel; polygons are inset by that much so that sizes stay right at small resolutions.
 Work is restricted to the bounding box of each shape.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -50,8 +51,16 @@ def catmull_rom(pts: np.ndarray, n_per_seg: int = 8, closed: bool = False) -> np
     return out if closed else np.concatenate([out, p[-1:]], axis=0)
 
 
-def ellipse_points(center: np.ndarray, rx: float, ry: float, n: int = 32, angle: float = 0.0,
-                   power: float = 2.0, start: float = 0.0, stop: float = 2 * np.pi) -> np.ndarray:
+def ellipse_points(
+    center: np.ndarray,
+    rx: float,
+    ry: float,
+    n: int = 32,
+    angle: float = 0.0,
+    power: float = 2.0,
+    start: float = 0.0,
+    stop: float = 2 * np.pi,
+) -> np.ndarray:
     """Points on a (super)ellipse, float [n,2]; ``power`` > 2 gives a rounded rectangle."""
     closed = abs(stop - start - 2 * np.pi) < 1e-9
     t = np.linspace(start, stop, n, endpoint=not closed)
@@ -137,8 +146,9 @@ class Canvas:
         return out.reshape(h, w, *small.shape[2:])
 
     # -- masks ------------------------------------------------------------------------------------
-    def poly_mask(self, polys: list[np.ndarray], roi: Roi | None = None,
-                  inset: float = _AA_GROWTH) -> tuple[Roi | None, np.ndarray | None]:
+    def poly_mask(
+        self, polys: list[np.ndarray], roi: Roi | None = None, inset: float = _AA_GROWTH
+    ) -> tuple[Roi | None, np.ndarray | None]:
         """Anti-aliased coverage of the union of face-frame polygons: (roi, float32 [h,w] in [0,1])."""
         pp = [_inset(self.px(p), inset) for p in polys if len(p) >= 3]
         if not pp:
@@ -150,8 +160,7 @@ class Canvas:
         x0, y0, x1, y1 = roi
         mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
         off = np.array([x0, y0], dtype=np.float64)
-        cv2.fillPoly(mask, [np.round((p - off) * _ONE).astype(np.int32) for p in pp], 255,
-                     cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(mask, [np.round((p - off) * _ONE).astype(np.int32) for p in pp], 255, cv2.LINE_AA, _SHIFT)
         return roi, mask.astype(np.float32) * (1.0 / 255.0)
 
     def stroke_polys(self, pts: np.ndarray, width: float | np.ndarray) -> np.ndarray:
@@ -163,8 +172,14 @@ class Canvas:
         w = np.broadcast_to(np.asarray(width, dtype=np.float64), (len(p),))[:, None] * 0.5
         return np.concatenate([p + n * w, (p - n * w)[::-1]], axis=0)
 
-    def stroke_mask(self, pts: np.ndarray, width: float | np.ndarray, soft: float = 0.0,
-                    closed: bool = False, roi: Roi | None = None) -> tuple[Roi | None, np.ndarray | None]:
+    def stroke_mask(
+        self,
+        pts: np.ndarray,
+        width: float | np.ndarray,
+        soft: float = 0.0,
+        closed: bool = False,
+        roi: Roi | None = None,
+    ) -> tuple[Roi | None, np.ndarray | None]:
         """Coverage of a polyline of ``width`` face units, blurred by ``soft`` face units (sigma).
 
         Strokes narrower than ~1.2 px are drawn 1 px wide with proportionally lower coverage, so thin
@@ -194,8 +209,7 @@ class Canvas:
             m = cv2.GaussianBlur(m, (0, 0), sig)
         return roi, m
 
-    def shade_stroke(self, pts: np.ndarray, width: float | np.ndarray, amount: float,
-                     soft: float = 0.0) -> None:
+    def shade_stroke(self, pts: np.ndarray, width: float | np.ndarray, amount: float, soft: float = 0.0) -> None:
         """Darken (amount > 0) or lighten along a polyline; skipped when it would move less than
         ~4% of a pixel's worth of ink (fine wrinkles at thumbnail sizes)."""
         w = float(np.mean(width)) if np.ndim(width) else float(width)
@@ -204,8 +218,9 @@ class Canvas:
         r, m = self.stroke_mask(pts, width, soft=soft)
         self.multiply(r, m, amount)
 
-    def gauss(self, center: np.ndarray, rx: float, ry: float, angle: float = 0.0,
-              cut: float = 3.0, roi: Roi | None = None) -> tuple[Roi | None, np.ndarray | None]:
+    def gauss(
+        self, center: np.ndarray, rx: float, ry: float, angle: float = 0.0, cut: float = 3.0, roi: Roi | None = None
+    ) -> tuple[Roi | None, np.ndarray | None]:
         """Elliptical Gaussian (sigmas rx, ry face units, rotated ``angle`` rad in the face frame)."""
         if roi is None:
             c = self.px(np.asarray(center, dtype=np.float64))
@@ -220,8 +235,7 @@ class Canvas:
         b = (-sa * du + ca * dv) / np.float32(ry)
         return roi, np.exp(-0.5 * (a * a + b * b))
 
-    def blobs(self, specs: list[tuple[np.ndarray, float, float, float, tuple[float, float, float] | None]]
-              ) -> None:
+    def blobs(self, specs: list[tuple[np.ndarray, float, float, float, tuple[float, float, float] | None]]) -> None:
         """Multiply the image by ``1 - amount * gaussian * tint`` for each (centre, rx, ry, amount, tint).
 
         Small faces evaluate all blobs on one shared grid (fewer, larger array operations); large ones
@@ -256,8 +270,13 @@ class Canvas:
         self.img[y0:y1, x0:x1] *= F
 
     # -- compositing ------------------------------------------------------------------------------
-    def over(self, roi: Roi | None, alpha: np.ndarray | None,
-             color: np.ndarray | ColorField | tuple[float, float, float], opacity: float = 1.0) -> None:
+    def over(
+        self,
+        roi: Roi | None,
+        alpha: np.ndarray | None,
+        color: np.ndarray | ColorField | tuple[float, float, float],
+        opacity: float = 1.0,
+    ) -> None:
         """Paint ``color`` (RGB [3], a field [h,w,3], or a function of (U, V)) with coverage ``alpha``."""
         if roi is None or alpha is None or opacity <= 0:
             return
@@ -270,8 +289,13 @@ class Canvas:
         dst = self.img[y0:y1, x0:x1]
         dst += (col - dst) * a[..., None]
 
-    def multiply(self, roi: Roi | None, alpha: np.ndarray | None, amount: float,
-                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    def multiply(
+        self,
+        roi: Roi | None,
+        alpha: np.ndarray | None,
+        amount: float,
+        tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> None:
         """Darken (amount > 0) or lighten (amount < 0) by ``1 - amount * alpha`` per channel * tint."""
         if roi is None or alpha is None or amount == 0:
             return
@@ -285,13 +309,19 @@ class Canvas:
             f = np.float32(1.0) - (np.float32(amount) * alpha)[..., None] * t
             np.multiply(dst, f, out=dst)
 
-    def fill(self, polys: list[np.ndarray], color: np.ndarray | ColorField | tuple[float, float, float],
-             opacity: float = 1.0, soft: float = 0.0) -> None:
+    def fill(
+        self,
+        polys: list[np.ndarray],
+        color: np.ndarray | ColorField | tuple[float, float, float],
+        opacity: float = 1.0,
+        soft: float = 0.0,
+    ) -> None:
         roi, m = self.soft_mask(polys, soft) if soft > 0 else self.poly_mask(polys)
         self.over(roi, m, color, opacity)
 
-    def soft_mask(self, polys: list[np.ndarray], soft: float,
-                  roi: Roi | None = None) -> tuple[Roi | None, np.ndarray | None]:
+    def soft_mask(
+        self, polys: list[np.ndarray], soft: float, roi: Roi | None = None
+    ) -> tuple[Roi | None, np.ndarray | None]:
         """Polygon coverage blurred by ``soft`` face units (sigma)."""
         sig = soft * self.scale
         if roi is None:

@@ -5,6 +5,7 @@ landmarks, so features drawn here sit exactly where the returned landmarks say. 
 background, back hair, neck, clothes, ears, face skin with shading, wrinkles and folds, beard, nose,
 mouth, eyes, brows, glasses, front hair.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -18,12 +19,18 @@ from engine.synthetic.geometry import FaceShape
 
 __all__ = ["draw_face"]
 
-_SKIN_KEYS = np.array([[0.97, 0.82, 0.72], [0.86, 0.66, 0.52], [0.66, 0.46, 0.32],
-                       [0.45, 0.30, 0.20], [0.30, 0.19, 0.13]], dtype=np.float32)
-_HAIR_KEYS = np.array([[0.06, 0.05, 0.045], [0.20, 0.13, 0.08], [0.38, 0.26, 0.16],
-                       [0.60, 0.46, 0.30], [0.86, 0.75, 0.52]], dtype=np.float32)
-_EYE_KEYS = np.array([[0.22, 0.12, 0.06], [0.40, 0.24, 0.11], [0.42, 0.42, 0.20],
-                      [0.40, 0.52, 0.48], [0.36, 0.56, 0.80]], dtype=np.float32)
+_SKIN_KEYS = np.array(
+    [[0.97, 0.82, 0.72], [0.86, 0.66, 0.52], [0.66, 0.46, 0.32], [0.45, 0.30, 0.20], [0.30, 0.19, 0.13]],
+    dtype=np.float32,
+)
+_HAIR_KEYS = np.array(
+    [[0.06, 0.05, 0.045], [0.20, 0.13, 0.08], [0.38, 0.26, 0.16], [0.60, 0.46, 0.30], [0.86, 0.75, 0.52]],
+    dtype=np.float32,
+)
+_EYE_KEYS = np.array(
+    [[0.22, 0.12, 0.06], [0.40, 0.24, 0.11], [0.42, 0.42, 0.20], [0.40, 0.52, 0.48], [0.36, 0.56, 0.80]],
+    dtype=np.float32,
+)
 
 
 def _keys(keys: np.ndarray, t: float) -> np.ndarray:
@@ -120,13 +127,15 @@ class _Scene:
         lam = self._lambert(du, dv, nz)
         shade = 0.5 + 0.45 * lam
         # lengthwise gloss band across the crown
-        gloss = np.exp(np.float32(-0.5) * (((V + np.float32(1.45)) * np.float32(1 / 0.14)) ** 2
-                                           + (U * np.float32(1 / 0.8)) ** 2))
+        gloss = np.exp(
+            np.float32(-0.5) * (((V + np.float32(1.45)) * np.float32(1 / 0.14)) ** 2 + (U * np.float32(1 / 0.8)) ** 2)
+        )
         col = self.hair[None, None, :] * shade[..., None]
         return np.minimum(col * (1.0 + 0.3 * gloss[..., None]) + 0.03 * gloss[..., None], 1.0)
 
 
 # -- layers -----------------------------------------------------------------------------------------
+
 
 def _background(cv: Canvas, sc: _Scene) -> None:
     f = sc.f
@@ -141,7 +150,7 @@ def _background(cv: Canvas, sc: _Scene) -> None:
     def field(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         t = np.clip((U * ca + V * sa) / np.float32(7.0) + 0.5, 0.0, 1.0)
         t = t * t * (3 - 2 * t)
-        blob = np.exp(-((U - bx) ** 2 + (V - by) ** 2) / np.float32(2 * 1.6 ** 2))
+        blob = np.exp(-((U - bx) ** 2 + (V - by) ** 2) / np.float32(2 * 1.6**2))
         img = c1 * (1 - t[..., None]) + c2 * t[..., None]
         return img * (1.0 + k * blob)[..., None]
 
@@ -186,8 +195,18 @@ def _back_hair(cv: Canvas, sc: _Scene) -> None:
 def _neck(cv: Canvas, sc: _Scene) -> None:
     W = sc.W
     nw = 0.56 * W + 0.02
-    neck = np.array([[-nw, 0.8], [-nw * 0.97, 1.8], [-nw * 1.05, 2.4], [-nw * 1.3, 2.9],
-                     [nw * 1.3, 2.9], [nw * 1.05, 2.4], [nw * 0.97, 1.8], [nw, 0.8]])
+    neck = np.array(
+        [
+            [-nw, 0.8],
+            [-nw * 0.97, 1.8],
+            [-nw * 1.05, 2.4],
+            [-nw * 1.3, 2.9],
+            [nw * 1.3, 2.9],
+            [nw * 1.05, 2.4],
+            [nw * 0.97, 1.8],
+            [nw, 0.8],
+        ]
+    )
     neck[:, 0] = sc.yx(neck[:, 0], -0.1)
     roi, m = cv.poly_mask([neck])
     cv.over(roi, m, sc.neck_field)
@@ -207,10 +226,25 @@ def _body(cv: Canvas, sc: _Scene) -> None:
     hue, bright = f["clothes_hue"], f["clothes_brightness"]
     col = _hsv(hue, 0.25 + 0.4 * (1 - abs(2 * bright - 1)), 0.12 + 0.72 * bright)
     yb = sc.s.chin + 0.45
-    body = np.array([[-nw * 1.25, yb], [-1.35, yb + 0.3], [-2.3, yb + 0.6], [-3.0, yb + 1.2],
-                     [-3.4, yb + 2.4], [-3.6, 12.0], [3.6, 12.0], [3.4, yb + 2.4], [3.0, yb + 1.2],
-                     [2.3, yb + 0.6], [1.35, yb + 0.3], [nw * 1.25, yb],
-                     [0.35, yb + 0.32], [0.0, yb + 0.5 + 0.2 * bright], [-0.35, yb + 0.32]])
+    body = np.array(
+        [
+            [-nw * 1.25, yb],
+            [-1.35, yb + 0.3],
+            [-2.3, yb + 0.6],
+            [-3.0, yb + 1.2],
+            [-3.4, yb + 2.4],
+            [-3.6, 12.0],
+            [3.6, 12.0],
+            [3.4, yb + 2.4],
+            [3.0, yb + 1.2],
+            [2.3, yb + 0.6],
+            [1.35, yb + 0.3],
+            [nw * 1.25, yb],
+            [0.35, yb + 0.32],
+            [0.0, yb + 0.5 + 0.2 * bright],
+            [-0.35, yb + 0.32],
+        ]
+    )
 
     def cloth(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         shade = 1.0 - 0.10 * np.clip(V - yb - 0.6, 0, 4) + 0.12 * sc.light * np.clip(U / 3.0, -1, 1)
@@ -278,8 +312,9 @@ def _skin(cv: Canvas, sc: _Scene) -> None:
         blobs.append((ch + [side * 0.05, 0.08], 0.22, 0.15, 0.5, (0.0, 0.10, 0.10)))
         # nose side
         nb = 0.5 * (lm[28] + lm[29])
-        blobs.append((nb + [side * (0.13 + 0.02 * (1 - ld * side)), 0.08], 0.05, 0.24,
-                      0.17 * (1.0 - 0.5 * side * ld), None))
+        blobs.append(
+            (nb + [side * (0.13 + 0.02 * (1 - ld * side)), 0.08], 0.05, 0.24, 0.17 * (1.0 - 0.5 * side * ld), None)
+        )
     # nose bridge highlight, tip highlight, shadow under the nose and the lower lip, chin highlight
     blobs.append((0.5 * (lm[28] + lm[29]) + [0.02 * ld, 0.0], 0.035, 0.2, -0.10, None))
     blobs.append((lm[30] + [0.03 * ld, -0.03], 0.06, 0.045, -0.14, None))
@@ -346,12 +381,31 @@ def _beard(cv: Canvas, sc: _Scene) -> None:
     jaw = jaw + d / np.linalg.norm(d, axis=1, keepdims=True) * grow[:, None]
     # upper edge: sideburn -> cheek line -> around the mouth corner -> moustache under the nose
     cheek = 0.48 - 0.10 * b
-    right = np.array([lm[16] + [0.0, 0.08], sc.pts([(W * 0.90, cheek - 0.05, 0.1)])[0],
-                      sc.pts([(0.60, cheek + 0.25, 0.45)])[0], lm[54] + [0.10, 0.0]])
-    left = np.array([lm[48] + [-0.10, 0.0], sc.pts([(-0.60, cheek + 0.25, 0.45)])[0],
-                     sc.pts([(-W * 0.90, cheek - 0.05, 0.1)])[0], lm[0] + [0.0, 0.08]])
-    must = np.array([lm[54] + [0.05, -0.05], lm[35] + [0.05, 0.06], lm[33] + [0.0, 0.045],
-                     lm[31] + [-0.05, 0.06], lm[48] + [-0.05, -0.05]])
+    right = np.array(
+        [
+            lm[16] + [0.0, 0.08],
+            sc.pts([(W * 0.90, cheek - 0.05, 0.1)])[0],
+            sc.pts([(0.60, cheek + 0.25, 0.45)])[0],
+            lm[54] + [0.10, 0.0],
+        ]
+    )
+    left = np.array(
+        [
+            lm[48] + [-0.10, 0.0],
+            sc.pts([(-0.60, cheek + 0.25, 0.45)])[0],
+            sc.pts([(-W * 0.90, cheek - 0.05, 0.1)])[0],
+            lm[0] + [0.0, 0.08],
+        ]
+    )
+    must = np.array(
+        [
+            lm[54] + [0.05, -0.05],
+            lm[35] + [0.05, 0.06],
+            lm[33] + [0.0, 0.045],
+            lm[31] + [-0.05, 0.06],
+            lm[48] + [-0.05, -0.05],
+        ]
+    )
     poly = catmull_rom(np.concatenate([jaw, right, must, left], axis=0), 4, closed=True)
     roi, m = cv.soft_mask([poly], 0.035 * (1.3 - b))
     if roi is None:
@@ -459,8 +513,8 @@ def _eyes(cv: Canvas, sc: _Scene) -> None:
         e = lm[36:42] if side < 0 else lm[42:48]
         if side < 0:
             outer, inner = e[0], e[3]
-            up = catmull_rom(e[[0, 1, 2, 3]], 8)            # outer -> inner
-            lo = catmull_rom(e[[3, 4, 5, 0]], 8)            # inner -> outer
+            up = catmull_rom(e[[0, 1, 2, 3]], 8)  # outer -> inner
+            lo = catmull_rom(e[[3, 4, 5, 0]], 8)  # inner -> outer
         else:
             outer, inner = e[3], e[0]
             up = catmull_rom(e[[3, 2, 1, 0]], 8)
@@ -490,7 +544,7 @@ def _eyes(cv: Canvas, sc: _Scene) -> None:
         px = 1.0 / cv.scale
         cov_i = np.clip((ir - dist) / px + 0.5, 0.0, 1.0)
         rho = np.clip(dist / ir, 0, 1)
-        icol = iris_col[None, None, :] * (1.15 - 0.75 * rho ** 3)[..., None]
+        icol = iris_col[None, None, :] * (1.15 - 0.75 * rho**3)[..., None]
         dst += (icol - dst) * (cov_i * me)[..., None]
         cov_p = np.clip((0.42 * ir - dist) / px + 0.5, 0.0, 1.0)
         dst += (np.float32(0.03) - dst) * (cov_p * me)[..., None]
@@ -502,7 +556,7 @@ def _eyes(cv: Canvas, sc: _Scene) -> None:
         dst += (np.float32(1.0) - dst) * (np.clip(g * 1.6, 0, 1) * me)[..., None] * 0.9
         # lash line: thick along the upper lid, with a small wing past the outer corner
         n = len(up)
-        t = np.linspace(0.0, 1.0, n)          # 0 at the outer corner
+        t = np.linspace(0.0, 1.0, n)  # 0 at the outer corner
         width = (0.022 + 0.012 * f["eye_size"]) * (0.35 + 0.9 * np.sin(np.pi * (0.15 + 0.8 * t)))
         wing = outer + (outer - inner) * 0.02 + [0.0, -0.01]
         lashes = np.concatenate([[wing], up[1:]], axis=0)
@@ -520,9 +574,9 @@ def _brows(cv: Canvas, sc: _Scene) -> None:
     for pts, inner_first in ((lm[17:22], False), (lm[22:27], True)):
         line = catmull_rom(pts, 6)
         if inner_first:
-            line = line[::-1]                                   # always outer -> inner
+            line = line[::-1]  # always outer -> inner
         t = np.linspace(0.0, 1.0, len(line))
-        width = (0.035 + 0.06 * th) * (0.45 + 0.75 * t ** 0.7) * (1.0 - 0.25 * np.clip(t - 0.85, 0, 1) / 0.15)
+        width = (0.035 + 0.06 * th) * (0.45 + 0.75 * t**0.7) * (1.0 - 0.25 * np.clip(t - 0.85, 0, 1) / 0.15)
         centre = line + np.stack([np.zeros_like(t), width * 0.1], axis=1)
         r, m = cv.stroke_mask(centre, width * 1.25, soft=0.012)
         cv.over(r, m, sc.brow, 0.45)
@@ -570,21 +624,23 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
     length = f["hair_length"]
     brow_top = float(lm[17:27, 1].min())
     yh = -1.10 - 0.45 * f["hairline"] - 0.1 * f["age"] * f["hairline"]
-    cover = 0.02 + 0.10 * min(1.0, max(0.0, (length - 0.25) / 0.5))   # how far side hair covers the face
+    cover = 0.02 + 0.10 * min(1.0, max(0.0, (length - 0.25) / 0.5))  # how far side hair covers the face
     side_end = min(max(y_end, -0.1), 0.9)
     # The visible face region F: below the hairline and between the side strands, widening below the
     # strands' ends so that no front hair lies over the neck. Front hair = hair silhouette minus F.
     ys = np.linspace(side_end, -0.55, 5)
     edge = W * np.sqrt(np.clip(1 - ((ys - sc.s.jaw_top) / 2.0) ** 2, 0, 1)) - cover
-    edge[0] += 0.04 * (side_end > 0.2)   # the strands' ends bend outwards
+    edge[0] += 0.04 * (side_end > 0.2)  # the strands' ends bend outwards
     right_in = np.stack([edge, ys], axis=1)
-    hl = np.array([(W * 0.93 - cover, -0.75), (0.62, yh + 0.16), (0.0, yh), (-0.62, yh + 0.16),
-                   (-W * 0.93 + cover, -0.75)])
+    hl = np.array(
+        [(W * 0.93 - cover, -0.75), (0.62, yh + 0.16), (0.0, yh), (-0.62, yh + 0.16), (-W * 0.93 + cover, -0.75)]
+    )
     left_in = right_in[::-1] * [-1, 1]
     inner = catmull_rom(np.concatenate([right_in, hl, left_in], axis=0), 5)
     big = W + 3.0
-    visible = np.concatenate([inner, [[-big, side_end + 0.3], [-big, 12.0], [big, 12.0],
-                                      [big, side_end + 0.3]]], axis=0)
+    visible = np.concatenate(
+        [inner, [[-big, side_end + 0.3], [-big, 12.0], [big, 12.0], [big, side_end + 0.3]]], axis=0
+    )
     visible[:, 0] = sc.yx(visible[:, 0], 0.3 * np.clip(-visible[:, 1], 0, 1))
     p = (f["hair_parting"] - 0.5) * 0.8
     soft = 0.012
@@ -598,11 +654,11 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
         yf = yh + (brow_top - 0.10 - yh) * f["fringe"]
         xs = np.linspace(-W * 0.92, W * 0.92, 13)
         slope = -0.12 * (p / 0.4)
-        lower = [(x, min(yf + slope * x / W + 0.02 * ((i % 2) * 2 - 1), brow_top - 0.08))
-                 for i, x in enumerate(xs)]
+        lower = [(x, min(yf + slope * x / W + 0.02 * ((i % 2) * 2 - 1), brow_top - 0.08)) for i, x in enumerate(xs)]
         lower = list(catmull_rom(np.array(lower), 4))
-        fr = np.array([(W * 0.95, -0.9), (W * 0.6, yh - 0.2), (0.0, yh - 0.3), (-W * 0.6, yh - 0.2),
-                       (-W * 0.95, -0.9)] + lower)
+        fr = np.array(
+            [(W * 0.95, -0.9), (W * 0.6, yh - 0.2), (0.0, yh - 0.3), (-W * 0.6, yh - 0.2), (-W * 0.95, -0.9)] + lower
+        )
         fr[:, 0] = sc.yx(fr[:, 0], 0.4)
         _, mfr = cv.poly_mask([fr], roi)
         front = np.maximum(front, mfr * ms)
@@ -629,7 +685,7 @@ def _front_hair(cv: Canvas, sc: _Scene) -> None:
             x0, y0, x1, y1 = r
             X0, Y0, X1, Y1 = roi
             if x0 >= X0 and y0 >= Y0 and x1 <= X1 and y1 <= Y1:
-                cv.multiply(r, mm * front[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0], 0.2)
+                cv.multiply(r, mm * front[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0], 0.2)
 
 
 def draw_face(cv: Canvas, f: dict[str, float], shape: FaceShape, scene: Canvas | None = None) -> None:

@@ -12,15 +12,28 @@ the table below says what each end means. Three kinds:
 The renderer is a deterministic function of this vector: there is no hidden randomness, so the labels
 fully describe the image.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Factor", "FACTORS", "FACTOR_NAMES", "Factors", "sample_factors", "factor_index", "factor_table",
-           "ROLL_DEGREES", "YAW_DEGREES", "SHIFT_FRACTION", "ZOOM_RANGE"]
+__all__ = [
+    "Factor",
+    "FACTORS",
+    "FACTOR_NAMES",
+    "Factors",
+    "sample_factors",
+    "factor_index",
+    "factor_table",
+    "ROLL_DEGREES",
+    "YAW_DEGREES",
+    "SHIFT_FRACTION",
+    "ZOOM_RANGE",
+]
 
 #: roll = +1 turns the whole picture this many degrees counter-clockwise on screen.
 ROLL_DEGREES = 25.0
@@ -82,14 +95,18 @@ FACTORS: tuple[Factor, ...] = (
     Factor("glasses", "attribute", 0.0, 1.0, "0 none; otherwise frame strength (opacity and thickness)"),
     Factor("beard", "attribute", 0.0, 1.0, "0 clean-shaven, 0.3 stubble, 1 full beard and moustache"),
     Factor("brow_raise", "attribute", -1.0, 1.0, "-1 lowered/frowning, 0 neutral, 1 raised"),
-    Factor("yaw", "attribute", -1.0, 1.0,
-           f"head turn, +-{YAW_DEGREES:g} deg: +1 features shift to the image right"),
+    Factor("yaw", "attribute", -1.0, 1.0, f"head turn, +-{YAW_DEGREES:g} deg: +1 features shift to the image right"),
     # pose (unaligned renders only)
     Factor("roll", "pose", -1.0, 1.0, f"picture rotation, +-{ROLL_DEGREES:g} deg, +1 counter-clockwise on screen"),
     Factor("tx", "pose", -1.0, 1.0, f"shift, +-{SHIFT_FRACTION:g} of the width, +1 to the right"),
     Factor("ty", "pose", -1.0, 1.0, f"shift, +-{SHIFT_FRACTION:g} of the height, +1 down"),
-    Factor("scale", "pose", -1.0, 1.0,
-           f"zoom: the face's FFHQ crop covers {ZOOM_RANGE[0]:g} (-1) .. {ZOOM_RANGE[1]:g} (+1) of the width"),
+    Factor(
+        "scale",
+        "pose",
+        -1.0,
+        1.0,
+        f"zoom: the face's FFHQ crop covers {ZOOM_RANGE[0]:g} (-1) .. {ZOOM_RANGE[1]:g} (+1) of the width",
+    ),
 )
 
 FACTOR_NAMES: tuple[str, ...] = tuple(f.name for f in FACTORS)

@@ -15,6 +15,7 @@ The camera is a similarity from the face frame to pixel-index coordinates (pixel
 The aligned camera reproduces the FFHQ alignment recipe exactly: the FFHQ quad computed from the
 face's own landmarks maps onto the output square.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,22 +25,21 @@ import numpy as np
 
 from engine.synthetic.factors import ROLL_DEGREES, SHIFT_FRACTION, YAW_DEGREES, ZOOM_RANGE
 
-__all__ = ["FaceShape", "face_shape", "ffhq_quad", "aligned_camera", "unaligned_camera",
-           "apply_camera"]
+__all__ = ["FaceShape", "face_shape", "ffhq_quad", "aligned_camera", "unaligned_camera", "apply_camera"]
 
 
 @dataclass
 class FaceShape:
     """Geometry of one face in the face frame (float64 arrays)."""
 
-    landmarks: np.ndarray      # [68, 2] projected (after yaw)
-    width: float               # half-width of the face at the jaw's top (ear level)
-    chin: float                # y of the chin
-    jaw_top: float             # y where the jaw outline starts (landmarks 0 and 16)
-    head_top: float            # y of the top of the skull
-    yaw_shift: float           # sin(yaw): x shift per unit of depth
-    eye_half_height: float     # eye opening half-height (before squint)
-    mouth_open: float          # gap between the inner lips
+    landmarks: np.ndarray  # [68, 2] projected (after yaw)
+    width: float  # half-width of the face at the jaw's top (ear level)
+    chin: float  # y of the chin
+    jaw_top: float  # y where the jaw outline starts (landmarks 0 and 16)
+    head_top: float  # y of the top of the skull
+    yaw_shift: float  # sin(yaw): x shift per unit of depth
+    eye_half_height: float  # eye opening half-height (before squint)
+    mouth_open: float  # gap between the inner lips
     smile: float
 
 
@@ -88,10 +88,10 @@ def face_shape(f: dict[str, float]) -> FaceShape:
         up_i = (cx - side * 0.40 * ew, -eh * 0.95)
         lo_i = (cx - side * 0.32 * ew, eh * 0.85 - 0.02 * smile)
         lo_o = (cx + side * 0.36 * ew, eh * 0.80 - 0.2 * tilt - 0.02 * smile)
-        if side < 0:   # 36 outer, 37, 38 upper, 39 inner, 40, 41 lower
+        if side < 0:  # 36 outer, 37, 38 upper, 39 inner, 40, 41 lower
             pts = [outer, up_o, up_i, inner, lo_i, lo_o]
             z = [0.25, 0.42, 0.48, 0.45, 0.48, 0.42]
-        else:          # 42 inner, 43, 44 upper, 45 outer, 46, 47 lower
+        else:  # 42 inner, 43, 44 upper, 45 outer, 46, 47 lower
             pts = [inner, up_i, up_o, outer, lo_o, lo_i]
             z = [0.45, 0.48, 0.42, 0.25, 0.42, 0.48]
         eyes += pts
@@ -114,8 +114,17 @@ def face_shape(f: dict[str, float]) -> FaceShape:
     tip = 0.64 + 0.10 * (f["nose_length"] - 0.5)
     base = tip + 0.15
     nw = 0.21 + 0.07 * (f["nose_width"] - 0.5) + 0.02 * smile
-    nose = [(0, -0.02), (0, tip * 0.33), (0, tip * 0.66), (0, tip),
-            (-nw, base - 0.07), (-0.5 * nw, base - 0.015), (0, base), (0.5 * nw, base - 0.015), (nw, base - 0.07)]
+    nose = [
+        (0, -0.02),
+        (0, tip * 0.33),
+        (0, tip * 0.66),
+        (0, tip),
+        (-nw, base - 0.07),
+        (-0.5 * nw, base - 0.015),
+        (0, base),
+        (0.5 * nw, base - 0.015),
+        (nw, base - 0.07),
+    ]
     nose_z = [0.62, 0.78, 0.95, 1.12, 0.72, 0.85, 0.92, 0.85, 0.72]
 
     # mouth
@@ -131,28 +140,80 @@ def face_shape(f: dict[str, float]) -> FaceShape:
     # outer: 48 corner, 49, 50 (peak), 51 (dip), 52, 53, 54 corner, 55, 56, 57 (bottom), 58, 59
     ul = line - opening * 0.35  # upper inner lip line
     ll = line + opening * 0.65  # lower inner lip line
-    outer = [(-mw, corner_y),
-             (-0.62 * mw, top + 0.35 * up_t - 0.5 * lift - 0.35 * opening),
-             (-0.27 * mw, top - 0.02 - 0.35 * opening), (0.0, top + 0.012 - 0.35 * opening),
-             (0.27 * mw, top - 0.02 - 0.35 * opening),
-             (0.62 * mw, top + 0.35 * up_t - 0.5 * lift - 0.35 * opening),
-             (mw, corner_y),
-             (0.62 * mw, ll + lo_t * 0.72 - 0.3 * lift), (0.29 * mw, ll + lo_t * 0.96),
-             (0.0, ll + lo_t), (-0.29 * mw, ll + lo_t * 0.96), (-0.62 * mw, ll + lo_t * 0.72 - 0.3 * lift)]
+    outer = [
+        (-mw, corner_y),
+        (-0.62 * mw, top + 0.35 * up_t - 0.5 * lift - 0.35 * opening),
+        (-0.27 * mw, top - 0.02 - 0.35 * opening),
+        (0.0, top + 0.012 - 0.35 * opening),
+        (0.27 * mw, top - 0.02 - 0.35 * opening),
+        (0.62 * mw, top + 0.35 * up_t - 0.5 * lift - 0.35 * opening),
+        (mw, corner_y),
+        (0.62 * mw, ll + lo_t * 0.72 - 0.3 * lift),
+        (0.29 * mw, ll + lo_t * 0.96),
+        (0.0, ll + lo_t),
+        (-0.29 * mw, ll + lo_t * 0.96),
+        (-0.62 * mw, ll + lo_t * 0.72 - 0.3 * lift),
+    ]
     ci = 0.84 * mw
-    inner = [(-ci, corner_y + 0.002), (-0.28 * mw, ul - 0.55 * lift * 0.6), (0.0, ul - 0.002),
-             (0.28 * mw, ul - 0.55 * lift * 0.6), (ci, corner_y + 0.002),
-             (0.28 * mw, ll - 0.2 * lift), (0.0, ll + 0.004), (-0.28 * mw, ll - 0.2 * lift)]
-    mouth_z = [0.55, 0.72, 0.8, 0.82, 0.8, 0.72, 0.55, 0.7, 0.78, 0.8, 0.78, 0.7,
-               0.58, 0.76, 0.8, 0.76, 0.58, 0.74, 0.78, 0.74]
+    inner = [
+        (-ci, corner_y + 0.002),
+        (-0.28 * mw, ul - 0.55 * lift * 0.6),
+        (0.0, ul - 0.002),
+        (0.28 * mw, ul - 0.55 * lift * 0.6),
+        (ci, corner_y + 0.002),
+        (0.28 * mw, ll - 0.2 * lift),
+        (0.0, ll + 0.004),
+        (-0.28 * mw, ll - 0.2 * lift),
+    ]
+    mouth_z = [
+        0.55,
+        0.72,
+        0.8,
+        0.82,
+        0.8,
+        0.72,
+        0.55,
+        0.7,
+        0.78,
+        0.8,
+        0.78,
+        0.7,
+        0.58,
+        0.76,
+        0.8,
+        0.76,
+        0.58,
+        0.74,
+        0.78,
+        0.74,
+    ]
 
-    pts = np.concatenate([jaw, brow_l, brow_r, np.array(nose, float), np.array(eyes, float),
-                          np.array(outer, float), np.array(inner, float)], axis=0)
+    pts = np.concatenate(
+        [
+            jaw,
+            brow_l,
+            brow_r,
+            np.array(nose, float),
+            np.array(eyes, float),
+            np.array(outer, float),
+            np.array(inner, float),
+        ],
+        axis=0,
+    )
     z = np.concatenate([jaw_z, brow_z, brow_z[::-1], nose_z, eyes_z, mouth_z])
     yaw = math.radians(YAW_DEGREES * f["yaw"])
     pts[:, 0] = pts[:, 0] * math.cos(yaw) + z * math.sin(yaw)
-    return FaceShape(landmarks=pts, width=W, chin=chin, jaw_top=jaw_top, head_top=-1.85,
-                     yaw_shift=math.sin(yaw), eye_half_height=eh, mouth_open=opening, smile=smile)
+    return FaceShape(
+        landmarks=pts,
+        width=W,
+        chin=chin,
+        jaw_top=jaw_top,
+        head_top=-1.85,
+        yaw_shift=math.sin(yaw),
+        eye_half_height=eh,
+        mouth_open=opening,
+        smile=smile,
+    )
 
 
 def ffhq_quad(lm: np.ndarray, scale_mode: str = "eyes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,8 +253,9 @@ def aligned_camera(lm: np.ndarray, size: int, scale_mode: str = "eyes") -> np.nd
     return np.concatenate([L, (size / 2.0 - 0.5 - L @ c)[:, None]], axis=1)
 
 
-def unaligned_camera(lm: np.ndarray, size: int, roll: float, tx: float, ty: float, scale: float,
-                     scale_mode: str = "eyes") -> np.ndarray:
+def unaligned_camera(
+    lm: np.ndarray, size: int, roll: float, tx: float, ty: float, scale: float, scale_mode: str = "eyes"
+) -> np.ndarray:
     """The aligned camera followed by zoom, roll and shift about the image centre (float64 [2,3]).
 
     roll, tx, ty, scale are the normalised pose factors in [-1, 1] (see ``FACTORS``).
@@ -205,8 +267,9 @@ def unaligned_camera(lm: np.ndarray, size: int, roll: float, tx: float, ty: floa
     ctr = (size - 1) / 2.0
     # the same convention as engine.transforms.forward_matrix: +angle turns counter-clockwise on screen
     Rz = np.array([[zoom * ca, zoom * sa, 0.0], [-zoom * sa, zoom * ca, 0.0], [0.0, 0.0, 1.0]])
-    T = np.array([[1.0, 0.0, ctr + tx * SHIFT_FRACTION * size], [0.0, 1.0, ctr + ty * SHIFT_FRACTION * size],
-                  [0.0, 0.0, 1.0]])
+    T = np.array(
+        [[1.0, 0.0, ctr + tx * SHIFT_FRACTION * size], [0.0, 1.0, ctr + ty * SHIFT_FRACTION * size], [0.0, 0.0, 1.0]]
+    )
     C = np.array([[1.0, 0.0, -ctr], [0.0, 1.0, -ctr], [0.0, 0.0, 1.0]])
     return (T @ Rz @ C @ A)[:2]
 

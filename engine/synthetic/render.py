@@ -1,4 +1,5 @@
 """Rendering batches of faces and short clips from factor vectors."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,13 @@ def _as_factors(factors: Factors | np.ndarray) -> Factors:
     return factors if isinstance(factors, Factors) else Factors(np.asarray(factors, dtype=np.float32))
 
 
-def render_one(f: dict[str, float], size: int, aligned: bool = True, scale_mode: str = "eyes",
-               scene_camera: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render_one(
+    f: dict[str, float],
+    size: int,
+    aligned: bool = True,
+    scale_mode: str = "eyes",
+    scene_camera: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One face from a factor dict: (image uint8 [size,size,3] RGB, landmarks float32 [68,2] pixels).
 
     scene_camera: float [2,3], where the background and body sit in the *unaligned* picture (a clip
@@ -54,8 +60,9 @@ def _compose(M1: np.ndarray, M2: np.ndarray) -> np.ndarray:
     return (np.vstack([M1, [0.0, 0.0, 1.0]]) @ np.vstack([M2, [0.0, 0.0, 1.0]]))[:2]
 
 
-def render(factors: Factors | np.ndarray, size: int = 256, aligned: bool = True,
-           scale_mode: str = "eyes") -> tuple[np.ndarray, np.ndarray, Factors]:
+def render(
+    factors: Factors | np.ndarray, size: int = 256, aligned: bool = True, scale_mode: str = "eyes"
+) -> tuple[np.ndarray, np.ndarray, Factors]:
     """Render a batch of faces.
 
     factors: :class:`Factors` or float array [N, len(FACTORS)] (or [len(FACTORS)] for one face).
@@ -104,10 +111,17 @@ def _smooth_path(rng: np.random.Generator, n: int, n_waves: int = 3, max_cycles:
     return out / peak if peak > 0 else out
 
 
-def render_clip(factors: Factors | np.ndarray, n_frames: int = 24, size: int = 256, seed: int = 0,
-                aligned: bool = False, motion: float = 1.0, scale_mode: str = "eyes",
-                animate: tuple[str, ...] = ("roll", "tx", "ty", "yaw", "smile"),
-                static_background: bool = True) -> tuple[np.ndarray, np.ndarray, Factors]:
+def render_clip(
+    factors: Factors | np.ndarray,
+    n_frames: int = 24,
+    size: int = 256,
+    seed: int = 0,
+    aligned: bool = False,
+    motion: float = 1.0,
+    scale_mode: str = "eyes",
+    animate: tuple[str, ...] = ("roll", "tx", "ty", "yaw", "smile"),
+    static_background: bool = True,
+) -> tuple[np.ndarray, np.ndarray, Factors]:
     """A short clip of one face with smooth head motion and a changing expression.
 
     factors: one face (the first row is used); its identity and unanimated factors stay fixed.
@@ -138,8 +152,7 @@ def render_clip(factors: Factors | np.ndarray, n_frames: int = 24, size: int = 2
         rest = dict(zip(FACTOR_NAMES, map(float, vals.mean(axis=0))))
         rest.update(yaw=0.0, smile=0.0)
         shape = face_shape(rest)
-        scene = unaligned_camera(shape.landmarks, size, rest["roll"], rest["tx"], rest["ty"], rest["scale"],
-                                 scale_mode)
+        scene = unaligned_camera(shape.landmarks, size, rest["roll"], rest["tx"], rest["ty"], rest["scale"], scale_mode)
         pivot = np.array([0.0, shape.chin + 0.3])
         target = apply_camera(scene, pivot)
         ix, iy = factor_index("tx"), factor_index("ty")

@@ -4,6 +4,7 @@ Every trainer is resumable: it writes ``<out>/checkpoint.pt`` every few minutes 
 ``resume=True`` continues from it. Entry point for users: ``python main.py train-demo WHAT``
 (engine/cli/train_demo.py). Submodules are imported lazily by the CLI so that ``--help`` stays fast.
 """
+
 from __future__ import annotations
 
 __all__ = ["common", "generator", "predictor", "encoder", "directions"]

@@ -5,6 +5,7 @@ coordinate per factor, mapped to the factor's value through the normal CDF and t
 distribution as :func:`engine.synthetic.sample_factors` (so ``z ~ N(0, I)`` gives a random renderer
 face). ``LATENT_FACTORS`` lists those factors in ``z`` order.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,10 +20,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.synthetic import FACTORS, FACTOR_NAMES, Factors, render
+from engine.synthetic import FACTOR_NAMES, FACTORS, Factors, render
 
-__all__ = ["LATENT_FACTORS", "Z_DIM", "z_to_factors", "factors_to_z", "latent_labels", "render_batch", "RenderStream", "StepBudget", "pick_device",
-           "save_state", "load_state", "resumed_config", "Timer", "LossMeter", "set_threads"]
+__all__ = [
+    "LATENT_FACTORS",
+    "Z_DIM",
+    "z_to_factors",
+    "factors_to_z",
+    "latent_labels",
+    "render_batch",
+    "RenderStream",
+    "StepBudget",
+    "pick_device",
+    "save_state",
+    "load_state",
+    "resumed_config",
+    "Timer",
+    "LossMeter",
+    "set_threads",
+]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
 LATENT_FACTORS: tuple[str, ...] = tuple(f.name for f in FACTORS if f.kind != "pose")
@@ -37,11 +53,13 @@ _SPIKE = {"glasses": (0.70, 0.5, 1.0), "beard": (0.65, 0.15, 1.0)}  # P(absent),
 
 def _phi(z: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
+
     return ndtr(z)
 
 
 def _phi_inv(u: np.ndarray) -> np.ndarray:
     from scipy.special import ndtri
+
     return ndtri(np.clip(u, 1e-6, 1 - 1e-6))
 
 
@@ -109,14 +127,16 @@ class RenderStream:
     GPU machine it is the bottleneck without them), at most ``4 * workers`` batches ahead.
     """
 
-    def __init__(self, seed: int, batch: int, size: int, start: int, stop: int, device: torch.device,
-                 workers: int = 0) -> None:
+    def __init__(
+        self, seed: int, batch: int, size: int, start: int, stop: int, device: torch.device, workers: int = 0
+    ) -> None:
         self.device = device
         self._jobs = ((seed, k, batch, size) for k in range(start, stop))
         self._pending: collections.deque = collections.deque()
         self._pool = None
         if workers > 0:
             import multiprocessing as mp
+
             self._pool = mp.get_context("spawn").Pool(workers)
             for job in itertools.islice(self._jobs, 4 * workers):
                 self._pending.append(self._pool.apply_async(_render_step, (job,)))

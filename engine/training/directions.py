@@ -4,6 +4,7 @@ Writes ``out/directions.pt`` (name -> vector, range, attribute, accuracy) and ``
 Each direction's documented range is calibrated on generator samples so that moving from its low to
 its high end changes the predictor's attribute by about ``target_change`` of the attribute's range.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,14 +52,15 @@ class DirectionsConfig:
 
 
 @torch.no_grad()
-def generate_samples(G: torch.nn.Module, n: int, seed: int, batch: int, device: torch.device
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_samples(
+    G: torch.nn.Module, n: int, seed: int, batch: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(w float32 [n,w_dim], images float32 [n,3,R,R] in about [-1,1]) of random samples at psi 1."""
     rng = np.random.default_rng(seed)
     z = torch.from_numpy(rng.standard_normal((n, Z_DIM))).to(device=device, dtype=torch.float32)
     ws, ims = [], []
     for i in range(0, n, batch):
-        w = G.mapping(z[i:i + batch])
+        w = G.mapping(z[i : i + batch])
         ws.append(w[:, 0])
         ims.append(G.synthesis(w).clamp(-1, 1))
     return torch.cat(ws), torch.cat(ims)
@@ -70,8 +72,15 @@ def _edit_scores(G: torch.nn.Module, P: torch.nn.Module, w: torch.Tensor, d: tor
     return P.predict(G.synthesis(ws).clamp(-1, 1))
 
 
-def fit_directions(out: Path, generator_path: Path, predictor_path: Path, cfg: DirectionsConfig,
-                   device: torch.device | None = None, threads: int | None = 2, log=print) -> Path:
+def fit_directions(
+    out: Path,
+    generator_path: Path,
+    predictor_path: Path,
+    cfg: DirectionsConfig,
+    device: torch.device | None = None,
+    threads: int | None = 2,
+    log=print,
+) -> Path:
     """Fit every direction of ``DEMO_DIRECTIONS`` and the StyleSpace channels; returns ``out/directions.pt``."""
     from engine.checkpoints import load_generator
     from engine.directions import condition_direction, fit_direction, stylespace_channels
@@ -91,8 +100,10 @@ def fit_directions(out: Path, generator_path: Path, predictor_path: Path, cfg: D
     result: dict[str, dict] = {}
     stylespace: dict[str, list] = {}
     w_calib = w[: cfg.calib_samples]
-    fitted = {name: fit_direction(w.cpu(), scores[:, P.attributes.index(attr)].cpu(), cfg.fraction)
-              for name, (attr, _) in DEMO_DIRECTIONS.items()}
+    fitted = {
+        name: fit_direction(w.cpu(), scores[:, P.attributes.index(attr)].cpu(), cfg.fraction)
+        for name, (attr, _) in DEMO_DIRECTIONS.items()
+    }
     for name, (attr, desc) in DEMO_DIRECTIONS.items():
         col = P.attributes.index(attr)
         d, acc = fitted[name]
@@ -112,11 +123,14 @@ def fit_directions(out: Path, generator_path: Path, predictor_path: Path, cfg: D
             s *= float(np.clip(cfg.target_change_by_name.get(name, cfg.target_change) / change, 0.5, 3.0))
             # Beyond a few sample spreads the edit leaves the training distribution: stop there.
             s = min(s, cfg.max_range * w_scale)
-        others = [(hi[:, j] - lo[:, j]).abs().mean().item() / float(span[j]) for j in range(len(P.attributes)) if j != col]
-        log(f"{name}: svm accuracy {acc:.3f}, range +-{s:.2f}, change {change:.2f} of range (before last rescale), "
-            f"others {np.mean(others):.3f}")
-        result[name] = {"vector": d.cpu(), "range": [-s, s], "attribute": attr, "description": desc,
-                        "accuracy": acc}
+        others = [
+            (hi[:, j] - lo[:, j]).abs().mean().item() / float(span[j]) for j in range(len(P.attributes)) if j != col
+        ]
+        log(
+            f"{name}: svm accuracy {acc:.3f}, range +-{s:.2f}, change {change:.2f} of range (before last rescale), "
+            f"others {np.mean(others):.3f}"
+        )
+        result[name] = {"vector": d.cpu(), "range": [-s, s], "attribute": attr, "description": desc, "accuracy": acc}
         order = torch.argsort(scores[:, col])
         k = int(len(order) * cfg.fraction)
         pos_ws = w[order[-k:]].unsqueeze(1).repeat(1, G.num_ws, 1)

@@ -6,6 +6,7 @@ and its samples stay soft. A short phase that adds a non-saturating GAN loss (wi
 to the regression loss sharpens them while the regression keeps every latent on its own face
 (pix2pix-style: paired targets plus an adversarial term).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,9 +24,8 @@ class DemoDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         ch_in, res, i = 3, size, 0
         while res > 4:
-            ch = min(width * 2 ** i, max_channels)
-            layers += [nn.Conv2d(ch_in, ch, 3, 1, 1), nn.LeakyReLU(0.2),
-                       nn.Conv2d(ch, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
+            ch = min(width * 2**i, max_channels)
+            layers += [nn.Conv2d(ch_in, ch, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(ch, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
             ch_in, res, i = ch, res // 2, i + 1
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(ch_in * res * res, 1)
@@ -34,8 +34,9 @@ class DemoDiscriminator(nn.Module):
         return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
-def discriminator_loss(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float,
-                       r1_every: int, step: int) -> torch.Tensor:
+def discriminator_loss(
+    D: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float, r1_every: int, step: int
+) -> torch.Tensor:
     """Non-saturating D loss on real / fake [N,3,S,S]; every ``r1_every`` steps adds the R1 penalty
     ``gamma / 2 * |grad D(real)|^2``, scaled by ``r1_every`` (lazy regularisation, as in StyleGAN2)."""
     lazy = r1_gamma > 0 and step % r1_every == 0

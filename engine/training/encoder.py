@@ -11,6 +11,7 @@ latent targets move under it (the shipped demo generator trains its mapping: its
 input of pass k > 1 is the current reconstruction, rendered without gradients, exactly as
 :meth:`engine.inversion.Inverter.invert` does at inference.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -18,8 +19,17 @@ from pathlib import Path
 
 import torch
 
-from engine.training.common import (LossMeter, RenderStream, StepBudget, Timer, load_state, pick_device,
-                                    resumed_config, save_state, set_threads)
+from engine.training.common import (
+    LossMeter,
+    RenderStream,
+    StepBudget,
+    Timer,
+    load_state,
+    pick_device,
+    resumed_config,
+    save_state,
+    set_threads,
+)
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_demo_encoder", "encoder_input_size"]
 
@@ -50,8 +60,15 @@ def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) 
     """ReStyle-e4e encoder sized for ``G``: input [N,6,R,R] (image + reconstruction), output [N,num_ws,w_dim]."""
     from engine.encoders import build_encoder
 
-    return build_encoder("restyle_e4e", input_nc=6, n_styles=G.num_ws, backbone=backbone, w_dim=G.w_dim,
-                         input_size=encoder_input_size(G), device=device)
+    return build_encoder(
+        "restyle_e4e",
+        input_nc=6,
+        n_styles=G.num_ws,
+        backbone=backbone,
+        w_dim=G.w_dim,
+        input_size=encoder_input_size(G),
+        device=device,
+    )
 
 
 def encoder_input_size(G: torch.nn.Module) -> int:
@@ -68,8 +85,10 @@ def init_encoder_from(enc: torch.nn.Module, path: Path) -> None:
     row i of the new encoder takes the delta head of the old row at the same relative depth."""
     if Path(path).suffix == ".safetensors":  # an inverter file, e.g. a shipped bundle's encoder.safetensors
         from engine.inversion import load_inverter
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in load_inverter(path).encoder.state_dict().items()}
+
+        state = {
+            k: v.float() if v.is_floating_point() else v for k, v in load_inverter(path).encoder.state_dict().items()
+        }
     else:
         state = load_state(path)["encoder"]
     old_rows = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("styles."))
@@ -82,16 +101,24 @@ def init_encoder_from(enc: torch.nn.Module, path: Path) -> None:
         j = 0 if i == 0 else max(1, round(i * (old_rows - 1) / max(new_rows - 1, 1)))
         for k, v in state.items():
             if k.startswith(f"styles.{j}."):
-                mapped[f"styles.{i}." + k[len(f"styles.{j}."):]] = v
+                mapped[f"styles.{i}." + k[len(f"styles.{j}.") :]] = v
     try:
         enc.load_state_dict(mapped)
     except RuntimeError as e:
         raise ValueError(f"{path}: not an encoder of this backbone and latent size ({e})") from e
 
 
-def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resume: bool = False,
-                  device: torch.device | None = None, threads: int | None = 2, log=print, workers: int = 0,
-                  override: tuple[str, ...] = ()) -> Path:
+def train_encoder(
+    out: Path,
+    generator_path: Path,
+    cfg: EncoderTrainConfig,
+    resume: bool = False,
+    device: torch.device | None = None,
+    threads: int | None = 2,
+    log=print,
+    workers: int = 0,
+    override: tuple[str, ...] = (),
+) -> Path:
     """Train (or continue) the encoder; writes ``out/checkpoint.pt`` and ``out/encoder.safetensors``
     (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent).
 
@@ -117,7 +144,9 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
         opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
-        log(f"resumed from {ckpt_path} at step {step} ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})")
+        log(
+            f"resumed from {ckpt_path} at step {step} ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})"
+        )
     else:
         torch.manual_seed(cfg.seed)
         enc = build_demo_encoder(G, cfg.backbone, device)
@@ -135,7 +164,9 @@ def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, resu
     avg_image = inverter.average_image()
 
     def checkpoint() -> None:
-        save_state(ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step})
+        save_state(
+            ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step}
+        )
 
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)

@@ -18,6 +18,7 @@ partly trained generator already has its final latent space. ``train_mapping=Tru
 which fits far better (the shipped demo generator: regression loss 0.20 after 48 minutes, where every
 frozen-mapping run stayed at 0.29); the encoder is then trained after the generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,19 @@ from pathlib import Path
 
 import torch
 
-from engine.training.common import (Z_DIM, LossMeter, RenderStream, StepBudget, Timer, downsample, load_state,
-                                    pick_device, resumed_config, save_state, set_threads)
+from engine.training.common import (
+    Z_DIM,
+    LossMeter,
+    RenderStream,
+    StepBudget,
+    Timer,
+    downsample,
+    load_state,
+    pick_device,
+    resumed_config,
+    save_state,
+    set_threads,
+)
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "init_generator_from", "train_generator"]
 
@@ -46,7 +58,7 @@ class GeneratorConfig:
     margin_size: int = 4
     # Frequency band of the Fourier input (SG3 defaults: 2 and 2**2.1).
     first_cutoff: float = 2.0
-    first_stopband: float = 2 ** 2.1
+    first_stopband: float = 2**2.1
     mapping_layers: int = 2
     mapping_lr_multiplier: float = 0.1
     train_mapping: bool = False
@@ -77,11 +89,22 @@ def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn
     from engine.networks.stylegan3 import Generator
 
     torch.manual_seed(cfg.seed)
-    G = Generator(z_dim=Z_DIM, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.size, img_channels=3,
-                  mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": cfg.mapping_lr_multiplier},
-                  num_layers=cfg.num_layers, channel_base=cfg.channel_base, channel_max=cfg.channel_max,
-                  num_critical=2, margin_size=cfg.margin_size, conv_kernel=3,
-                  first_cutoff=cfg.first_cutoff, first_stopband=cfg.first_stopband)
+    G = Generator(
+        z_dim=Z_DIM,
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.size,
+        img_channels=3,
+        mapping_kwargs={"num_layers": cfg.mapping_layers, "lr_multiplier": cfg.mapping_lr_multiplier},
+        num_layers=cfg.num_layers,
+        channel_base=cfg.channel_base,
+        channel_max=cfg.channel_max,
+        num_critical=2,
+        margin_size=cfg.margin_size,
+        conv_kernel=3,
+        first_cutoff=cfg.first_cutoff,
+        first_stopband=cfg.first_stopband,
+    )
     return G.to(device)
 
 
@@ -94,8 +117,10 @@ def copy_mapping(G: torch.nn.Module, path: Path) -> None:
 
     src = load_generator(path, device=torch.device("cpu"))
     if (src.z_dim, src.w_dim) != (G.z_dim, G.w_dim):
-        raise ValueError(f"{path}: its mapping is z {src.z_dim} -> w {src.w_dim}, this generator needs "
-                         f"z {G.z_dim} -> w {G.w_dim}; pick a generator of the same latent sizes")
+        raise ValueError(
+            f"{path}: its mapping is z {src.z_dim} -> w {src.w_dim}, this generator needs "
+            f"z {G.z_dim} -> w {G.w_dim}; pick a generator of the same latent sizes"
+        )
     G.mapping.load_state_dict(src.mapping.state_dict())
 
 
@@ -107,8 +132,10 @@ def init_generator_from(G: torch.nn.Module, path: Path) -> None:
     try:
         G.load_state_dict(src.state_dict())
     except RuntimeError as e:
-        raise ValueError(f"{path}: not a generator of this architecture (give the same --num-layers, "
-                         f"--channel-base, --channel-max and --size it was trained with): {e}") from e
+        raise ValueError(
+            f"{path}: not a generator of this architecture (give the same --num-layers, "
+            f"--channel-base, --channel-max and --size it was trained with): {e}"
+        ) from e
 
 
 def _trainable(G: torch.nn.Module, cfg: GeneratorConfig) -> list[torch.nn.Parameter]:
@@ -134,8 +161,16 @@ def edge_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
-def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print, workers: int = 0, override: tuple[str, ...] = ()) -> Path:
+def train_generator(
+    out: Path,
+    cfg: GeneratorConfig,
+    resume: bool = False,
+    device: torch.device | None = None,
+    threads: int | None = 2,
+    log=print,
+    workers: int = 0,
+    override: tuple[str, ...] = (),
+) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
@@ -183,8 +218,9 @@ def train_generator(out: Path, cfg: GeneratorConfig, resume: bool = False, devic
 
     def checkpoint() -> None:
         extra = {"D": D.state_dict(), "dopt": dopt.state_dict()} if D is not None else {}
-        save_state(ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step,
-                               **extra})
+        save_state(
+            ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step, **extra}
+        )
         # A current export lets the encoder trainer follow the generator while it trains.
         save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
 

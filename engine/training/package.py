@@ -5,6 +5,7 @@ Reads ``<train>/generator/generator.safetensors``, ``<train>/encoder/encoder.saf
 and writes them with the manifest through :func:`engine.models.save_bundle`. The encoder is stored
 in float16 (half the size; loaded back as float32). The model card is written by hand (MODEL_CARD.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,18 +33,29 @@ def package_demo(train: Path, dest: Path, log=print) -> Path:
     save_inverter(inv, dest / "encoder.safetensors", dtype=torch.float16, source="charm demo encoder")
     shutil.copyfile(train / "predictor" / "predictor.safetensors", dest / "predictor.safetensors")
     state = load_state(train / "directions" / "directions.pt")
-    directions = {n: Direction(n, d["vector"].float(), tuple(d["range"]), d["description"], None, d["attribute"])
-                  for n, d in state["directions"].items()}
-    stylespace = {n: [tuple(r) for r in rows]
-                  for n, rows in json.loads((train / "directions" / "stylespace.json").read_text()).items()}
+    directions = {
+        n: Direction(n, d["vector"].float(), tuple(d["range"]), d["description"], None, d["attribute"])
+        for n, d in state["directions"].items()
+    }
+    stylespace = {
+        n: [tuple(r) for r in rows]
+        for n, rows in json.loads((train / "directions" / "stylespace.json").read_text()).items()
+    }
     from engine.predictor import load_predictor
+
     attrs = load_predictor(dest / "predictor.safetensors").attributes
     manifest = save_bundle(
-        dest, G, directions, stylespace, name="demo", title=f"Charm demo faces, {G.img_resolution} px",
+        dest,
+        G,
+        directions,
+        stylespace,
+        name="demo",
+        title=f"Charm demo faces, {G.img_resolution} px",
         description="Small StyleGAN3-T trained on Charm Studio's procedural faces (engine.synthetic); see MODEL_CARD.md",
         inverter_file="encoder.safetensors",
         predictor={"file": "predictor.safetensors", "loader": "engine.predictor:load_predictor", "attributes": attrs},
-        model_card="MODEL_CARD.md" if (dest / "MODEL_CARD.md").exists() else None)
+        model_card="MODEL_CARD.md" if (dest / "MODEL_CARD.md").exists() else None,
+    )
     total = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
     log(f"wrote {manifest}; bundle {total / 1e6:.1f} MB")
     return manifest

@@ -8,6 +8,7 @@ per-step seed, so a resumed run sees the same stream.
 [0, blur_max] px) and adds faint noise: the predictor then reads the factors off a generator's
 samples, which are never as crisp as the renderer's, instead of extrapolating on them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -17,8 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.training.common import (LATENT_FACTORS, LossMeter, Timer, latent_labels, load_state, pick_device,
-                                    resumed_config, save_state, set_threads)
+from engine.training.common import (
+    LATENT_FACTORS,
+    LossMeter,
+    Timer,
+    latent_labels,
+    load_state,
+    pick_device,
+    resumed_config,
+    save_state,
+    set_threads,
+)
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
 
@@ -69,16 +79,24 @@ def soften(x: torch.Tensor, blur_max: float, seed: int) -> torch.Tensor:
 
 def _new_model(cfg: PredictorTrainConfig, device: torch.device):
     from engine.predictor import AttributePredictor
-    from engine.synthetic import FACTORS, FACTOR_NAMES
+    from engine.synthetic import FACTOR_NAMES, FACTORS
 
     torch.manual_seed(cfg.seed)
     fs = [FACTORS[FACTOR_NAMES.index(n)] for n in LATENT_FACTORS]
-    return AttributePredictor(list(LATENT_FACTORS), [f.low for f in fs], [f.high for f in fs], cfg.size,
-                              cfg.width).to(device)
+    return AttributePredictor(list(LATENT_FACTORS), [f.low for f in fs], [f.high for f in fs], cfg.size, cfg.width).to(
+        device
+    )
 
 
-def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, device: torch.device | None = None,
-                    threads: int | None = 2, log=print, override: tuple[str, ...] = ()) -> Path:
+def train_predictor(
+    out: Path,
+    cfg: PredictorTrainConfig,
+    resume: bool = False,
+    device: torch.device | None = None,
+    threads: int | None = 2,
+    log=print,
+    override: tuple[str, ...] = (),
+) -> Path:
     """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``.
 
     ``override``: fields a resumed run takes from ``cfg`` instead of the checkpoint (e.g.
@@ -106,7 +124,9 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
     span = model.high - model.low
 
     def checkpoint() -> None:
-        save_state(ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(), "step": step})
+        save_state(
+            ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(), "step": step}
+        )
 
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     while step < cfg.steps:
@@ -123,7 +143,7 @@ def train_predictor(out: Path, cfg: PredictorTrainConfig, resume: bool = False, 
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
         if step % 25 == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema ** 0.5:.3f} of range) {meter.rate:.1f} img/s")
+            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema**0.5:.3f} of range) {meter.rate:.1f} img/s")
         if timer.due():
             checkpoint()
     checkpoint()
