@@ -142,7 +142,7 @@ def export_images(state, bundle, photo: np.ndarray | None, options: ExportOption
     import cv2
 
     from engine.align import paste_back
-    from engine.editing import to_uint8
+    from engine.imageio import to_uint8
     from engine.session import render_state
 
     fmt = options.fmt.lower().lstrip(".")
@@ -418,7 +418,7 @@ class EngineWorker(QObject):
         if req.request_id < self.latest_render:
             return  # superseded while queued
         try:
-            from engine.editing import to_uint8
+            from engine.imageio import to_uint8
             from engine.session import render_state
 
             t0 = time.perf_counter()

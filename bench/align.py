@@ -38,6 +38,7 @@ def main() -> int:
     import numpy as np
 
     from engine import align as A
+    from engine.imageio import load_image
 
     t = time.perf_counter()
     A._get_models()
@@ -46,10 +47,10 @@ def main() -> int:
     rows: list[tuple[str, str, float, float, float]] = []
     totals = []
     for path in photos:
-        rgb = A.load_image(path)
+        rgb = load_image(path)
         face = A.align_face(rgb)
         size = f"{rgb.shape[1]}x{rgb.shape[0]}"
-        rows.append((f"{path.name}: decode", size, *median_times(lambda: A.load_image(path), args.repeat)))
+        rows.append((f"{path.name}: decode", size, *median_times(lambda: load_image(path), args.repeat)))
         rows.append((f"{path.name}: detect + landmarks", size, *median_times(lambda: A.detect_faces(rgb), args.repeat)))
         rows.append(
             (
@@ -64,7 +65,7 @@ def main() -> int:
         rows.append((f"{path.name}: align_face(path)", size, *timing))
         totals.append(timing[0])
 
-    base = A.load_image(photos[0])
+    base = load_image(photos[0])
     m = np.float64([[1.5, 0.0, 1800.0], [0.0, 1.5, 800.0]])
     large = cv2.warpAffine(base, m, (4000, 3000), borderMode=cv2.BORDER_REPLICATE)
     rows.append(

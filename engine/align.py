@@ -14,8 +14,9 @@ coordinates of StyleGAN3's Fourier input grid (image width = 1, centre = 0).
 If the aligned quad maps ``(u, v)`` to the source by ``P_a`` and the crop quad by ``P_c`` (both 3x3
 homogeneous), the crop shows at ``g`` the source point ``P_c @ g``, which the aligned image shows at
 ``inv(P_a) @ P_c @ g``: ``C(g) = A(inv(P_a) @ P_c @ g)``. A generator given
-``transform = inv(P_a) @ P_c`` renders ``A(transform @ g)``, i.e. the crop. Its inverse is :func:`engine.transforms.forward_matrix`'s ``M``,
-from which ``angle_deg, tx, ty`` are read (see :mod:`engine.transforms` for the directions).
+``transform = inv(P_a) @ P_c`` renders ``A(transform @ g)``, i.e. the crop. Its inverse is
+:func:`engine.transforms.forward_matrix`'s ``M``, from which ``angle_deg, tx, ty`` are read (see
+:mod:`engine.transforms` for the directions).
 
 Typical use::
 
@@ -27,20 +28,19 @@ Typical use::
 from __future__ import annotations
 
 import importlib.util
-import io
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
-from engine.errors import ImageReadError, NoFaceError
+from engine.errors import NoFaceError
+from engine.imageio import ImageInput, load_image, name_of
 
 __all__ = [
     "AlignedFace",
@@ -52,14 +52,12 @@ __all__ = [
     "detect_faces",
     "face_quad",
     "landmarks_model_path",
-    "load_image",
     "paste_back",
     "quad_transform",
     "smooth_quads",
     "warp_quad",
 ]
 
-ImageInput = Union[str, os.PathLike, np.ndarray]
 ScaleMode = Literal["eyes", "ffhq"]
 
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -105,124 +103,6 @@ def _get_models() -> tuple:
 
                 _models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(landmarks_model_path())))
     return _models
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading images
-
-
-def _name_of(image: ImageInput) -> str:
-    return "<array>" if isinstance(image, np.ndarray) else os.fspath(image)
-
-
-def _read_error(name: str, why: str) -> ImageReadError:
-    return ImageReadError(
-        f"cannot read {name!r} as an image: {why}. Open a photo in a common format (JPEG, PNG, WebP, BMP or TIFF)."
-    )
-
-
-def _to_rgb8(arr: np.ndarray, name: str, bgr: bool = False) -> np.ndarray:
-    """Any decoded pixel array -> [H,W,3] uint8 RGB (grey replicated, alpha over white, 16-bit/float scaled)."""
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)) or min(arr.shape[:2]) < 1:
-        raise _read_error(name, f"unsupported pixel layout {arr.shape}")
-    if arr.dtype == np.uint8:
-        f = None
-    elif arr.dtype == np.uint16:
-        f = arr.astype(np.float32) / 257.0
-    elif np.issubdtype(arr.dtype, np.integer):
-        hi = float(arr.max()) if arr.size else 0.0
-        f = arr.astype(np.float32) * (255.0 / 65535.0 if hi > 255 else 1.0)
-    elif np.issubdtype(arr.dtype, np.floating):
-        finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        f = finite * 255.0 if finite.size and finite.max() <= 1.0 + 1e-6 else finite
-    else:
-        raise _read_error(name, f"unsupported pixel type {arr.dtype}")
-    if f is not None:
-        arr = np.clip(f + 0.5, 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
-    if arr.shape[2] == 2:  # grey + alpha
-        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2)
-    if bgr:
-        arr = arr[:, :, [2, 1, 0, 3][: arr.shape[2]]]
-    if arr.shape[2] == 4:
-        a = arr[:, :, 3:].astype(np.float32) / 255.0
-        arr = (arr[:, :, :3].astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
-    return np.ascontiguousarray(arr)
-
-
-def _decode_with_pil(data: bytes, name: str) -> np.ndarray | None:
-    """Decode with Pillow (EXIF orientation applied); None if Pillow is absent or does not know the format."""
-    try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError:
-        return None
-    try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        return None
-    except Image.DecompressionBombError:
-        return None  # OpenCV's own limit (2^30 pixels) applies instead
-    except (OSError, SyntaxError, ValueError) as e:  # a recognised format with a broken header
-        raise _read_error(name, f"the file is damaged or truncated ({e})") from e
-    try:
-        im.load()
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise _read_error(name, f"the file is damaged or truncated ({e})") from e
-    try:
-        im = ImageOps.exif_transpose(im)
-    except Exception:  # a malformed EXIF block only costs us the orientation
-        pass
-    try:
-        return _pil_to_rgb8(im, name)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise _read_error(name, f"the file is damaged or truncated ({e})") from e
-
-
-def _pil_to_rgb8(im, name: str) -> np.ndarray:
-    if im.mode in ("RGB", "L", "RGBA", "LA", "I;16", "I;16L", "I;16B", "I", "F"):
-        if im.mode in ("I;16B",):
-            im = im.convert("I")
-        return _to_rgb8(np.asarray(im), name)
-    if im.mode in ("P", "PA") and ("transparency" in im.info or im.mode == "PA"):
-        return _to_rgb8(np.asarray(im.convert("RGBA")), name)
-    return _to_rgb8(np.asarray(im.convert("RGB")), name)
-
-
-def load_image(image: ImageInput) -> np.ndarray:
-    """A photo as [H,W,3] uint8 RGB.
-
-    ``image`` is a file path or an array: [H,W,3] uint8 RGB is returned as is; [H,W] grey, [H,W,4] RGBA
-    (composited over white), uint16 (0..65535) and float (0..1) arrays are converted. Files get their
-    EXIF orientation applied. Raises :class:`ImageReadError` (naming the file) for missing, corrupt or
-    non-image files.
-    """
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-            return image if image.flags.c_contiguous else np.ascontiguousarray(image)
-        return _to_rgb8(image, "<array>")
-    name = _name_of(image)
-    try:
-        data = Path(image).read_bytes()
-    except FileNotFoundError as e:
-        raise ImageReadError(f"{name!r} does not exist; check the path") from e
-    except IsADirectoryError as e:
-        raise ImageReadError(f"{name!r} is a folder, not an image file") from e
-    except OSError as e:
-        raise ImageReadError(f"cannot open {name!r} ({e.strerror or e}); check the file's permissions") from e
-    if not data:
-        raise _read_error(name, "the file is empty")
-    rgb = _decode_with_pil(data, name)
-    if rgb is not None:
-        return rgb
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise _read_error(name, "it is not an image file or it is corrupt")
-    return _to_rgb8(arr, name, bgr=arr.ndim == 3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,7 +458,7 @@ def align_face(
     detection and use these [68,2] source-px landmarks. Raises :class:`NoFaceError` when no face is
     found (or ``face_index`` is out of range) and :class:`ImageReadError` for unreadable files.
     """
-    name = _name_of(image)
+    name = name_of(image)
     rgb = load_image(image)
     if landmarks is not None:
         lm = np.asarray(landmarks, dtype=np.float64)

@@ -43,7 +43,7 @@ import pathlib
 import pickle
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from engine.errors import CheckpointError
+from engine.imageio import atomic_write
 
 __all__ = [
     "FORMAT_NAME",
@@ -876,17 +877,6 @@ def _read_safetensors(path: Path) -> GeneratorCheckpoint:
     return GeneratorCheckpoint(path, state, _infer_or_fail(state, path), "state-dict")
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_generator(
     checkpoint: GeneratorCheckpoint | torch.nn.Module, out: os.PathLike | str, source: str | None = None
 ) -> Path:
@@ -914,7 +904,8 @@ def save_generator(
         "source": source or "",
         "source_format": source_format,
     }
-    _write_atomically(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return out
 
 

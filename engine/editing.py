@@ -8,7 +8,7 @@ Shapes and ranges:
 - ``ws``: float32 [N,num_ws,w_dim], one w per generator layer (``ws[:,0]`` drives the Fourier input).
 - a direction: float32 [w_dim], unit length (InterFaceGAN boundary normal).
 - ``styles``: ``G.synthesis.styles(ws)``, a dict layer name -> float32 [N,C] ('input' -> [N,4]).
-- images: float32 [N,3,R,R], roughly in [-1,1]; :func:`to_uint8` makes [N,R,R,3] uint8 RGB.
+- images: float32 [N,3,R,R], roughly in [-1,1]; :func:`engine.imageio.to_uint8` makes [N,R,R,3] uint8 RGB.
 - transforms: float32 [3,3] in the generator's stored (inverse) convention, see :mod:`engine.transforms`.
 
 InterFaceGAN (paper section on editing): ``w' = w + f * d`` on all layers, or only on chosen ones.
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from engine.transforms import compose, make_transform
@@ -33,7 +32,6 @@ __all__ = [
     "apply_channel_edits",
     "edit_transform",
     "render_edited",
-    "to_uint8",
 ]
 
 
@@ -142,9 +140,3 @@ def render_edited(
         return G.synthesis(edited, transform=transform)
     styles = apply_channel_edits(G.synthesis.styles(edited), channel_edits)
     return G.synthesis(ws=None, styles=styles, transform=transform)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """images [N,3,R,R] in ~[-1,1] -> uint8 [N,R,R,3] RGB (the release's clamp(x * 127.5 + 128))."""
-    x = (images.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.imageio import to_uint8
+
 if TYPE_CHECKING:
     from engine.losses import PerceptualLoss
 
@@ -205,10 +207,7 @@ _DLIB = _DlibFaceModels()
 def to_uint8_images(images: ImageInput) -> list[np.ndarray]:
     """Tensor [N,3,H,W] in [-1,1], uint8 array [H,W,3] / [N,H,W,3], or a list of [H,W,3] -> list of RGB uint8."""
     if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected a [N,3,H,W] tensor, got {list(images.shape)}")
-        u8 = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-        return [np.ascontiguousarray(x) for x in u8.permute(0, 2, 3, 1).cpu().numpy()]
+        return list(to_uint8(images))
     if isinstance(images, np.ndarray):
         images = [images] if images.ndim == 3 else list(images)
     out = []

@@ -56,6 +56,7 @@ from typing import Any
 import torch
 
 from engine.errors import CheckpointError
+from engine.imageio import atomic_write, write_text
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -353,12 +354,6 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
 # Writing
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_bundle(
     folder: str | os.PathLike,
     generator: torch.nn.Module,
@@ -398,9 +393,10 @@ def save_bundle(
         }
         for n, d in directions.items()
     }
-    tmp = folder / f".directions.{os.getpid()}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"})
-    os.replace(tmp, folder / "directions.safetensors")
+    atomic_write(
+        folder / "directions.safetensors",
+        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"}),
+    )
     data = {
         "format": BUNDLE_FORMAT,
         "name": name,
@@ -415,7 +411,7 @@ def save_bundle(
         "model_card": model_card,
     }
     manifest = folder / MANIFEST_NAME
-    _write_text_atomically(manifest, json.dumps(data, indent=2) + "\n")
+    write_text(manifest, json.dumps(data, indent=2) + "\n")
     return manifest
 
 
@@ -495,7 +491,7 @@ def make_random_bundle(
     if with_inverter or with_inverter is None:
         inverter_file = _write_random_inverter(folder, G, seed, required=bool(with_inverter))
     card = folder / "MODEL_CARD.md"
-    _write_text_atomically(
+    write_text(
         card,
         (
             f"# Random development bundle\n\nRandom weights (seed {seed}), {resolution} px, w_dim {w_dim}, "

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.imageio import atomic_write
+
 __all__ = ["AttributePredictor", "load_predictor", "save_predictor"]
 
 _META_KEY = "charm_predictor"
@@ -108,10 +110,7 @@ def save_predictor(model: AttributePredictor, path: os.PathLike | str) -> Path:
     tensors.update(
         {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()}
     )
-    tmp = p.with_name(p.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(model.config())})
-    os.replace(tmp, p)
-    return p
+    return atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(model.config())}))
 
 
 def load_predictor(path: os.PathLike | str, device: torch.device | str = "cpu") -> AttributePredictor:

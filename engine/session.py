@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from engine.errors import CharmError
+from engine.imageio import atomic_write
 
 __all__ = [
     "SESSION_FORMAT",
@@ -253,16 +254,6 @@ class History:
 # Files
 
 
-def _replace_into(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_session(state: EditState, path: str | os.PathLike) -> Path:
     """Write ``state`` as ``path`` (JSON; '.json' is added when missing) plus the ``.npz`` beside it.
 
@@ -280,12 +271,12 @@ def save_session(state: EditState, path: str | os.PathLike) -> Path:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    _replace_into(npz, write_npz)
+    atomic_write(npz, write_npz)
     fields = state.to_json()
     if state.generator_file:
         gen = path.with_suffix(".generator.safetensors")
         if Path(state.generator_file).resolve() != gen.resolve():
-            _replace_into(gen, lambda tmp: shutil.copyfile(state.generator_file, tmp))
+            atomic_write(gen, lambda tmp: shutil.copyfile(state.generator_file, tmp))
         fields["generator_file"] = gen.name
     data = {"format": SESSION_FORMAT, "arrays": npz.name, "state": fields}
     if state.input_path:
@@ -294,7 +285,7 @@ def save_session(state: EditState, path: str | os.PathLike) -> Path:
         except ValueError:  # another drive on Windows
             pass
     text = json.dumps(data, indent=2) + "\n"
-    _replace_into(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 

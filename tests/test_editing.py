@@ -14,8 +14,8 @@ from engine.editing import (
     edit_latent,
     edit_transform,
     render_edited,
-    to_uint8,
 )
+from engine.imageio import to_uint8
 from engine.models import ensure_random_bundle, load_bundle
 from engine.transforms import make_transform
 

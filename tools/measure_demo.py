@@ -31,17 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.imageio import from_uint8, to_uint8  # noqa: E402 - after the path setup
+
 HELD_OUT_SEED = 900_001  # never used by a trainer (they seed per step from small seeds)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[N,3,H,W] in [-1,1] -> uint8 [N,H,W,3]."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W,3] -> float32 [N,3,H,W] in [-1,1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -101,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         ref_f = sample_factors(args.n_samples, seed=HELD_OUT_SEED + 1)
         ref_images, _, ref_labels = render(ref_f, R, aligned=True)
         s_pred = P.predict(samples)
-        r_pred = P.predict(to_tensor(ref_images))
+        r_pred = P.predict(from_uint8(ref_images))
         mean_diff = (s_pred.mean(0) - r_pred.mean(0)).abs() / span
         std_ratio = s_pred.std(0) / r_pred.std(0).clamp_min(1e-6)
         std_diff = (s_pred.std(0) - r_pred.std(0)).abs() / span
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if "encoder" not in skip:
         f = sample_factors(args.n_aligned, seed=HELD_OUT_SEED + 2)
         images, _, labels = render(f, R, aligned=True)
-        x = to_tensor(images)
+        x = from_uint8(images)
         res = inv.invert(x, n_iters=3, batch_size=50)
         rec = res.images[-1]
         p = psnr(rec, x)
@@ -192,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 - counted as a failure
                 failed += 1
                 continue
-            r = inv.invert(to_tensor(face.aligned[None]), n_iters=3, transform=face.transform)
-            vals.append(float(psnr(r.unaligned, to_tensor(face.crop[None]))[0]))
+            r = inv.invert(from_uint8(face.aligned[None]), n_iters=3, transform=face.transform)
+            vals.append(float(psnr(r.unaligned, from_uint8(face.crop[None]))[0]))
         med = float(np.median(vals)) if vals else float("nan")
         print(
             f"[unaligned] {args.n_unaligned} renders (roll +-20 deg, shift +-10%): aligned {len(vals)}, failed {failed}; "
@@ -204,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if "directions" not in skip:
         f = sample_factors(args.n_edit, seed=HELD_OUT_SEED + 4)
         images, _, _ = render(f, R, aligned=True)
-        w = inv.invert(to_tensor(images), n_iters=3, batch_size=50, keep_images=False).latent
+        w = inv.invert(from_uint8(images), n_iters=3, batch_size=50, keep_images=False).latent
         all_ok = True
         # "The other attributes": the editable attributes of the other directions (smile, age, ...);
         # the mean over every other factor is printed as well (identity factors the predictor reads

@@ -39,27 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _write_atomic(path, data: bytes) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _png(rgb) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -69,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.align import align_face
     from engine.errors import CharmError
+    from engine.imageio import write_image, write_text
 
     if args.size < 8:
         print("error: --size must be at least 8", file=sys.stderr)
@@ -100,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         "crop_quad": face.crop_quad.tolist(),
         "landmarks": face.landmarks.tolist(),
     }
-    _write_atomic(out / "aligned.png", _png(face.aligned))
-    _write_atomic(out / "crop.png", _png(face.crop))
-    _write_atomic(out / "transform.json", (json.dumps(info, indent=1) + "\n").encode())
+    write_image(out / "aligned.png", face.aligned)
+    write_image(out / "crop.png", face.crop)
+    write_text(out / "transform.json", json.dumps(info, indent=1) + "\n")
     others = f" (of {len(face.faces)}; choose with --face)" if len(face.faces) > 1 else ""
     print(
         f"face {face.face_index}{others}: angle {face.angle_deg:+.2f} deg, tx {face.tx:+.4f}, "

@@ -61,21 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
 
 
-def _png(path, img) -> None:
-    """Write a [3,H,W] tensor in [-1,1] as PNG."""
-    import cv2
-
-    from engine.metrics import to_uint8_images
-
-    rgb = to_uint8_images(img.unsqueeze(0))[0]
-    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
-
-
 def _to_tensor(rgb, device):
     import numpy as np
     import torch
@@ -131,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.align import align_face
+    from engine.imageio import write_image
     from engine.inversion import tune_generator
     from engine.losses import LPIPSUnavailableWarning, PerceptualLoss
     from engine.metrics import compute_metrics
@@ -243,13 +229,13 @@ def run(args: argparse.Namespace) -> int:
     times["metrics_s"] = time.perf_counter() - t0
     metrics["timings"] = times
 
-    _png(out / "aligned.png", aligned[0])
-    _png(out / "crop.png", crop[0])
-    _png(out / "reconstruction.png", recon[0])
-    _png(out / "reconstruction_unaligned.png", recon_un[0])
+    write_image(out / "aligned.png", aligned[0])
+    write_image(out / "crop.png", crop[0])
+    write_image(out / "reconstruction.png", recon[0])
+    write_image(out / "reconstruction_unaligned.png", recon_un[0])
     if pti_info is not None:
-        _png(out / "pivot.png", pivot_aligned[0])
-        _png(out / "pivot_unaligned.png", pivot_unaligned[0])
+        write_image(out / "pivot.png", pivot_aligned[0])
+        write_image(out / "pivot_unaligned.png", pivot_unaligned[0])
     np.save(out / "latent.npy", latent[0].detach().cpu().numpy().astype(np.float32))
     np.save(out / "latents.npy", torch.stack([w[0] for w in result.latents]).detach().cpu().numpy().astype(np.float32))
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")

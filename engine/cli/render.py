@@ -48,37 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 
-def write_png(path, image) -> None:
-    """Write an HxWx3 (or HxWx1) uint8 array as PNG, atomically (temp name, then rename)."""
-    import os
-    import struct
-    import zlib
-
-    import numpy as np
-
-    img = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w, c = img.shape
-    ctype = {1: 0, 3: 2, 4: 6}[c]
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * c)], axis=1).tobytes()
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
-    )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _resolve_model(spec: str):
     import sys
     from pathlib import Path
@@ -114,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine import load_generator, make_transform
+    from engine.imageio import write_image
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
         z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
         with torch.no_grad():
             img = G(z, c, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff, transform=transform)
-        pixels = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
-        path = out / f"seed{seed:04d}.png"
-        write_png(path, pixels)
+        path = write_image(out / f"seed{seed:04d}.png", img)
         print(path)
     return 0

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.imageio import atomic_write
 from engine.inversion.common import CancelFn, ProgressFn, check_cancel, identity_transform, resize_images
 
 __all__ = [
@@ -683,11 +684,4 @@ def save_inverter(
         "source": source,
     }
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    return atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

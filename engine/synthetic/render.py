@@ -91,13 +91,10 @@ def write_photo(path: str | Path, seed: int, size: int = 512) -> Path:
     """Write one unaligned procedural face (``sample_factors(1, seed)``, roll / shift / zoom applied) as an
     image file at ``path`` (format from the suffix, e.g. .png), ``size`` x ``size`` px: a stand-in photo
     from the demo model's domain. Returns the path as a ``pathlib.Path``."""
-    import cv2
+    from engine.imageio import write_image
 
     images, _, _ = render(sample_factors(1, seed=seed), size, aligned=False)
-    path = Path(path)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(images[0][:, :, ::-1])):
-        raise OSError(f"could not write {path}: check the folder exists and the suffix is an image format")
-    return path
+    return write_image(path, images[0])
 
 
 def _smooth_path(rng: np.random.Generator, n: int, n_waves: int = 3, max_cycles: float = 1.0) -> np.ndarray:

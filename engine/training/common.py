@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.imageio import atomic_write
 from engine.synthetic import FACTOR_NAMES, FACTORS, Factors, render
 
 __all__ = [
@@ -205,9 +205,7 @@ def set_threads(n: int | None) -> None:
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write a trainer checkpoint atomically (tensors and plain Python values only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path) -> dict[str, Any]:
