@@ -5,6 +5,18 @@ path in PyTorch ops (polyphase, bounded temporaries) and, for filtered_lrelu, a 
 built on first use. All support autograd. Pick with ``impl='ref'|'fast'|'cuda'`` per call or with
 the environment variable ``SG3_KERNELS`` for a whole process; by default CUDA tensors use the
 extension when it builds (the reference math until then) and everything else the fast path.
+
+The modules import one another in one direction only, bottom to top (no cycle, no function-level
+import back up; tests/test_kernels_dispatch.py checks it):
+
+- ``_ref``: reference math of the three ops and the argument parsing they share (no kernels import)
+- ``_polyphase``: polyphase resampling primitives (no kernels import)
+- ``_fast``: the fast CPU path of the three ops (``_ref``, ``_polyphase``)
+- ``cuda_ext``: build, load and call the fused filtered_lrelu (``_ref``)
+- ``_select``: which implementation runs a call (``cuda_ext``)
+- ``bias_act``, ``upfirdn2d``, ``filtered_lrelu``: the public dispatching functions (``_ref``,
+  ``_fast``, ``_select``; ``filtered_lrelu`` also ``cuda_ext``)
+- this package: re-exports the three public functions
 """
 
 from kernels.bias_act import bias_act

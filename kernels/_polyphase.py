@@ -10,6 +10,9 @@ Derivation: output ``j`` reads the upsampled signal at ``u = j*down - p0 + t`` f
 used are ``h[b], h[b+up], h[b+2*up], ...`` applied to consecutive inputs starting at
 ``i0 = (j*down - p0 + b) / up``. Outputs ``j`` and ``j + up/gcd(up,down)`` share ``b``, and their
 ``i0`` differ by ``down/gcd(up,down)``, so each phase is a strided correlation with a short filter.
+
+These are the building blocks of the fast CPU path (kernels._fast); this module imports nothing from
+``kernels``.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def _resample_axis(x: torch.Tensor, hl: tuple, dim: int, up: int, down: int, p0:
             out = acc
         else:
             _slice(out, dim, j0, out_len, step_out).copy_(acc)
+    assert out is not None  # a single phase always runs the loop above
     return out
 
 
@@ -199,6 +203,8 @@ def resample_2d(
                 out = r
             else:
                 out[:, :, jy::sy_out, jx::sx_out] = r
+    if out is None:  # no phase at all: the output is empty
+        out = x.new_empty([n_ * c_, 1, oh, ow])
     return out.reshape(n_, c_, oh, ow)
 
 

@@ -11,6 +11,10 @@ torch/CUDA version and source hash under ``$CHARM_CACHE_DIR/kernels`` (default
 ready. ``ensure_built()`` blocks (benchmarks, tests). Forward runs the fused kernel; backward
 recomputes through the reference PyTorch math (GPU-friendly, see kernels/_select.py), so gradients
 need no extra saved memory.
+
+``OPS`` names the ops this extension fuses; the implementation selector (kernels._select) reads it
+and ``available()``, and the dispatching function kernels.filtered_lrelu calls ``filtered_lrelu``
+here. This module depends only on the reference math (kernels._ref), never on the dispatchers.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
+
+from kernels import _ref
+
+# The ops with a fused kernel here; on CUDA tensors the others run the reference math.
+OPS = frozenset({"filtered_lrelu"})
 
 SOURCES = [Path(__file__).with_name("cuda") / name for name in ("filtered_lrelu.cpp", "filtered_lrelu.cu")]
 HEADERS = [Path(__file__).with_name("cuda") / "filtered_lrelu.h"]
@@ -33,7 +44,7 @@ BUILD_TIMEOUT_S = float(os.environ.get("CHARM_CUDA_BUILD_TIMEOUT", "900"))
 
 # Process-wide build state: one build per process, shared by all callers.
 _lock = threading.Lock()
-_state: dict = {"status": "unbuilt", "module": None, "error": None, "thread": None}
+_state: dict[str, Any] = {"status": "unbuilt", "module": None, "error": None, "thread": None}
 
 
 def _source_hash() -> str:
@@ -83,8 +94,8 @@ def compile_extension(timeout: float = BUILD_TIMEOUT_S, verbose: bool = False) -
             timeout=timeout,
             env=env,
         )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"building the CUDA kernels took longer than {timeout:.0f} s and was stopped")
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"building the CUDA kernels took longer than {timeout:.0f} s and was stopped") from e
     if proc.returncode != 0 or not lib.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         raise RuntimeError("building the CUDA kernels failed: " + " | ".join(tail))
@@ -101,9 +112,11 @@ def _extra_include_paths() -> list[str]:
     return paths
 
 
-def _import_library(lib: Path):
+def _import_library(lib: Path) -> ModuleType:
     loader = importlib.machinery.ExtensionFileLoader(module_name(), str(lib))
     spec = importlib.util.spec_from_file_location(module_name(), str(lib), loader=loader)
+    if spec is None:
+        raise ImportError(f"cannot load the built CUDA kernels from {lib}")
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     return mod
@@ -180,14 +193,12 @@ class _FilteredLReluCuda(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from kernels.filtered_lrelu import _filtered_lrelu_ref
-
         x, b = ctx.saved_tensors
         up, down, padding, gain, slope, clamp, flip_filter = ctx.args
         with torch.enable_grad():
             xr = x.detach().requires_grad_(ctx.needs_input_grad[0])
             br = b.detach().requires_grad_(ctx.needs_input_grad[1]) if b is not None else None
-            y = _filtered_lrelu_ref(xr, ctx.fu, ctx.fd, br, up, down, padding, gain, slope, clamp, flip_filter)
+            y = _ref.filtered_lrelu(xr, ctx.fu, ctx.fd, br, up, down, padding, gain, slope, clamp, flip_filter)
             inputs = [t for t in (xr, br) if t is not None and t.requires_grad]
             grads = torch.autograd.grad(y, inputs, dy) if inputs else []
         it = iter(grads)
@@ -203,10 +214,21 @@ def _taps(f: torch.Tensor | None, gain: float, flip_filter: bool, device) -> tor
     return (f if flip_filter else f.flip(list(range(f.ndim)))).contiguous()
 
 
-def filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    """Same contract as kernels.filtered_lrelu with impl='cuda' (x on a CUDA device)."""
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    b: torch.Tensor | None,
+    up: int,
+    down: int,
+    padding: tuple[int, int, int, int],
+    gain: float,
+    slope: float,
+    clamp: float | None,
+    flip_filter: bool,
+) -> torch.Tensor:
+    """Same contract as kernels._ref.filtered_lrelu (normalised arguments), x on a CUDA device; the
+    reference math while the extension is not ready and for what the kernel does not cover."""
     if _state["status"] != "ready" or x.dtype == torch.float64 or (fu is not None and fu.ndim != 1):
-        from kernels.filtered_lrelu import _filtered_lrelu_ref
-
-        return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return _ref.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     return _FilteredLReluCuda.apply(x, b, fu, fd, (up, down, padding, gain, slope, clamp, flip_filter))

@@ -6,12 +6,9 @@ add the bias ``b`` [C]; upsample by ``up`` with the filter ``fu`` (gain up**2) a
 +-``clamp``; downsample by ``down`` with ``fd``. x: [N,C,H,W] float; fu: None or [taps]; fd: None,
 [taps] or [taps,taps] (radial filters of R configs).
 
-'fast' processes a bounded number of channels at a time through the whole chain with polyphase
-filtering, so the 4x/16x upsampled temporaries of the big layers never exist for all channels at
-once, no inserted zero is multiplied and no discarded sample is computed. When it records gradients
-for a big layer (more than ``RECOMPUTE_ELEMENTS`` upsampled elements), it keeps only its input and
-recomputes a slice of channels at a time during the backward pass, so the memory of a training or
-PTI step at 1024 px stays bounded (the same gradients).
+This module only dispatches: it checks and normalises the arguments, asks kernels._select which
+implementation runs, and calls kernels._ref, kernels._fast (channel chunks and row bands through the
+whole chain, bounded memory also when recording gradients) or the fused kernel in kernels.cuda_ext.
 """
 
 from __future__ import annotations
@@ -19,142 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from kernels._polyphase import resample_2d, resample_axis, resample_range
-from kernels._select import resolve_impl
-from kernels.bias_act import bias_act
-from kernels.upfirdn2d import parse_padding, upfirdn2d
+from kernels import _fast, _ref, _select, cuda_ext
+from kernels._ref import Padding, parse_padding
 
-# Elements of one band of the upsampled plane (float32: 4 MiB). Larger
-# bands spill to memory, smaller ones pay more Python overhead per band.
-BAND_ELEMENTS = 1 << 20
-# Above this many elements of the upsampled plane (all channels), a 'fast' call that records gradients
-# keeps only its input and recomputes a slice of channels at a time in the backward pass: autograd
-# would otherwise hold several upsampled planes (17 GB for one 1024 px StyleGAN3-R layer at batch 1).
-RECOMPUTE_ELEMENTS = 1 << 26
-
-
-def _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    x = bias_act(x, b, impl="ref")
-    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2, flip_filter=flip_filter, impl="ref")
-    x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp, impl="ref")
-    return upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl="ref")
-
-
-def _as_taps(f: torch.Tensor | None, gain: float, flip_filter: bool, dtype: torch.dtype) -> torch.Tensor | None:
-    """Correlation taps with the per-pass gain folded in, rounded like the reference (None = identity)."""
-    if f is None:
-        return None
-    f = (f * (gain ** (f.ndim / 2))).to(dtype)
-    return f if flip_filter else f.flip(list(range(f.ndim)))
-
-
-def _activate_(t: torch.Tensor, gain: float, slope: float, clamp: float | None, grad: bool) -> torch.Tensor:
-    if grad:
-        t = F.leaky_relu(t, slope) * gain if slope != 1 else t * gain
-        return t.clamp(-clamp, clamp) if clamp is not None and clamp >= 0 else t
-    if slope != 1:
-        F.leaky_relu_(t, slope)
-    if gain != 1:
-        t.mul_(gain)
-    if clamp is not None and clamp >= 0:
-        t.clamp_(-clamp, clamp)
-    return t
-
-
-def _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
-    n, c, h, w = x.shape
-    px0, px1, py0, py1 = padding
-    if fu is None and (up > 1 or any(padding)):
-        fu = torch.ones(1)
-    hu = _as_taps(fu, up**2, flip_filter, x.dtype)
-    hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
-    if hd is None and down > 1:
-        hd = torch.ones(1, dtype=x.dtype)
-    grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
-    if b is not None:
-        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
-    elif not grad:
-        x = x.clone()  # activated in place below
-    x = x.reshape(1, n * c, h, w)
-    if hu is None and hd is None:  # ToRGB: no resampling at all
-        return _activate_(x, gain, slope, clamp, grad).reshape(n, c, h, w)
-
-    tu = 1 if hu is None else hu.shape[0]
-    td = 1 if hd is None else hd.shape[0]
-    hz = h * up + py0 + py1 - tu + 1  # upsampled plane before decimation
-    wz = w * up + px0 + px1 - tu + 1
-    ho = -(-(hz - td + 1) // down)
-    if ho <= 0 or -(-(wz - td + 1) // down) <= 0:
-        raise ValueError(f"filtered_lrelu: a {h}x{w} input with padding {padding} gives an empty output")
-    # Channels per chunk and output rows per band are sized so that one band of the upsampled
-    # plane (the only full-resolution temporary) stays near the CPU caches.
-    step = max(1, min(n * c, BAND_ELEMENTS // (wz * 32)))
-    outs = []
-    for c0 in range(0, n * c, step):
-        t = x[:, c0 : c0 + step]
-        if hu is not None:
-            t = resample_axis(t, hu, -1, up, 1, px0, px1)
-        rows = max(1, (BAND_ELEMENTS // (t.shape[1] * wz) - td) // down + 1)
-        bands = []
-        for o0 in range(0, ho, rows):
-            o1 = min(ho, o0 + rows)
-            z0, z1 = o0 * down, (o1 - 1) * down + td
-            if hu is not None:
-                zb = resample_range(t, hu, -2, up, 1, py0, z0, z1)
-            else:
-                zb = t[..., z0:z1, :].clone() if not grad else t[..., z0:z1, :]
-            zb = _activate_(zb, gain, slope, clamp, grad)
-            if hd is None:
-                bands.append(zb)
-            elif hd.ndim == 2:
-                bands.append(resample_2d(zb, hd, (1, 1), (down, down), (0, 0, 0, 0)))
-            else:
-                zb = resample_axis(zb, hd, -2, 1, down, 0, 0)
-                bands.append(resample_axis(zb, hd, -1, 1, down, 0, 0))
-        outs.append(torch.cat(bands, dim=2) if len(bands) > 1 else bands[0])
-    y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    return y.reshape(n, c, y.shape[2], y.shape[3])
-
-
-class _RecomputedFilteredLReLU(torch.autograd.Function):
-    """The fast path with a memory-bounded backward: saves x and b only; the backward recomputes the
-    chain for a slice of channels at a time (channels are independent) and backpropagates through it."""
-
-    @staticmethod
-    def forward(ctx, x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk):
-        ctx.save_for_backward(x, b)
-        ctx.args = (fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk)
-        with torch.no_grad():
-            return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
-
-    @staticmethod
-    def backward(ctx, gy):
-        x, b = ctx.saved_tensors
-        fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk = ctx.args
-        need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
-        gx = torch.empty_like(x) if need_x else None
-        gb = torch.zeros_like(b) if need_b else None
-        for c0 in range(0, x.shape[1], chunk):
-            c1 = min(x.shape[1], c0 + chunk)
-            with torch.enable_grad():
-                xs = x[:, c0:c1].detach().requires_grad_(need_x)
-                bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
-                ys = _filtered_lrelu_fast(xs, fu, fd, bs, up, down, padding, gain, slope, clamp, flip_filter)
-                inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need]
-                grads = list(torch.autograd.grad(ys, inputs, gy[:, c0:c1]))
-            if need_x:
-                gx[:, c0:c1] = grads.pop(0)
-            if need_b:
-                gb[c0:c1] = grads.pop(0)
-        return (gx, gb) + (None,) * 10
-
-
-def _upsampled_elements(x: torch.Tensor, up: int, padding) -> int:
-    n, c, h, w = x.shape
-    px0, px1, py0, py1 = padding
-    return n * c * (h * up + py0 + py1) * (w * up + px0 + px1)
+__all__ = ["filtered_lrelu"]
 
 
 def filtered_lrelu(
@@ -164,7 +30,7 @@ def filtered_lrelu(
     b: torch.Tensor | None = None,
     up: int = 1,
     down: int = 1,
-    padding=0,
+    padding: Padding = 0,
     gain: float = math.sqrt(2),
     slope: float = 0.2,
     clamp: float | None = None,
@@ -174,18 +40,10 @@ def filtered_lrelu(
     """See the module docstring. Returns [N,C,H',W'] in x's dtype."""
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects [N,C,H,W], got shape {tuple(x.shape)}")
-    up, down = int(up), int(down)
-    padding = parse_padding(padding)
-    which = resolve_impl(impl, x)
+    args = (int(up), int(down), parse_padding(padding), gain, slope, clamp, flip_filter)
+    which = _select.select("filtered_lrelu", impl, x)
     if which == "cuda":
-        from kernels import cuda_ext
-
-        return cuda_ext.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return cuda_ext.filtered_lrelu(x, fu, fd, b, *args)
     if which == "ref":
-        return _filtered_lrelu_ref(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
-    grad = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
-    if grad and _upsampled_elements(x, up, padding) > RECOMPUTE_ELEMENTS:
-        per_channel = max(1, _upsampled_elements(x, up, padding) // x.shape[1])
-        chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
-        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk)
-    return _filtered_lrelu_fast(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return _ref.filtered_lrelu(x, fu, fd, b, *args)
+    return _fast.filtered_lrelu(x, fu, fd, b, *args)

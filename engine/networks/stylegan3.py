@@ -7,6 +7,10 @@ renders the same images (see ../shared/spec/stylegan3.md and tests/test_generato
 Shapes: z [N,z_dim]; c [N,c_dim]; ws [N,num_ws,w_dim] (num_ws = num_layers + 2 = 16 by default);
 images [N,img_channels,R,R] float32, roughly in [-1,1] (no clamping, no tanh).
 ``ws[:,0]`` drives the Fourier input layer, ``ws[:,i+1]`` drives layer ``L{i}``.
+
+Every forward pass (``Generator``, ``mapping``, ``synthesis``, and the layers and ``styles`` methods
+below them) takes ``impl``, the kernel implementation ('ref', 'fast', 'cuda' or None for automatic,
+see kernels._select), and hands it to every ``bias_act`` and ``filtered_lrelu`` call it makes.
 """
 
 from __future__ import annotations
@@ -52,16 +56,16 @@ class FullyConnectedLayer(nn.Module):
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
+        return bias_act(x.matmul(w.t()), b, act=self.activation, impl=impl)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
@@ -69,6 +73,8 @@ class FullyConnectedLayer(nn.Module):
 
 class MappingNetwork(nn.Module):
     """z (and c) -> ws [N,num_ws,w_dim], with a running average ``w_avg`` for truncation."""
+
+    w_avg: torch.Tensor
 
     def __init__(
         self,
@@ -101,17 +107,18 @@ class MappingNetwork(nn.Module):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
         update_emas: bool = False,
+        impl: str | None = None,
     ) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be [N,{self.z_dim}], got {tuple(z.shape)}")
         x = normalize_2nd_moment(z.to(torch.float32))
-        if self.c_dim > 0:
+        if self.embed is not None:  # conditional (c_dim > 0)
             if c is None or c.shape[-1] != self.c_dim:
                 raise ValueError(f"this generator is conditional: pass c of shape [N,{self.c_dim}]")
-            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32), impl=impl))
             x = torch.cat([x, y], dim=1)
         for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)
+            x = getattr(self, f"fc{idx}")(x, impl=impl)
         if update_emas:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
@@ -134,6 +141,10 @@ def _batched_transform(transform: torch.Tensor, n: int) -> torch.Tensor:
 class SynthesisInput(nn.Module):
     """Fourier features, rotated/translated per sample by ``affine(w)`` and by the user transform."""
 
+    transform: torch.Tensor
+    freqs: torch.Tensor
+    phases: torch.Tensor
+
     def __init__(self, w_dim: int, channels: int, size: int, sampling_rate: float, bandwidth: float):
         super().__init__()
         self.w_dim, self.channels = w_dim, channels
@@ -150,10 +161,19 @@ class SynthesisInput(nn.Module):
         self.register_buffer("phases", phases)
 
     def forward(
-        self, w: torch.Tensor | None = None, transform: torch.Tensor | None = None, styles: torch.Tensor | None = None
+        self,
+        w: torch.Tensor | None = None,
+        transform: torch.Tensor | None = None,
+        styles: torch.Tensor | None = None,
+        impl: str | None = None,
     ) -> torch.Tensor:
         """w [N,w_dim] (or styles [N,4] = affine(w)) -> features [N,C,size,size]."""
-        t = self.affine(w) if styles is None else styles
+        if styles is None:
+            if w is None:
+                raise ValueError("pass w or styles")
+            t = self.affine(w, impl=impl)
+        else:
+            t = styles
         n = t.shape[0]
         user = _batched_transform(self.transform if transform is None else transform.to(t), n)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
@@ -223,6 +243,10 @@ def modulated_conv2d(
 
 class SynthesisLayer(nn.Module):
     """Modulated convolution followed by the alias-free filtered leaky ReLU (or ToRGB when last)."""
+
+    magnitude_ema: torch.Tensor
+    up_filter: torch.Tensor | None
+    down_filter: torch.Tensor | None
 
     def __init__(
         self,
@@ -297,9 +321,9 @@ class SynthesisLayer(nn.Module):
         pad_hi = pad_total - pad_lo
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
-    def styles(self, w: torch.Tensor) -> torch.Tensor:
+    def styles(self, w: torch.Tensor, impl: str | None = None) -> torch.Tensor:
         """w [N,w_dim] -> styles [N,in_channels] (ToRGB's weight gain included)."""
-        s = self.affine(w)
+        s = self.affine(w, impl=impl)
         if self.is_torgb:
             s = s * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         return s
@@ -318,7 +342,12 @@ class SynthesisLayer(nn.Module):
                 cur = x.detach().to(torch.float32).square().mean()
                 self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        s = self.styles(w) if styles is None else styles
+        if styles is None:
+            if w is None:
+                raise ValueError("pass w or styles")
+            s = self.styles(w, impl=impl)
+        else:
+            s = styles
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
         x = modulated_conv2d(
             x.to(dtype),
@@ -428,14 +457,16 @@ class SynthesisNetwork(nn.Module):
     def layers(self) -> list[SynthesisLayer]:
         return [getattr(self, name) for name in self.layer_names]
 
-    def styles(self, ws: torch.Tensor, input_from_mean: bool = False) -> dict[str, torch.Tensor]:
+    def styles(
+        self, ws: torch.Tensor, input_from_mean: bool = False, impl: str | None = None
+    ) -> dict[str, torch.Tensor]:
         """StyleSpace: {'input': [N,4], layer name: [N,in_channels], ...} for ws [N,num_ws,w_dim]."""
         self._check_ws(ws)
         ws = ws.to(torch.float32)
         w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
-        out = {"input": self.input.affine(w_in)}
+        out = {"input": self.input.affine(w_in, impl=impl)}
         for idx, layer in enumerate(self.layers()):
-            out[self.layer_names[idx]] = layer.styles(ws[:, idx + 1])
+            out[self.layer_names[idx]] = layer.styles(ws[:, idx + 1], impl=impl)
         return out
 
     def _check_ws(self, ws: torch.Tensor) -> None:
@@ -478,11 +509,11 @@ class SynthesisNetwork(nn.Module):
             self._check_ws(ws)
             ws = ws.to(torch.float32)
             w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
-            x = self.input(w_in, transform=transform)
+            x = self.input(w_in, transform=transform, impl=impl)
             for idx, layer in enumerate(self.layers()):
                 x = run(layer, x, w=ws[:, idx + 1])
         else:
-            x = self.input(styles=styles["input"].to(torch.float32), transform=transform)
+            x = self.input(styles=styles["input"].to(torch.float32), transform=transform, impl=impl)
             for name, layer in zip(self.layer_names, self.layers()):
                 x = run(layer, x, styles=styles[name].to(torch.float32))
         if self.output_scale != 1:
@@ -531,9 +562,17 @@ class Generator(nn.Module):
         truncation_cutoff: int | None = None,
         transform: torch.Tensor | None = None,
         update_emas: bool = False,
+        impl: str | None = None,
         **synthesis_kwargs,
     ) -> torch.Tensor:
+        """z [N,z_dim] -> images; ``impl`` picks the kernels of both networks, the other keywords go
+        to ``synthesis``."""
         ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+            z,
+            c,
+            truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff,
+            update_emas=update_emas,
+            impl=impl,
         )
-        return self.synthesis(ws, transform=transform, update_emas=update_emas, **synthesis_kwargs)
+        return self.synthesis(ws, transform=transform, update_emas=update_emas, impl=impl, **synthesis_kwargs)
