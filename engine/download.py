@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from engine.errors import CharmError
 
@@ -57,7 +57,7 @@ ENV_MODELS_DIR = "CHARM_MODELS_DIR"
 USER_AGENT = "charm-studio/0.1 (+urllib)"
 
 ProgressCallback = Callable[[int, int | None], None]
-CancelToken = Union[threading.Event, Callable[[], bool], None]
+CancelToken = threading.Event | Callable[[], bool] | None
 
 _MAX_PAGE_BYTES = 2 * 2**20
 _CHUNK = 2**20

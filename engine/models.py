@@ -51,19 +51,23 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from engine.errors import CheckpointError
+from engine.generator_config import GeneratorSizes
 from engine.imageio import atomic_write, write_text
+
+if TYPE_CHECKING:
+    from engine.inversion.protocol import InverterProtocol
+    from engine.networks.stylegan3 import Generator
 
 __all__ = [
     "BUNDLE_FORMAT",
     "DEMO_MANIFEST",
     "Direction",
     "ModelBundle",
-    "OptimizationInverter",
     "load_bundle",
     "save_bundle",
     "make_random_bundle",
@@ -79,7 +83,7 @@ DEMO_MANIFEST = Path(__file__).resolve().parents[1] / "resources" / "models" / "
 
 _DEFAULT_LOADERS = {"inverter": "engine.inversion:load_inverter", "predictor": "engine.predictor:load_predictor"}
 
-# Names and ranges of the random development bundle's directions (the demo model's set, issue 5).
+# Names and ranges of the random development bundle's directions (the demo model's set).
 RANDOM_DIRECTIONS: dict[str, tuple[float, float]] = {
     "smile": (-3.0, 3.0),
     "age": (-4.0, 4.0),
@@ -107,33 +111,22 @@ class Direction:
 
 
 @dataclass
-class ModelBundle:
+class ModelBundle(GeneratorSizes):
     """A loaded bundle; see the module docstring for the manifest. ``stylespace`` maps an attribute
-    to its top channels [(layer, channel, sign)], sign +1/-1 raising the attribute."""
+    to its top channels [(layer, channel, sign)], sign +1/-1 raising the attribute. ``resolution``,
+    ``w_dim`` and ``num_ws`` are the generator's."""
 
     name: str
     folder: Path
     manifest: dict
-    generator: torch.nn.Module
-    inverter: Any | None
+    generator: Generator
+    inverter: InverterProtocol | None
     predictor: Any | None
     directions: dict[str, Direction]
     stylespace: dict[str, list[tuple[str, int, int]]]
     model_card: Path | None
     device: torch.device
     random_weights: bool = False
-
-    @property
-    def resolution(self) -> int:
-        return int(self.generator.img_resolution)
-
-    @property
-    def w_dim(self) -> int:
-        return int(self.generator.w_dim)
-
-    @property
-    def num_ws(self) -> int:
-        return int(self.generator.num_ws)
 
     @property
     def title(self) -> str:
@@ -153,7 +146,7 @@ class ModelBundle:
         return style_layers(self.generator)
 
 
-def style_layers(generator: torch.nn.Module) -> dict[str, int]:
+def style_layers(generator: Generator) -> dict[str, int]:
     """StyleSpace layer name -> channel count of a generator ('input' first, then its layers in order)."""
     syn = generator.synthesis
     out = {"input": 4}
@@ -215,6 +208,7 @@ def _resolve_loader(spec: str, manifest: Path, what: str) -> Callable:
 
 
 def _call_loader(fn: Callable, path: Path, device: torch.device) -> Any:
+    params: Mapping[str, Any]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -356,7 +350,7 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
 
 def save_bundle(
     folder: str | os.PathLike,
-    generator: torch.nn.Module,
+    generator: Generator,
     directions: Mapping[str, Direction],
     stylespace: Mapping[str, Sequence[tuple[str, int, int]]] | None = None,
     *,
@@ -407,7 +401,9 @@ def save_bundle(
         "inverter": {"file": inverter_file} if inverter_file else None,
         "predictor": dict(predictor) if predictor else None,
         "directions": {"file": "directions.safetensors", "items": items},
-        "stylespace": {a: [[str(l), int(c), int(s)] for l, c, s in rows] for a, rows in (stylespace or {}).items()},
+        "stylespace": {
+            a: [[str(layer), int(c), int(s)] for layer, c, s in rows] for a, rows in (stylespace or {}).items()
+        },
         "model_card": model_card,
     }
     manifest = folder / MANIFEST_NAME
@@ -513,7 +509,7 @@ def make_random_bundle(
     )
 
 
-def _write_random_inverter(folder: Path, G: torch.nn.Module, seed: int, required: bool) -> str | None:
+def _write_random_inverter(folder: Path, G: Generator, seed: int, required: bool) -> str | None:
     """A ReStyle-e4e inverter with random weights (small IR-SE backbone), written with engine.inversion."""
     try:
         from engine.encoders import build_encoder
@@ -563,46 +559,14 @@ def ensure_random_bundle(cache_dir: str | os.PathLike, resolution: int = 64, see
 
 
 # --------------------------------------------------------------------------------------------------
-# Inversion without an encoder
+# Inversion
 
 
-class OptimizationInverter:
-    """Inversion by latent optimisation (``engine.inversion.optimize_latent`` in W+, pixel L2 only),
-    for bundles that ship no encoder. Same call as an encoder inverter; returns an
-    ``engine.inversion.InversionResult`` with one entry (the final latent [N,num_ws,w_dim])."""
+def inverter_for(bundle: ModelBundle) -> InverterProtocol:
+    """The bundle's inverter, or an :class:`engine.inversion.OptimizationInverter` on its generator when
+    it has none."""
+    if bundle.inverter is not None:
+        return bundle.inverter
+    from engine.inversion.optimize import OptimizationInverter
 
-    def __init__(self, generator: torch.nn.Module, lr: float = 0.05):
-        self.generator = generator
-        self.lr = lr
-
-    def invert(
-        self,
-        images: torch.Tensor,
-        n_iters: int = 30,
-        transform: torch.Tensor | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        cancel: Callable[[], bool] | None = None,
-    ) -> Any:
-        """images: float32 [N,3,H,W] in [-1,1], aligned. n_iters: optimisation steps. ``transform``
-        (stored convention) renders the result unaligned, as the encoder inverter does.
-        Raises ``engine.inversion.Cancelled`` when cancel() returns True."""
-        from engine.inversion import InversionResult, optimize_latent
-
-        res = optimize_latent(
-            self.generator, images, steps=int(n_iters), lr=self.lr, lpips_weight=0.0, progress=progress, cancel=cancel
-        )
-        unaligned = None
-        if transform is not None:
-            with torch.no_grad():
-                unaligned = self.generator.synthesis(res.latent, transform=transform.to(res.latent.device))
-        return InversionResult(
-            latents=[res.latent],
-            images=[res.image] if res.image is not None else [],
-            unaligned=unaligned,
-            transform=transform,
-        )
-
-
-def inverter_for(bundle: ModelBundle) -> Any:
-    """The bundle's inverter, or an :class:`OptimizationInverter` on its generator when it has none."""
-    return bundle.inverter if bundle.inverter is not None else OptimizationInverter(bundle.generator)
+    return OptimizationInverter(bundle.generator)

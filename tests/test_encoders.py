@@ -14,7 +14,7 @@ import torch
 from engine.encoders import BACKBONES, ENCODER_KINDS, build_encoder, encoder_state_from_checkpoint
 
 BASE_SEED = 161803
-FANIN_LIMIT = 1e-4  # issue 4 acceptance
+FANIN_LIMIT = 1e-4  # acceptance limit for the fan-in-rule networks
 MAIN_LIMIT = 1e-2  # chaotic main-rule network, see golden/README.md
 
 

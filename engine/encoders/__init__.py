@@ -8,7 +8,8 @@ Stable entry point::
     codes = enc(x)   # x [N,6,256,256] in [-1,1] -> codes [N,16,512], before latent_avg / previous codes
 
 Kinds: ``'restyle_psp'`` (``BackboneEncoder``), ``'restyle_e4e'`` (``ProgressiveBackboneEncoder``),
-``'psp'`` (``GradualStyleEncoder``), ``'e4e'`` (``Encoder4Editing``). Backbones: see ``BACKBONES``.
+``'psp'`` (``GradualStyleEncoder``), ``'e4e'`` (``Encoder4Editing``), all subclasses of ``EncoderBase``.
+Backbones: see ``BACKBONES``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from engine.encoders.models import (
     ENCODER_KINDS,
     BackboneEncoder,
     Encoder4Editing,
+    EncoderBase,
     GradualStyleEncoder,
     ProgressiveBackboneEncoder,
     build_encoder,
@@ -31,6 +33,7 @@ __all__ = [
     "BackboneSpec",
     "ENCODER_KINDS",
     "Encoder4Editing",
+    "EncoderBase",
     "EqualLinear",
     "GradualStyleEncoder",
     "ProgressiveBackboneEncoder",

@@ -20,6 +20,7 @@ Available specs (``BACKBONES``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,13 @@ __all__ = [
     "make_input_layer",
     "stage_end_indices",
 ]
+
+
+class _Factory(TypedDict):
+    """Where a layer's parameters are created (the ``device`` / ``dtype`` keywords of torch layers)."""
+
+    device: torch.device | None
+    dtype: torch.dtype | None
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ class BottleneckIR(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        fk = {"device": device, "dtype": dtype}
+        fk: _Factory = {"device": device, "dtype": dtype}
         if in_channels == out_channels:
             self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)
         else:
@@ -159,7 +167,7 @@ def make_input_layer(
     input_nc: int, spec: BackboneSpec, *, device: torch.device | None = None, dtype: torch.dtype | None = None
 ) -> nn.Sequential:
     """Stem: conv3x3 (no bias) -> BatchNorm -> PReLU, keeping the resolution."""
-    fk = {"device": device, "dtype": dtype}
+    fk: _Factory = {"device": device, "dtype": dtype}
     c = spec.stem_channels
     return nn.Sequential(nn.Conv2d(input_nc, c, 3, 1, 1, bias=False, **fk), nn.BatchNorm2d(c, **fk), nn.PReLU(c, **fk))
 

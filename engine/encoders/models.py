@@ -31,6 +31,7 @@ __all__ = [
     "BackboneEncoder",
     "ENCODER_KINDS",
     "Encoder4Editing",
+    "EncoderBase",
     "GradualStyleEncoder",
     "ProgressiveBackboneEncoder",
     "build_encoder",
@@ -45,29 +46,44 @@ _COARSE_END = 3
 _MIDDLE_END = 7
 
 
-class _Trunk(nn.Module):
-    """Shared constructor bits: ``input_layer`` and ``body``, registered first so the key order matches."""
+class EncoderBase(nn.Module):
+    """What the four encoders share: the backbone (``input_layer`` and ``body``, registered first so
+    the key order matches the released checkpoints) and the input checks.
+
+    Subclasses add their style heads in :meth:`_add_heads` and set the default ``input_nc`` and
+    ``n_styles`` of their released configuration.
+    """
+
+    default_input_nc = 6
+    default_n_styles = 16
 
     def __init__(
         self,
-        input_nc: int,
-        n_styles: int,
-        spec: BackboneSpec,
-        input_size: int,
-        w_dim: int | None,
-        device: torch.device | None,
-        dtype: torch.dtype | None,
+        input_nc: int | None = None,
+        n_styles: int | None = None,
+        backbone: str | BackboneSpec = "ir_se50",
+        *,
+        input_size: int = 256,
+        w_dim: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        spec = get_backbone_spec(backbone)
         if input_size % spec.downsample:
             raise ValueError(f"input_size {input_size} is not a multiple of the backbone stride {spec.downsample}")
         self.spec = spec
-        self.input_nc = input_nc
-        self.n_styles = n_styles
+        self.input_nc = self.default_input_nc if input_nc is None else input_nc
+        self.n_styles = self.default_n_styles if n_styles is None else n_styles
         self.input_size = input_size
         self.w_dim = w_dim or spec.style_channels
-        self.input_layer = make_input_layer(input_nc, spec, device=device, dtype=dtype)
+        self.input_layer = make_input_layer(self.input_nc, spec, device=device, dtype=dtype)
         self.body = make_body(spec, device=device, dtype=dtype)
+        self._add_heads(spec.out_channels, input_size // spec.downsample, device, dtype)
+
+    def _add_heads(self, channels: int, side: int, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        """Register the style heads; ``channels`` and ``side`` describe the last backbone feature map."""
+        raise NotImplementedError
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output: x [N,input_nc,S,S] -> [N,C_last,S/16,S/16]."""
@@ -98,25 +114,14 @@ def _upsample_add(top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
     return F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True) + lateral
 
 
-class BackboneEncoder(_Trunk):
-    """ReStyle-pSp encoder: ``n_styles`` independent heads on the last feature map."""
+class BackboneEncoder(EncoderBase):
+    """ReStyle-pSp encoder: ``n_styles`` independent heads on the last feature map (defaults: 6 input
+    channels, 16 styles)."""
 
-    def __init__(
-        self,
-        input_nc: int = 6,
-        n_styles: int = 16,
-        backbone: str | BackboneSpec = "ir_se50",
-        *,
-        input_size: int = 256,
-        w_dim: int | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        spec = get_backbone_spec(backbone)
-        super().__init__(input_nc, n_styles, spec, input_size, w_dim, device, dtype)
-        c, s = spec.out_channels, input_size // spec.downsample
+    def _add_heads(self, channels: int, side: int, device: torch.device | None, dtype: torch.dtype | None) -> None:
         self.styles = nn.ModuleList(
-            StyleHead(c, spec.style_channels, s, self.w_dim, device=device, dtype=dtype) for _ in range(n_styles)
+            StyleHead(channels, self.spec.style_channels, side, self.w_dim, device=device, dtype=dtype)
+            for _ in range(self.n_styles)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,19 +137,9 @@ class ProgressiveBackboneEncoder(BackboneEncoder):
     ``n_styles``, is the inference setting where all of them are active.
     """
 
-    def __init__(
-        self,
-        input_nc: int = 6,
-        n_styles: int = 16,
-        backbone: str | BackboneSpec = "ir_se50",
-        *,
-        input_size: int = 256,
-        w_dim: int | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device, dtype=dtype)
-        self.progressive_stage = n_styles
+    def _add_heads(self, channels: int, side: int, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        super()._add_heads(channels, side, device, dtype)
+        self.progressive_stage = self.n_styles
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N,input_nc,S,S] in [-1,1] -> raw codes [N,n_styles,w_dim]."""
@@ -156,29 +151,23 @@ class ProgressiveBackboneEncoder(BackboneEncoder):
         return torch.stack(rows, dim=1)
 
 
-class GradualStyleEncoder(_Trunk):
-    """pSp encoder: style heads on three pyramid levels (coarse 16x16, middle 32x32, fine 64x64 for 256 input)."""
+class GradualStyleEncoder(EncoderBase):
+    """pSp encoder: style heads on three pyramid levels (coarse 16x16, middle 32x32, fine 64x64 for 256
+    input; defaults: 3 input channels, 18 styles)."""
 
-    def __init__(
-        self,
-        input_nc: int = 3,
-        n_styles: int = 18,
-        backbone: str | BackboneSpec = "ir_se50",
-        *,
-        input_size: int = 256,
-        w_dim: int | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        spec = get_backbone_spec(backbone)
-        super().__init__(input_nc, n_styles, spec, input_size, w_dim, device, dtype)
-        c, s = spec.out_channels, input_size // spec.downsample
+    default_input_nc = 3
+    default_n_styles = 18
+
+    def _add_heads(self, channels: int, side: int, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        spec = self.spec
         self.styles = nn.ModuleList()
-        for i in range(n_styles):
-            level_side = s if i < _COARSE_END else (2 * s if i < _MIDDLE_END else 4 * s)
-            self.styles.append(StyleHead(c, spec.style_channels, level_side, self.w_dim, device=device, dtype=dtype))
-        self.latlayer1 = nn.Conv2d(spec.channels[2], c, 1, 1, 0, device=device, dtype=dtype)
-        self.latlayer2 = nn.Conv2d(spec.channels[1], c, 1, 1, 0, device=device, dtype=dtype)
+        for i in range(self.n_styles):
+            level_side = side if i < _COARSE_END else (2 * side if i < _MIDDLE_END else 4 * side)
+            self.styles.append(
+                StyleHead(channels, spec.style_channels, level_side, self.w_dim, device=device, dtype=dtype)
+            )
+        self.latlayer1 = nn.Conv2d(spec.channels[2], channels, 1, 1, 0, device=device, dtype=dtype)
+        self.latlayer2 = nn.Conv2d(spec.channels[1], channels, 1, 1, 0, device=device, dtype=dtype)
 
     def _level(self, i: int) -> int:
         return 0 if i < _COARSE_END else (1 if i < _MIDDLE_END else 2)
@@ -200,19 +189,9 @@ class Encoder4Editing(GradualStyleEncoder):
     ``progressive_stage`` is the number of active deltas; the default ``n_styles`` activates all.
     """
 
-    def __init__(
-        self,
-        input_nc: int = 3,
-        n_styles: int = 18,
-        backbone: str | BackboneSpec = "ir_se50",
-        *,
-        input_size: int = 256,
-        w_dim: int | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(input_nc, n_styles, backbone, input_size=input_size, w_dim=w_dim, device=device, dtype=dtype)
-        self.progressive_stage = n_styles
+    def _add_heads(self, channels: int, side: int, device: torch.device | None, dtype: torch.dtype | None) -> None:
+        super()._add_heads(channels, side, device, dtype)
+        self.progressive_stage = self.n_styles
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N,input_nc,S,S] in [-1,1] -> raw codes [N,n_styles,w_dim]."""
@@ -231,7 +210,7 @@ class Encoder4Editing(GradualStyleEncoder):
         return torch.stack(rows, dim=1)
 
 
-_CLASSES: dict[str, type[_Trunk]] = {
+_CLASSES: dict[str, type[EncoderBase]] = {
     "restyle_psp": BackboneEncoder,
     "restyle_e4e": ProgressiveBackboneEncoder,
     "psp": GradualStyleEncoder,
@@ -249,7 +228,7 @@ def build_encoder(
     w_dim: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-) -> nn.Module:
+) -> EncoderBase:
     """Build an encoder in eval mode.
 
     Args:

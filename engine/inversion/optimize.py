@@ -10,18 +10,36 @@ StyleGAN2's projector no noise is injected into the latent either: the result is
 - ``space='w'``: one w per image shared by all rows (optimised as [N,1,w_dim], returned repeated).
 
 The generator is never modified: gradients are taken with respect to the latent only.
+
+:class:`OptimizationInverter` wraps ``optimize_latent`` (W+, pixel L2 only) in the call every
+inverter offers (:class:`engine.inversion.protocol.InverterProtocol`), for model bundles that ship no
+encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from engine.inversion.common import CancelFn, ProgressFn, check_cancel, identity_transform, resize_images
+from engine.generator_config import GeneratorSizes, mapping_w_avg
+from engine.inversion.common import (
+    CancelFn,
+    ProgressFn,
+    batch_transform,
+    check_cancel,
+    identity_transform,
+    render_latents,
+    resize_images,
+)
+from engine.inversion.protocol import InversionResult
 
-__all__ = ["OptimizationResult", "optimize_latent"]
+if TYPE_CHECKING:
+    from engine.losses import PerceptualLoss
+    from engine.networks.stylegan3 import Generator
+
+__all__ = ["OptimizationInverter", "OptimizationResult", "optimize_latent"]
 
 
 @dataclass
@@ -36,10 +54,10 @@ class OptimizationResult:
     steps: int = 0
 
 
-def _initial_latent(generator: nn.Module, init: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+def _initial_latent(generator: Generator, init: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
     num_ws, w_dim = int(generator.num_ws), int(generator.w_dim)
     if init is None:
-        init = generator.mapping.w_avg
+        init = mapping_w_avg(generator)
     init = init.detach().to(device, torch.float32)
     if init.ndim == 1:
         init = init.view(1, 1, w_dim)
@@ -53,7 +71,7 @@ def _initial_latent(generator: nn.Module, init: torch.Tensor | None, n: int, dev
 
 
 def optimize_latent(
-    generator: nn.Module,
+    generator: Generator,
     target: torch.Tensor,
     *,
     space: str = "w+",
@@ -63,7 +81,7 @@ def optimize_latent(
     transform: torch.Tensor | None = None,
     l2_weight: float = 1.0,
     lpips_weight: float = 1.0,
-    perceptual: nn.Module | None = None,
+    perceptual: PerceptualLoss | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> OptimizationResult:
@@ -90,7 +108,7 @@ def optimize_latent(
         raise ValueError(f"space must be 'w' or 'w+', got {space!r}")
     if target.ndim != 4 or target.shape[1] != 3:
         raise ValueError(f"expected target [N,3,H,W], got {list(target.shape)}")
-    device = generator.mapping.w_avg.device
+    device = mapping_w_avg(generator).device
     n = target.shape[0]
     target = resize_images(target.detach().to(device, torch.float32), int(generator.img_resolution))
     transform = identity_transform(device=device) if transform is None else transform.to(device, torch.float32)
@@ -125,3 +143,43 @@ def optimize_latent(
     with torch.no_grad():
         image = generator.synthesis(final, transform=transform)
     return OptimizationResult(latent=final, losses=losses, image=image, steps=steps)
+
+
+class OptimizationInverter(GeneratorSizes):
+    """Inversion by latent optimisation (:func:`optimize_latent` in W+, pixel L2 only), for bundles that
+    ship no encoder. Same call and result layout as the encoder :class:`engine.inversion.Inverter`;
+    ``latents`` and ``images`` hold one entry, the final latent and its aligned render.
+    ``resolution``, ``w_dim`` and ``num_ws`` are the generator's.
+    """
+
+    kind = "optimization"
+
+    def __init__(self, generator: Generator, lr: float = 0.05):
+        self.generator = generator
+        self.lr = lr
+
+    def invert(
+        self,
+        images: torch.Tensor,
+        n_iters: int = 30,
+        transform: torch.Tensor | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> InversionResult:
+        """images: float32 [N,3,H,W] in [-1,1], aligned. n_iters: optimisation steps. ``transform``
+        ([3,3] or [N,3,3], stored convention) renders the result unaligned, as the encoder inverter does.
+        Raises :class:`engine.inversion.Cancelled` when cancel() returns True."""
+        transform = batch_transform(transform, images.shape[0], mapping_w_avg(self.generator).device)
+        res = optimize_latent(
+            self.generator, images, steps=int(n_iters), lr=self.lr, lpips_weight=0.0, progress=progress, cancel=cancel
+        )
+        unaligned = None
+        if transform is not None:
+            with torch.no_grad():
+                unaligned = render_latents(self.generator, res.latent, transform)
+        return InversionResult(
+            latents=[res.latent],
+            images=[res.image] if res.image is not None else [],
+            unaligned=unaligned,
+            transform=transform,
+        )

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from engine.inversion.common import CancelFn, ProgressFn, check_cancel, identity_transform, resize_images
+
+if TYPE_CHECKING:
+    from engine.networks.stylegan3 import Generator
 
 __all__ = ["PTIResult", "apply_weight_delta", "tunable_parameter_names", "tune_generator", "weight_delta"]
 
@@ -39,7 +43,7 @@ class PTIResult:
     threshold was reached. image: the last render [N,3,R,R] (after the final update when all steps ran).
     """
 
-    generator: nn.Module
+    generator: Generator
     losses: list[float] = field(default_factory=list)
     l2: list[float] = field(default_factory=list)
     lpips: list[float] = field(default_factory=list)
@@ -72,7 +76,7 @@ def weight_delta(original: nn.Module, tuned: nn.Module) -> dict[str, torch.Tenso
     return out
 
 
-def apply_weight_delta(generator: nn.Module, delta: dict[str, torch.Tensor]) -> nn.Module:
+def apply_weight_delta(generator: Generator, delta: dict[str, torch.Tensor]) -> Generator:
     """A copy of ``generator`` with ``delta`` (from :func:`weight_delta`) added; the input is untouched."""
     out = copy.deepcopy(generator)
     params = dict(out.named_parameters())
@@ -89,7 +93,7 @@ def apply_weight_delta(generator: nn.Module, delta: dict[str, torch.Tensor]) -> 
 
 
 def tune_generator(
-    generator: nn.Module,
+    generator: Generator,
     target: torch.Tensor,
     pivot: torch.Tensor,
     *,
@@ -150,7 +154,8 @@ def tune_generator(
     transform = identity_transform(device=device) if transform is None else transform.to(device, torch.float32)
     if perceptual is None and lpips_weight:
         perceptual = PerceptualLoss("alex", device=device, resize=256)
-    use_threshold = lpips_threshold is not None and perceptual is not None and getattr(perceptual, "is_lpips", True)
+    # Early stopping needs a real LPIPS (not its L2 fallback).
+    threshold = lpips_threshold if perceptual is not None and getattr(perceptual, "is_lpips", True) else None
 
     if checkpoint_layers is None:
         checkpoint_layers = int(generator.img_resolution) >= 512
@@ -170,7 +175,7 @@ def tune_generator(
         result.losses.append(float(loss.detach()))
         result.l2.append(float(l2.detach()))
         result.lpips.append(float(perc.detach()))
-        if use_threshold and result.lpips[-1] < lpips_threshold:
+        if threshold is not None and result.lpips[-1] < threshold:
             result.stopped_early = True
             break
         opt.zero_grad(set_to_none=True)
