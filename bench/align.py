@@ -38,10 +38,11 @@ def main() -> int:
     import numpy as np
 
     from engine import align as A
+    from engine.faces import load_face_models
     from engine.imageio import load_image
 
     t = time.perf_counter()
-    A._get_models()
+    load_face_models()
     load_s = time.perf_counter() - t
 
     rows: list[tuple[str, str, float, float, float]] = []

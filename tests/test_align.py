@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -19,8 +20,10 @@ import pytest
 from conftest import ROOT
 
 from engine import align as A
-from engine.align import align_face, crop_quads_for_clip, detect_faces, load_image, paste_back
+from engine import faces as F
+from engine.align import align_face, crop_quads_for_clip, detect_faces, paste_back
 from engine.errors import ImageReadError, NoFaceError
+from engine.imageio import load_image
 from engine.transforms import make_transform, transform_params
 
 CANVAS = (1500, 1400)  # (width, height) of the synthetic photos
@@ -130,20 +133,60 @@ def synthetic(ffhq: list[np.ndarray]) -> list[dict]:
 
 def test_models_are_found_without_importing_the_package(monkeypatch):
     monkeypatch.delitem(sys.modules, "face_recognition_models", raising=False)
-    path = A.landmarks_model_path()
+    path = F.landmarks_model_path()
     assert path.name == "shape_predictor_68_face_landmarks.dat" and path.is_file()
     assert "face_recognition_models" not in sys.modules
 
 
+def test_face_models_load_once_and_are_shared():
+    models = F.load_face_models()
+    assert F.load_face_models() is models and A.load_face_models() is models
+    assert type(models.detector).__name__ == "fhog_object_detector"
+    assert type(models.predictor).__name__ == "shape_predictor"
+
+
 def test_models_load_once_across_threads(monkeypatch):
-    monkeypatch.setattr(A, "_models", None)
+    monkeypatch.setattr(F, "_models", None)
     got: list = []
-    threads = [threading.Thread(target=lambda: got.append(A._get_models())) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: got.append(F.load_face_models())) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(got) == 4 and all(g is got[0] for g in got)
+    assert F.load_face_models() is got[0]
+
+
+def test_concurrent_first_calls_load_the_models_once(monkeypatch):
+    """Two threads asking at once while loading is slow: one load, both get its models."""
+    dlib = pytest.importorskip("dlib")
+    calls: list[str] = []
+
+    def slow(kind):
+        def load(*args):
+            calls.append(kind)
+            time.sleep(0.2)  # both threads are inside load_face_models by now
+            return object()
+
+        return load
+
+    monkeypatch.setattr(F, "_models", None)
+    monkeypatch.setattr(dlib, "get_frontal_face_detector", slow("detector"))
+    monkeypatch.setattr(dlib, "shape_predictor", slow("predictor"))
+    start = threading.Barrier(2)
+    got: list = []
+
+    def call():
+        start.wait()
+        got.append(F.load_face_models())
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["detector", "predictor"]
+    assert len(got) == 2 and got[0] is got[1] and F.load_face_models() is got[0]
 
 
 def test_non_images_raise_image_read_error(tmp_path: Path, faces_dir: Path):
@@ -422,19 +465,15 @@ def test_paste_back_of_an_edit_with_a_mask(face_b: A.AlignedFace, faces_dir: Pat
 # CLI
 
 
+def _align_args(photo: Path, out: Path, *options: str | Path) -> list[str]:
+    """Command-line arguments of ``main.py align PHOTO --out OUT [options]``."""
+    return ["align", str(photo), "--out", str(out), *map(str, options)]
+
+
 def test_cli_writes_aligned_crop_and_transform(tmp_path: Path, faces_dir: Path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "main.py"),
-            "align",
-            str(faces_dir / "face_b.jpg"),
-            "--out",
-            str(out),
-            "--size",
-            "256",
-        ],
+        [sys.executable, str(ROOT / "main.py"), *_align_args(faces_dir / "face_b.jpg", out, "--size", "256")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -461,7 +500,7 @@ def _main_module():
 
 
 def test_cli_reports_a_missing_face(tmp_path: Path, faces_dir: Path, capsys):
-    code = _main_module().main(["align", str(faces_dir / "no_face_car.jpg"), "--out", str(tmp_path)])
+    code = _main_module().main(_align_args(faces_dir / "no_face_car.jpg", tmp_path))
     assert code == 2
     assert "no_face_car.jpg" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
@@ -473,34 +512,9 @@ def test_cli_reuses_a_crop_window(tmp_path: Path, faces_dir: Path, face_b: A.Ali
     moved = face_b.crop_quad + np.array([40.0, 0.0])
     (first / "transform.json").write_text(json.dumps({"crop_quad": moved.tolist()}))
     main = _main_module()
-    assert (
-        main.main(
-            [
-                "align",
-                str(faces_dir / "face_b.jpg"),
-                "--out",
-                str(tmp_path / "next"),
-                "--size",
-                "128",
-                "--window",
-                str(first / "transform.json"),
-            ]
-        )
-        == 0
-    )
+    photo = faces_dir / "face_b.jpg"
+    assert main.main(_align_args(photo, tmp_path / "next", "--size", "128", "--window", first / "transform.json")) == 0
     info = json.loads((tmp_path / "next" / "transform.json").read_text())
     assert np.allclose(info["crop_quad"], moved)
     assert info["tx"] == pytest.approx(-40 / (moved[3, 0] - moved[0, 0]), abs=1e-3)
-    assert (
-        main.main(
-            [
-                "align",
-                str(faces_dir / "face_b.jpg"),
-                "--out",
-                str(tmp_path / "bad"),
-                "--window",
-                str(faces_dir / "face_b.jpg"),
-            ]
-        )
-        == 2
-    )
+    assert main.main(_align_args(photo, tmp_path / "bad", "--window", photo)) == 2
