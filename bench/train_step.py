@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from _timing import median_times
 
-    from engine.training.generator import GeneratorConfig, build_demo_generator
+    from factory.training.generator import GeneratorConfig, build_demo_generator
     from kernels._select import ENV_VAR
 
     torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.synthetic import (
+from factory.synthetic import (
     FACTOR_NAMES,
     FACTORS,
     Factors,

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_latent_factor_code_roundtrip() -> None:
-    from engine.synthetic import sample_factors
-    from engine.training.common import Z_DIM, factors_to_z, z_to_factors
+    from factory.synthetic import sample_factors
+    from factory.training.common import Z_DIM, factors_to_z, z_to_factors
 
     z = np.random.default_rng(0).standard_normal((4000, Z_DIM))
     f = z_to_factors(z)
@@ -61,7 +61,7 @@ def _run(*args: str, tiny: bool = True) -> None:
     """``python main.py train-demo ARGS`` in this process (saves a torch import per run)."""
     import argparse
 
-    from engine.cli import train_demo
+    from factory.cli import train_demo
 
     parser = argparse.ArgumentParser()
     train_demo.add_arguments(parser)
@@ -135,7 +135,7 @@ def test_trainers_two_steps_resume_and_export(tmp_path: Path) -> None:
 def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Path) -> None:
     """--mapping-from keeps an earlier generator's latent space; --init-from carries an encoder over to it."""
     from engine.checkpoints import load_generator
-    from engine.training.common import load_state
+    from factory.training.common import load_state
 
     g, g2, e, e2 = (tmp_path / k for k in ("g", "g2", "e", "e2"))
     _run("generator", "--steps", "2", "--out", str(g))
@@ -197,7 +197,7 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
     w3 = load_state(e3 / "checkpoint.pt")["encoder"]
     assert all(torch.equal(w3[k], v) for k, v in new.items() if v.is_floating_point() and "running" not in k)
     with pytest.raises(ValueError, match="same latent sizes"):
-        from engine.training.generator import GeneratorConfig, build_demo_generator, copy_mapping
+        from factory.training.generator import GeneratorConfig, build_demo_generator, copy_mapping
 
         copy_mapping(
             build_demo_generator(
@@ -208,7 +208,7 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
 
 
 def test_predictor_soft_image_augmentation(tmp_path: Path) -> None:
-    from engine.training.predictor import soften
+    from factory.training.predictor import soften
 
     x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     y = soften(x, 1.5, seed=4)
@@ -226,7 +226,7 @@ def test_predictor_soft_image_augmentation(tmp_path: Path) -> None:
 
 def test_adversarial_phase_resumes_regression_checkpoint(tmp_path: Path) -> None:
     """Phase 2 (--adv-weight) continues a phase-1 run: new discriminator, saved and restored with G."""
-    from engine.training.common import load_state
+    from factory.training.common import load_state
 
     g = tmp_path / "g"
     _run("generator", "--steps", "2", "--out", str(g))
@@ -248,7 +248,7 @@ def test_adversarial_phase_resumes_regression_checkpoint(tmp_path: Path) -> None
     s4 = load_state(g / "checkpoint.pt")
     assert s4["step"] == 4 and s4["config"]["adv_weight"] == 0.1 and s4["config"]["edge_weight"] == 1.0
     assert s4["config"]["lr"] == 1e-3
-    from engine.training.discriminator import DemoDiscriminator
+    from factory.training.discriminator import DemoDiscriminator
 
     fresh = DemoDiscriminator(16).state_dict()
     assert fresh.keys() == s4["D"].keys()
@@ -262,8 +262,8 @@ def test_adversarial_phase_resumes_regression_checkpoint(tmp_path: Path) -> None
 
 
 def test_discriminator_losses() -> None:
-    from engine.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
-    from engine.training.generator import edge_loss
+    from factory.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
+    from factory.training.generator import edge_loss
 
     torch.manual_seed(0)
     D = DemoDiscriminator(16, width=4)
@@ -290,7 +290,7 @@ def test_discriminator_losses() -> None:
 
 def test_step_budget_fits_the_schedule_to_the_wall_clock(monkeypatch) -> None:
     """With ``minutes`` the run's length is re-estimated from the measured rate; without, it is ``steps``."""
-    from engine.training import common
+    from factory.training import common
 
     clock = [1000.0]
     monkeypatch.setattr(common.time, "time", lambda: clock[0])
@@ -311,7 +311,7 @@ def test_step_budget_fits_the_schedule_to_the_wall_clock(monkeypatch) -> None:
 def test_render_stream_workers_match_in_process_batches() -> None:
     """Rendering ahead in worker processes gives exactly the batches of the in-process stream, in order,
     and stops at ``stop``."""
-    from engine.training.common import RenderStream
+    from factory.training.common import RenderStream
 
     local = RenderStream(seed=3, batch=2, size=16, start=5, stop=9, device=torch.device("cpu"))
     pooled = RenderStream(seed=3, batch=2, size=16, start=5, stop=9, device=torch.device("cpu"), workers=2)

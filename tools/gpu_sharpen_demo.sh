@@ -2,7 +2,7 @@
 # Sharpening phase of the demo generator on a CUDA machine, time-boxed (a lent GPU's few minutes).
 #
 # Starts from the shipped generator's weights (resources/models/demo) and trains the adversarial phase
-# (regression + edge + GAN, engine/training/discriminator.py) for MINUTES, with WORKERS render
+# (regression + edge + GAN, factory/training/discriminator.py) for MINUTES, with WORKERS render
 # processes (about 150 faces/s each at 64 px). First times one training step at BATCH with the
 # reference and the fused kernels and trains with the faster. Then, on any machine: encoder
 # fine-tune (--init-from the shipped encoder), directions, package, tools/measure_demo.py (see

@@ -1,4 +1,4 @@
-"""Acceptance checks of the embedded demo model (issue 5), measured with a bundle's shipped weights.
+"""Acceptance checks of the embedded demo model, measured with a bundle's shipped weights.
 
 Prints, for ``--bundle`` (default: the demo bundle):
 
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
 
     from engine.models import load_bundle
-    from engine.synthetic import ROLL_DEGREES, render, sample_factors
-    from engine.training.common import factors_to_z, latent_labels
-    from engine.training.directions import generate_samples
+    from factory.synthetic import ROLL_DEGREES, render, sample_factors
+    from factory.training.common import factors_to_z, latent_labels
+    from factory.training.directions import generate_samples
 
     b = load_bundle(args.bundle)
     G, P, inv = b.generator.eval(), b.predictor, b.inverter
@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             vals.append(float(psnr(r.unaligned, from_uint8(face.crop[None]))[0]))
         med = float(np.median(vals)) if vals else float("nan")
         print(
-            f"[unaligned] {args.n_unaligned} renders (roll +-20 deg, shift +-10%): aligned {len(vals)}, failed {failed}; "
-            f"PSNR against the crop median {med:.2f} dB  (>= 20 dB: {'MET' if med >= 20 else 'NOT MET'})"
+            f"[unaligned] {args.n_unaligned} renders (roll +-20 deg, shift +-10%): aligned {len(vals)}, "
+            f"failed {failed}; PSNR against the crop median {med:.2f} dB  "
+            f"(>= 20 dB: {'MET' if med >= 20 else 'NOT MET'})"
         )
         print(f"  ({time.time() - t0:.0f} s)")
 

@@ -1,4 +1,4 @@
-"""Acceptance check of the synthetic face renderer against real dlib (issue 5).
+"""Acceptance check of the synthetic face renderer against real dlib.
 
 Renders N random unaligned faces (roll uniform in [-25, 25] degrees, shift and zoom from the pose
 factors), runs dlib's HOG frontal face detector and its 68-landmark predictor, and prints:
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.synthetic import ROLL_DEGREES, render, sample_factors  # noqa: E402
+from factory.synthetic import ROLL_DEGREES, render, sample_factors  # noqa: E402
 
 
 def predictor_path() -> str:

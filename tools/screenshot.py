@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import APP_NAME, apply_theme, create_main_window
+    from app.launch import apply_theme, create_main_window
+    from app.settings import APP_NAME
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName(APP_NAME)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_for(lambda: win.bundle is not None, "the model")
     photo = args.photo
     if args.synthetic is not None:
-        from engine.synthetic import write_photo
+        from factory.synthetic import write_photo
 
         photo = str(write_photo(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png", args.synthetic))
     win.open_photo(photo)

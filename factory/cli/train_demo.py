@@ -5,18 +5,28 @@ with ``--resume``. Order: generator, predictor, encoder (needs the generator), d
 generator and the predictor), then ``package`` writes the bundle (resources/models/demo).
 ``--steps`` is the total number of steps of the run (a resumed run goes on up to it). The generator
 trains in two phases: regression, then ``--resume --adv-weight W --edge-weight E`` with a larger
-``--steps`` (sharpening; see engine/training/discriminator.py). Runs on CUDA when available
+``--steps`` (sharpening; see factory/training/discriminator.py). Runs on CUDA when available
 (``--device`` to choose).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 COMMAND = "train-demo"
 HELP = "Train the embedded demo model (generator, encoder, predictor, directions); resumable."
 
 WHATS = ("generator", "encoder", "predictor", "directions", "package")
+
+#: config fields of the --tiny runs (tests): tiny architectures and batches
+TINY: dict[str, dict[str, Any]] = {
+    "generator": {"size": 16, "w_dim": 16, "num_layers": 3, "channel_base": 64, "channel_max": 8, "batch": 2},
+    "predictor": {"size": 16, "width": 4, "batch": 2},
+    "encoder": {"batch": 2},
+    "directions": {"calib_samples": 4, "stylespace_top": 2},
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,116 +122,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from engine.training.common import pick_device
+    from factory.training.common import pick_device
 
     out = Path(args.out or f"out/train/{args.what}")
-    device = pick_device(args.device)
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
-    if args.what == "generator":
-        from engine.training.generator import GeneratorConfig, train_generator
-
-        cfg = GeneratorConfig(checkpoint_every_s=args.checkpoint_every)
-        if args.tiny:
-            cfg = GeneratorConfig(
-                size=16,
-                w_dim=16,
-                num_layers=3,
-                channel_base=64,
-                channel_max=8,
-                batch=2,
-                checkpoint_every_s=args.checkpoint_every,
-            )
-        for k in (
-            "steps",
-            "minutes",
-            "size",
-            "batch",
-            "lr",
-            "num_layers",
-            "channel_base",
-            "channel_max",
-            "mapping_from",
-            "init_from",
-            "edge_weight",
-            "adv_weight",
-        ):
-            if getattr(args, k) is not None:
-                setattr(cfg, k, getattr(args, k))
-        cfg.train_mapping = args.train_mapping
-        given = tuple(k for k in ("lr", "edge_weight", "adv_weight") if getattr(args, k) is not None)
-        train_generator(
-            out,
-            cfg,
-            resume=args.resume,
-            device=device,
-            threads=args.threads,
-            log=log,
-            workers=args.workers,
-            override=given,
-        )
-    elif args.what == "predictor":
-        from engine.training.predictor import PredictorTrainConfig, train_predictor
-
-        cfg = PredictorTrainConfig(checkpoint_every_s=args.checkpoint_every)
-        if args.tiny:
-            cfg = PredictorTrainConfig(size=16, width=4, batch=2, checkpoint_every_s=args.checkpoint_every)
-        for k in ("steps", "size", "batch"):
-            if getattr(args, k) is not None:
-                setattr(cfg, k, getattr(args, k))
-        if args.blur is not None:
-            cfg.blur_max = args.blur
-        train_predictor(
-            out,
-            cfg,
-            resume=args.resume,
-            device=device,
-            threads=args.threads,
-            log=log,
-            override=("blur_max",) if args.blur is not None else (),
-        )
-    elif args.what == "encoder":
-        from engine.training.encoder import EncoderTrainConfig, train_encoder
-
-        cfg = EncoderTrainConfig(checkpoint_every_s=args.checkpoint_every)
-        if args.tiny:
-            cfg = EncoderTrainConfig(batch=2, checkpoint_every_s=args.checkpoint_every)
-        given = tuple(k for k in ("batch", "image_weight", "lr", "iters") if getattr(args, k) is not None)
-        if args.freeze_bn:
-            cfg.freeze_bn, given = True, given + ("freeze_bn",)
-        for k in ("steps", "minutes") + given:
-            if getattr(args, k) is not None:
-                setattr(cfg, k, getattr(args, k))
-        cfg.follow = args.follow
-        if args.init_from:
-            cfg.init_from = args.init_from
-        train_encoder(
-            out,
-            Path(args.generator),
-            cfg,
-            resume=args.resume,
-            device=device,
-            threads=args.threads,
-            log=log,
-            workers=args.workers,
-            override=given,
-        )
-    elif args.what == "package":
-        from engine.training.package import package_demo
-
-        package_demo(Path(args.train), Path(args.dest), log=log)
-    else:
-        from engine.training.directions import DirectionsConfig, fit_directions
-
-        cfg = DirectionsConfig()
-        if args.tiny:
-            cfg = DirectionsConfig(calib_samples=4, stylespace_top=2)
-        if args.steps is not None:
-            cfg.samples = args.steps
-        if args.batch is not None:
-            cfg.batch = args.batch
-        fit_directions(
-            out, Path(args.generator), Path(args.predictor), cfg, device=device, threads=args.threads, log=log
-        )
+    # Options every part takes: where it runs, its CPU threads, where it logs.
+    opts = {"device": pick_device(args.device), "threads": args.threads, "log": _log}
+    parts = {
+        "generator": _generator,
+        "predictor": _predictor,
+        "encoder": _encoder,
+        "package": _package,
+        "directions": _directions,
+    }
+    parts[args.what](args, out, opts)
     return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _tiny(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields of the ``--tiny`` run of ``args.what`` (none without ``--tiny``)."""
+    return TINY.get(args.what, {}) if args.tiny else {}
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The options among ``names`` that were given on the command line (not None)."""
+    return tuple(k for k in names if getattr(args, k) is not None)
+
+
+def _set_given(cfg: Any, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Copy the given options among ``names`` onto the config fields of the same names."""
+    for k in _given(args, names):
+        setattr(cfg, k, getattr(args, k))
+
+
+def _generator(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+    from factory.training.generator import GeneratorConfig, train_generator
+
+    cfg = GeneratorConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
+    architecture = ("size", "num_layers", "channel_base", "channel_max")
+    schedule = ("steps", "minutes", "batch", "lr", "edge_weight", "adv_weight")
+    _set_given(cfg, args, architecture + schedule + ("mapping_from", "init_from"))
+    cfg.train_mapping = args.train_mapping
+    override = _given(args, ("lr", "edge_weight", "adv_weight"))
+    train_generator(out, cfg, resume=args.resume, workers=args.workers, override=override, **opts)
+
+
+def _predictor(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+    from factory.training.predictor import PredictorTrainConfig, train_predictor
+
+    cfg = PredictorTrainConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
+    _set_given(cfg, args, ("steps", "size", "batch"))
+    if args.blur is not None:
+        cfg.blur_max = args.blur
+    override = ("blur_max",) if args.blur is not None else ()
+    train_predictor(out, cfg, resume=args.resume, override=override, **opts)
+
+
+def _encoder(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+    from factory.training.encoder import EncoderTrainConfig, train_encoder
+
+    cfg = EncoderTrainConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
+    override = _given(args, ("batch", "image_weight", "lr", "iters"))
+    if args.freeze_bn:
+        override += ("freeze_bn",)
+    _set_given(cfg, args, ("steps", "minutes") + override)
+    cfg.follow = args.follow
+    if args.init_from:
+        cfg.init_from = args.init_from
+    generator = Path(args.generator)
+    train_encoder(out, generator, cfg, resume=args.resume, workers=args.workers, override=override, **opts)
+
+
+def _package(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+    from factory.training.package import package_demo
+
+    package_demo(Path(args.train), Path(args.dest), log=opts["log"])
+
+
+def _directions(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+    from factory.training.directions import DirectionsConfig, fit_directions
+
+    cfg = DirectionsConfig(**_tiny(args))
+    if args.steps is not None:
+        cfg.samples = args.steps
+    _set_given(cfg, args, ("batch",))
+    fit_directions(out, Path(args.generator), Path(args.predictor), cfg, **opts)

@@ -2,20 +2,20 @@
 
 Stable entry points::
 
-    from engine.synthetic import sample_factors, render, render_clip, FACTORS
+    from factory.synthetic import sample_factors, render, render_clip, FACTORS
     f = sample_factors(16, seed=0)                       # Factors, values float32 [16, len(FACTORS)]
     images, landmarks, labels = render(f, 256)           # uint8 [16,256,256,3], float32 [16,68,2], Factors
     photos, lm, labels = render(f, 256, aligned=False)   # with roll / shift / zoom applied
 
-``FACTORS`` (see :mod:`engine.synthetic.factors`) is the single table of factor names, kinds
+``FACTORS`` (see :mod:`factory.synthetic.factors`) is the single table of factor names, kinds
 (identity | attribute | pose), ranges and meanings. Landmarks follow dlib's iBUG 68-point convention in
 pixel-index coordinates; aligned renders are exactly the FFHQ alignment of the face (see
-:mod:`engine.synthetic.geometry`).
+:mod:`factory.synthetic.geometry`).
 """
 
 from __future__ import annotations
 
-from engine.synthetic.factors import (
+from factory.synthetic.factors import (
     FACTOR_NAMES,
     FACTORS,
     ROLL_DEGREES,
@@ -28,8 +28,8 @@ from engine.synthetic.factors import (
     factor_table,
     sample_factors,
 )
-from engine.synthetic.geometry import ffhq_quad
-from engine.synthetic.render import render, render_clip, render_one, write_photo
+from factory.synthetic.geometry import ffhq_quad
+from factory.synthetic.render import render, render_clip, render_one, write_photo
 
 __all__ = [
     "FACTORS",

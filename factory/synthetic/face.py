@@ -1,6 +1,6 @@
 """Drawing one face scene (background, body, hair, shaded face and its features) onto a Canvas.
 
-Everything is placed in the face frame of :mod:`engine.synthetic.geometry` and derived from the
+Everything is placed in the face frame of :mod:`factory.synthetic.geometry` and derived from the
 landmarks, so features drawn here sit exactly where the returned landmarks say. Layers, back to front:
 background, back hair, neck, clothes, ears, face skin with shading, wrinkles and folds, beard, nose,
 mouth, eyes, brows, glasses, front hair.
@@ -14,8 +14,8 @@ import math
 import cv2
 import numpy as np
 
-from engine.synthetic.draw import Canvas, catmull_rom, ellipse_points
-from engine.synthetic.geometry import FaceShape
+from factory.synthetic.draw import Canvas, catmull_rom, ellipse_points
+from factory.synthetic.geometry import FaceShape
 
 __all__ = ["draw_face"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 
@@ -152,6 +152,12 @@ class Factors:
 
     def __len__(self) -> int:
         return self.values.shape[0]
+
+    @overload
+    def __getitem__(self, key: str) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, key: int | slice | np.ndarray) -> Factors: ...
 
     def __getitem__(self, key: str | int | slice | np.ndarray) -> np.ndarray | Factors:
         if isinstance(key, str):

@@ -1,11 +1,11 @@
 """Face geometry: the 68 landmarks of a face in its own frame, and the camera that frames it.
 
 Face frame: x to the image right, y down, origin midway between the nominal eye centres, unit = about
-the eye-centre distance of an average face (0.97 of it at eye_spacing = 0.5). Landmarks follow the iBUG 68-point convention used by
-dlib: jaw 0-16 (from the image-left ear round the chin), brows 17-21 (image-left, outer to inner) and
-22-26, nose bridge 27-30 and base 31-35, eyes 36-41 (image-left: outer corner, upper lid, inner corner,
-lower lid) and 42-47, outer lips 48-59 (from the image-left corner along the upper lip) and inner lips
-60-67.
+the eye-centre distance of an average face (0.97 of it at eye_spacing = 0.5). Landmarks follow the
+iBUG 68-point convention used by dlib: jaw 0-16 (from the image-left ear round the chin), brows 17-21
+(image-left, outer to inner) and 22-26, nose bridge 27-30 and base 31-35, eyes 36-41 (image-left:
+outer corner, upper lid, inner corner, lower lid) and 42-47, outer lips 48-59 (from the image-left
+corner along the upper lip) and inner lips 60-67.
 
 Yaw is approximated by giving every point a depth z (towards the camera) and projecting the head turned
 about the vertical axis: x' = x cos(yaw) + z sin(yaw). The face outline has z ~ 0 at its sides, so the
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.synthetic.factors import ROLL_DEGREES, SHIFT_FRACTION, YAW_DEGREES, ZOOM_RANGE
+from engine.quads import ScaleMode, face_quad, quad_frame
+from factory.synthetic.factors import ROLL_DEGREES, SHIFT_FRACTION, YAW_DEGREES, ZOOM_RANGE
 
 __all__ = ["FaceShape", "face_shape", "ffhq_quad", "aligned_camera", "unaligned_camera", "apply_camera"]
 
@@ -216,31 +217,17 @@ def face_shape(f: dict[str, float]) -> FaceShape:
     )
 
 
-def ffhq_quad(lm: np.ndarray, scale_mode: str = "eyes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ffhq_quad(lm: np.ndarray, scale_mode: ScaleMode = "eyes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The FFHQ alignment quad of 68 landmarks (float [68,2], any frame): centre c, half-axes x, y.
 
     scale_mode "eyes": |x| = 2 |eye_to_eye| (the editing reference); "ffhq": max(2 |e2e|, 1.8 |e2m|).
-    The quad's corners are c - x - y, c - x + y, c + x + y, c + x - y.
+    The quad's corners are c - x - y, c - x + y, c + x + y, c + x - y: the quad of
+    :func:`engine.quads.face_quad`, the one the studio aligns photos with.
     """
-    lm = np.asarray(lm, dtype=np.float64)
-    eye_l, eye_r = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
-    eye_avg = 0.5 * (eye_l + eye_r)
-    e2e = eye_r - eye_l
-    e2m = 0.5 * (lm[48] + lm[54]) - eye_avg
-    x = e2e - np.array([-e2m[1], e2m[0]])
-    x /= np.hypot(*x)
-    if scale_mode == "eyes":
-        x *= 2.0 * np.hypot(*e2e)
-    elif scale_mode == "ffhq":
-        x *= max(2.0 * np.hypot(*e2e), 1.8 * np.hypot(*e2m))
-    else:
-        raise ValueError(f"scale_mode must be 'eyes' or 'ffhq', got {scale_mode!r}")
-    y = np.array([-x[1], x[0]])
-    c = eye_avg + 0.1 * e2m
-    return c, x, y
+    return quad_frame(face_quad(lm, scale_mode))
 
 
-def aligned_camera(lm: np.ndarray, size: int, scale_mode: str = "eyes") -> np.ndarray:
+def aligned_camera(lm: np.ndarray, size: int, scale_mode: ScaleMode = "eyes") -> np.ndarray:
     """Similarity (float64 [2,3]) taking the FFHQ quad of ``lm`` onto a ``size`` square image.
 
     As in the FFHQ script (which samples the quad at ``quad + 0.5``), the quad's corners land on the
@@ -254,7 +241,7 @@ def aligned_camera(lm: np.ndarray, size: int, scale_mode: str = "eyes") -> np.nd
 
 
 def unaligned_camera(
-    lm: np.ndarray, size: int, roll: float, tx: float, ty: float, scale: float, scale_mode: str = "eyes"
+    lm: np.ndarray, size: int, roll: float, tx: float, ty: float, scale: float, scale_mode: ScaleMode = "eyes"
 ) -> np.ndarray:
     """The aligned camera followed by zoom, roll and shift about the image centre (float64 [2,3]).
 

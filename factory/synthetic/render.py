@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.synthetic.draw import Canvas
-from engine.synthetic.face import draw_face
-from engine.synthetic.factors import FACTOR_NAMES, SHIFT_FRACTION, Factors, factor_index, sample_factors
-from engine.synthetic.geometry import aligned_camera, apply_camera, face_shape, unaligned_camera
+from engine.quads import ScaleMode
+from factory.synthetic.draw import Canvas
+from factory.synthetic.face import draw_face
+from factory.synthetic.factors import FACTOR_NAMES, SHIFT_FRACTION, Factors, factor_index, sample_factors
+from factory.synthetic.geometry import aligned_camera, apply_camera, face_shape, unaligned_camera
 
 __all__ = ["render", "render_one", "render_clip", "write_photo"]
 
@@ -25,7 +26,7 @@ def render_one(
     f: dict[str, float],
     size: int,
     aligned: bool = True,
-    scale_mode: str = "eyes",
+    scale_mode: ScaleMode = "eyes",
     scene_camera: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One face from a factor dict: (image uint8 [size,size,3] RGB, landmarks float32 [68,2] pixels).
@@ -61,7 +62,7 @@ def _compose(M1: np.ndarray, M2: np.ndarray) -> np.ndarray:
 
 
 def render(
-    factors: Factors | np.ndarray, size: int = 256, aligned: bool = True, scale_mode: str = "eyes"
+    factors: Factors | np.ndarray, size: int = 256, aligned: bool = True, scale_mode: ScaleMode = "eyes"
 ) -> tuple[np.ndarray, np.ndarray, Factors]:
     """Render a batch of faces.
 
@@ -115,7 +116,7 @@ def render_clip(
     seed: int = 0,
     aligned: bool = False,
     motion: float = 1.0,
-    scale_mode: str = "eyes",
+    scale_mode: ScaleMode = "eyes",
     animate: tuple[str, ...] = ("roll", "tx", "ty", "yaw", "smile"),
     static_background: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, Factors]:

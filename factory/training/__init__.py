@@ -1,8 +1,8 @@
-"""Trainers of the embedded demo model (issue 5): generator, attribute predictor, encoder, directions.
+"""Trainers of the embedded demo model: generator, attribute predictor, encoder, directions.
 
 Every trainer is resumable: it writes ``<out>/checkpoint.pt`` every few minutes (and at the end) and
 ``resume=True`` continues from it. Entry point for users: ``python main.py train-demo WHAT``
-(engine/cli/train_demo.py). Submodules are imported lazily by the CLI so that ``--help`` stays fast.
+(factory/cli/train_demo.py). Submodules are imported lazily by the CLI so that ``--help`` stays fast.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The demo generator's latent ``z`` carries the renderer's non-pose factors, one standard-normal
 coordinate per factor, mapped to the factor's value through the normal CDF and the same marginal
-distribution as :func:`engine.synthetic.sample_factors` (so ``z ~ N(0, I)`` gives a random renderer
+distribution as :func:`factory.synthetic.sample_factors` (so ``z ~ N(0, I)`` gives a random renderer
 face). ``LATENT_FACTORS`` lists those factors in ``z`` order.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.imageio import atomic_write
-from engine.synthetic import FACTOR_NAMES, FACTORS, Factors, render
+from engine.imageio import atomic_write, from_uint8
+from factory.synthetic import FACTOR_NAMES, FACTORS, Factors, render
 
 __all__ = [
     "LATENT_FACTORS",
@@ -32,9 +33,13 @@ __all__ = [
     "RenderStream",
     "StepBudget",
     "pick_device",
+    "start_trainer",
+    "set_lr",
+    "descend",
     "save_state",
     "load_state",
     "resumed_config",
+    "Checkpoint",
     "Timer",
     "LossMeter",
     "set_threads",
@@ -81,9 +86,9 @@ def z_to_factors(z: np.ndarray) -> Factors:
     return Factors(vals)
 
 
-def latent_labels(labels: dict[str, np.ndarray]) -> np.ndarray:
-    """The ``labels`` dict of :func:`engine.synthetic.render` as float32 [N, Z_DIM], columns in
-    ``LATENT_FACTORS`` order (the predictor's targets)."""
+def latent_labels(labels: Factors | dict[str, np.ndarray]) -> np.ndarray:
+    """The labels of :func:`factory.synthetic.render` (or a dict of their columns by factor name) as
+    float32 [N, Z_DIM], columns in ``LATENT_FACTORS`` order (the predictor's targets)."""
     return np.stack([labels[k] for k in LATENT_FACTORS], axis=1).astype(np.float32, copy=False)
 
 
@@ -108,8 +113,7 @@ def factors_to_z(factors: Factors, rng: np.random.Generator | None = None) -> np
 def render_batch(z: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """Aligned renders of the faces that latents ``z`` [N, Z_DIM] encode: float32 [N,3,size,size] in [-1,1]."""
     images, _, _ = render(z_to_factors(z), size, aligned=True)
-    x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2)
-    return x / 127.5 - 1.0
+    return from_uint8(images, device)
 
 
 def _render_step(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +158,7 @@ class RenderStream:
             job = next(self._jobs, None)
             if job is not None:
                 self._pending.append(self._pool.apply_async(_render_step, (job,)))
-        x = torch.from_numpy(images).to(device=self.device, dtype=torch.float32).permute(0, 3, 1, 2)
-        return z, x / 127.5 - 1.0
+        return z, from_uint8(images, self.device)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -202,6 +205,26 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+def start_trainer(threads: int | None, device: torch.device | None) -> torch.device:
+    """A trainer's first step: limit the CPU threads (:func:`set_threads`); returns ``device`` or
+    :func:`pick_device`'s choice."""
+    set_threads(threads)
+    return device or pick_device()
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of ``opt`` (a step's schedule value)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``: clear the gradients, back-propagate, update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write a trainer checkpoint atomically (tensors and plain Python values only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +244,45 @@ def resumed_config(saved: dict[str, Any], cfg: Any, override: tuple[str, ...] = 
     return type(cfg)(**{**saved, **{k: v for k, v in asdict(cfg).items() if k in keep}})
 
 
+class Checkpoint:
+    """A trainer's ``out/checkpoint.pt``: its config, the states of its networks and optimizers
+    ("parts", each saved under a name), and the step.
+
+    With ``resume`` and an existing file, ``state`` holds what it saved and ``cfg`` is the config the
+    run continues with (:func:`resumed_config`); otherwise ``state`` is None and ``cfg`` is ``cfg``."""
+
+    def __init__(self, out: Path, cfg: Any, resume: bool, override: tuple[str, ...] = ()) -> None:
+        self.path = Path(out) / "checkpoint.pt"
+        self.state: dict[str, Any] | None = load_state(self.path) if resume and self.path.exists() else None
+        self.cfg = cfg if self.state is None else resumed_config(self.state["config"], cfg, override)
+
+    def holds(self, name: str) -> bool:
+        """Whether the run resumes from a checkpoint that saved the part ``name``."""
+        return self.state is not None and name in self.state
+
+    def restore(self, log: Callable[[str], None], note: str = "", **parts: Any) -> int:
+        """Load each named part (``name=module_or_optimizer``) from a resumed checkpoint and log that the
+        run resumes (``note`` is appended to the line). Returns the step to go on from (0: a new run)."""
+        if self.state is None:
+            return 0
+        self.load(**parts)
+        step = int(self.state["step"])
+        log(f"resumed from {self.path} at step {step}{note}")
+        return step
+
+    def load(self, **parts: Any) -> None:
+        """Load each named part (``name=module_or_optimizer``) from the resumed checkpoint's state."""
+        assert self.state is not None, "a new run has no saved state"
+        for name, part in parts.items():
+            part.load_state_dict(self.state[name])
+
+    def save(self, step: int, **parts: Any) -> None:
+        """Write the config, the state dict of each named part and ``step`` (atomically)."""
+        save_state(
+            self.path, {"config": asdict(self.cfg), **{k: p.state_dict() for k, p in parts.items()}, "step": step}
+        )
+
+
 class Timer:
     """Says when ``every_s`` seconds have passed since the last ``due()`` that returned True."""
 
@@ -238,13 +300,15 @@ class LossMeter:
     """Training-log bookkeeping: exponential moving average of the loss and images per second since start."""
 
     def __init__(self, decay: float) -> None:
-        self.decay, self.value, self.seen, self.t0 = decay, None, 0, time.time()
+        self.decay, self.seen, self.t0 = decay, 0, time.time()
+        self.value: float | None = None
 
     def update(self, loss: float, images: int) -> float:
         """Fold in one step's loss over ``images`` images; returns the moving average."""
         self.seen += images
-        self.value = loss if self.value is None else self.decay * self.value + (1 - self.decay) * loss
-        return self.value
+        value = loss if self.value is None else self.decay * self.value + (1 - self.decay) * loss
+        self.value = value
+        return value
 
     @property
     def rate(self) -> float:

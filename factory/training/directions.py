@@ -11,11 +11,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from engine.training.common import Z_DIM, save_state, set_threads
+from factory.training.common import Z_DIM, save_state, set_threads
+
+if TYPE_CHECKING:
+    from engine.networks.stylegan3 import Generator
+    from engine.predictor import AttributePredictor
 
 __all__ = ["DirectionsConfig", "DEMO_DIRECTIONS", "fit_directions", "generate_samples"]
 
@@ -53,7 +58,7 @@ class DirectionsConfig:
 
 @torch.no_grad()
 def generate_samples(
-    G: torch.nn.Module, n: int, seed: int, batch: int, device: torch.device
+    G: Generator, n: int, seed: int, batch: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(w float32 [n,w_dim], images float32 [n,3,R,R] in about [-1,1]) of random samples at psi 1."""
     rng = np.random.default_rng(seed)
@@ -67,7 +72,7 @@ def generate_samples(
 
 
 @torch.no_grad()
-def _edit_scores(G: torch.nn.Module, P: torch.nn.Module, w: torch.Tensor, d: torch.Tensor, s: float) -> torch.Tensor:
+def _edit_scores(G: Generator, P: AttributePredictor, w: torch.Tensor, d: torch.Tensor, s: float) -> torch.Tensor:
     ws = (w + s * d).unsqueeze(1).repeat(1, G.num_ws, 1)
     return P.predict(G.synthesis(ws).clamp(-1, 1))
 

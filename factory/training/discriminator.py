@@ -1,6 +1,6 @@
 """Discriminator of the demo generator's adversarial phase (sharpening after the regression phase).
 
-Regression to the renderer (engine.training.generator) gives a latent space that carries the factors
+Regression to the renderer (factory.training.generator) gives a latent space that carries the factors
 almost linearly, but a small StyleGAN3 learns fine detail (glasses rims, teeth, brows) slowly that way
 and its samples stay soft. A short phase that adds a non-saturating GAN loss (with lazy R1 on reals)
 to the regression loss sharpens them while the regression keeps every latent on its own face

@@ -14,22 +14,26 @@ input of pass k > 1 is the current reconstruction, rendered without gradients, e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from engine.training.common import (
+from factory.training.common import (
+    Checkpoint,
     LossMeter,
     RenderStream,
     StepBudget,
     Timer,
+    descend,
     load_state,
-    pick_device,
-    resumed_config,
-    save_state,
-    set_threads,
+    set_lr,
+    start_trainer,
 )
+
+if TYPE_CHECKING:
+    from engine.networks.stylegan3 import Generator
 
 __all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_demo_encoder", "encoder_input_size"]
 
@@ -56,7 +60,7 @@ class EncoderTrainConfig:
     init_from: str = ""
 
 
-def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) -> torch.nn.Module:
+def build_demo_encoder(G: Generator, backbone: str, device: torch.device) -> torch.nn.Module:
     """ReStyle-e4e encoder sized for ``G``: input [N,6,R,R] (image + reconstruction), output [N,num_ws,w_dim]."""
     from engine.encoders import build_encoder
 
@@ -71,7 +75,7 @@ def build_demo_encoder(G: torch.nn.Module, backbone: str, device: torch.device) 
     )
 
 
-def encoder_input_size(G: torch.nn.Module) -> int:
+def encoder_input_size(G: Generator) -> int:
     """The encoder's input side: the generator's resolution, at least 32 (the backbone downsamples 16x)."""
     return max(int(G.img_resolution), 32)
 
@@ -129,31 +133,21 @@ def train_encoder(
     from engine.checkpoints import load_generator
     from engine.inversion import Inverter, resize_images, save_inverter
 
-    set_threads(threads)
-    device = device or pick_device()
+    device = start_trainer(threads, device)
     out = Path(out)
-    ckpt_path = out / "checkpoint.pt"
     g_mtime = generator_path.stat().st_mtime
     G = load_generator(generator_path, device=device).eval().requires_grad_(False)
-    step = 0
-    if resume and ckpt_path.exists():
-        state = load_state(ckpt_path)
-        cfg = resumed_config(state["config"], cfg, ("follow", *override))
-        enc = build_demo_encoder(G, cfg.backbone, device)
-        enc.load_state_dict(state["encoder"])
-        opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        log(
-            f"resumed from {ckpt_path} at step {step} ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})"
-        )
-    else:
+    ckpt = Checkpoint(out, cfg, resume, ("follow", *override))
+    cfg = ckpt.cfg
+    if ckpt.state is None:
         torch.manual_seed(cfg.seed)
-        enc = build_demo_encoder(G, cfg.backbone, device)
-        if cfg.init_from:
-            init_encoder_from(enc, Path(cfg.init_from))
-            log(f"weights from {cfg.init_from}")
-        opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
+    enc = build_demo_encoder(G, cfg.backbone, device)
+    if ckpt.state is None and cfg.init_from:
+        init_encoder_from(enc, Path(cfg.init_from))
+        log(f"weights from {cfg.init_from}")
+    opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
+    changed = f" ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})"
+    step = ckpt.restore(log, changed, encoder=enc, opt=opt)
     enc.train()
     if cfg.freeze_bn:
         for m in enc.modules():
@@ -163,18 +157,12 @@ def train_encoder(
     avg_codes = inverter.latent_avg.unsqueeze(0)
     avg_image = inverter.average_image()
 
-    def checkpoint() -> None:
-        save_state(
-            ckpt_path, {"config": asdict(cfg), "encoder": enc.state_dict(), "opt": opt.state_dict(), "step": step}
-        )
-
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
     budget = StepBudget(step, cfg.steps, cfg.minutes)
     while step < (total_steps := budget.total(step)):
         lr = cfg.lr * (0.2 if step > 0.8 * total_steps else 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         z, x = next(stream)
         x_small = resize_images(x, inverter.input_size)
         with torch.no_grad():
@@ -192,9 +180,7 @@ def train_encoder(
         if cfg.image_weight > 0:
             rec = G.synthesis(codes)
             loss = loss + cfg.image_weight * ((rec - x).abs().mean() + (rec - x).square().mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        descend(opt, loss)
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == total_steps:
@@ -203,7 +189,7 @@ def train_encoder(
                 psnr = (10 * torch.log10(4.0 / (rec - x).square().mean(dim=(1, 2, 3)))).median().item()
             log(f"step {step}/{total_steps} loss {ema:.4f} psnr {psnr:.2f} {meter.rate:.1f} img/s")
         if timer.due():
-            checkpoint()
+            ckpt.save(step, encoder=enc, opt=opt)
             if cfg.follow and generator_path.stat().st_mtime != g_mtime:
                 g_mtime = generator_path.stat().st_mtime
                 G.load_state_dict(load_generator(generator_path, device=device).state_dict())
@@ -211,8 +197,8 @@ def train_encoder(
                 avg_image = inverter.average_image()
                 log(f"reloaded {generator_path}")
     stream.close()
-    checkpoint()
+    ckpt.save(step, encoder=enc, opt=opt)
     enc.eval()
-    path = save_inverter(inverter, out / "encoder.safetensors", source="charm demo encoder (engine.training.encoder)")
+    path = save_inverter(inverter, out / "encoder.safetensors", source="charm demo encoder (factory.training.encoder)")
     log(f"wrote {path}")
     return path

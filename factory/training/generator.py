@@ -1,6 +1,6 @@
 """Demo generator trainer: supervised regression of our StyleGAN3 to the synthetic renderer.
 
-``z`` [N, Z_DIM] encodes the renderer's factors (see :mod:`engine.training.common`); mapping and
+``z`` [N, Z_DIM] encodes the renderer's factors (see :mod:`factory.training.common`); mapping and
 synthesis are trained so that ``G(z)`` reproduces the aligned render of those factors (L1 + L2 at full
 resolution and at half resolution). Deterministic targets make the latent space carry the factors
 almost linearly, which is what InterFaceGAN directions need. ``magnitude_ema`` and ``w_avg`` are
@@ -8,7 +8,7 @@ updated with ``update_emas=True``.
 
 Phase 2 (``adv_weight > 0``, usually resumed from the phase-1 checkpoint with a fresh ``lr``) adds an
 edge term (L1 between the images' finite differences, ``edge_weight``) and a non-saturating GAN loss
-against :class:`engine.training.discriminator.DemoDiscriminator` (lazy R1 on reals); the regression
+against :class:`factory.training.discriminator.DemoDiscriminator` (lazy R1 on reals); the regression
 term stays, so each latent keeps its face while samples get sharper.
 
 By default the mapping network keeps its random initialisation (``train_mapping=False``): W is then a
@@ -22,24 +22,27 @@ frozen-mapping run stayed at 0.29); the encoder is then trained after the genera
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from engine.training.common import (
+from factory.training.common import (
     Z_DIM,
+    Checkpoint,
     LossMeter,
     RenderStream,
     StepBudget,
     Timer,
+    descend,
     downsample,
-    load_state,
-    pick_device,
-    resumed_config,
-    save_state,
-    set_threads,
+    set_lr,
+    start_trainer,
 )
+
+if TYPE_CHECKING:
+    from engine.networks.stylegan3 import Generator
 
 __all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "init_generator_from", "train_generator"]
 
@@ -84,7 +87,7 @@ class GeneratorConfig:
     seed: int = 0
 
 
-def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn.Module:
+def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
     """A StyleGAN3-T generator of the demo size (our class, real code path)."""
     from engine.networks.stylegan3 import Generator
 
@@ -108,7 +111,7 @@ def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> torch.nn
     return G.to(device)
 
 
-def copy_mapping(G: torch.nn.Module, path: Path) -> None:
+def copy_mapping(G: Generator, path: Path) -> None:
     """Load the mapping network (and ``w_avg``) of the generator file ``path`` into ``G``.
 
     A new synthesis network can then be trained in the latent space of an earlier generator, so an
@@ -124,7 +127,7 @@ def copy_mapping(G: torch.nn.Module, path: Path) -> None:
     G.mapping.load_state_dict(src.mapping.state_dict())
 
 
-def init_generator_from(G: torch.nn.Module, path: Path) -> None:
+def init_generator_from(G: Generator, path: Path) -> None:
     """Load all weights and buffers of the generator file ``path`` into ``G`` (same architecture)."""
     from engine.checkpoints import load_generator
 
@@ -138,7 +141,7 @@ def init_generator_from(G: torch.nn.Module, path: Path) -> None:
         ) from e
 
 
-def _trainable(G: torch.nn.Module, cfg: GeneratorConfig) -> list[torch.nn.Parameter]:
+def _trainable(G: Generator, cfg: GeneratorConfig) -> list[torch.nn.Parameter]:
     if not cfg.train_mapping:
         G.mapping.requires_grad_(False)
         return list(G.synthesis.parameters())
@@ -179,48 +182,33 @@ def train_generator(
     checkpoint; the architecture always comes from the checkpoint.
     """
     from engine.checkpoints import save_generator
-    from engine.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
+    from factory.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
 
-    set_threads(threads)
-    device = device or pick_device()
+    device = start_trainer(threads, device)
     out = Path(out)
-    ckpt_path = out / "checkpoint.pt"
-    step = 0
-    state = None
-    if resume and ckpt_path.exists():
-        state = load_state(ckpt_path)
-        cfg = resumed_config(state["config"], cfg, override)
-        G = build_demo_generator(cfg, device)
-        G.load_state_dict(state["G"])
-        opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        log(f"resumed from {ckpt_path} at step {step}")
-    else:
-        G = build_demo_generator(cfg, device)
-        if cfg.init_from:
-            init_generator_from(G, Path(cfg.init_from))
-            log(f"weights from {cfg.init_from}")
-        elif cfg.mapping_from:
-            copy_mapping(G, Path(cfg.mapping_from))
-            log(f"mapping network copied from {cfg.mapping_from}")
-        opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
+    ckpt = Checkpoint(out, cfg, resume, override)
+    cfg = ckpt.cfg
+    G = build_demo_generator(cfg, device)
+    if ckpt.state is None and cfg.init_from:
+        init_generator_from(G, Path(cfg.init_from))
+        log(f"weights from {cfg.init_from}")
+    elif ckpt.state is None and cfg.mapping_from:
+        copy_mapping(G, Path(cfg.mapping_from))
+        log(f"mapping network copied from {cfg.mapping_from}")
+    opt = torch.optim.Adam(_trainable(G, cfg), lr=cfg.lr, betas=(0.9, 0.99))
+    step = ckpt.restore(log, G=G, opt=opt)
     G.train()
     D = dopt = None
     if cfg.adv_weight > 0:
         D = DemoDiscriminator(cfg.size).to(device)
         dopt = torch.optim.Adam(D.parameters(), lr=cfg.d_lr, betas=(0.0, 0.99))
-        if state is not None and "D" in state:
-            D.load_state_dict(state["D"])
-            dopt.load_state_dict(state["dopt"])
+        if ckpt.holds("D"):
+            ckpt.load(D=D, dopt=dopt)
         else:
             log("adversarial phase: new discriminator")
 
     def checkpoint() -> None:
-        extra = {"D": D.state_dict(), "dopt": dopt.state_dict()} if D is not None else {}
-        save_state(
-            ckpt_path, {"config": asdict(cfg), "G": G.state_dict(), "opt": opt.state_dict(), "step": step, **extra}
-        )
+        ckpt.save(step, G=G, opt=opt, **({"D": D, "dopt": dopt} if D is not None else {}))
         # A current export lets the encoder trainer follow the generator while it trains.
         save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
 
@@ -232,25 +220,20 @@ def train_generator(
         # Cosine decay over the last half of the schedule.
         frac = step / max(total_steps, 1)
         lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         z, real = next(stream)
         fake = G(torch.from_numpy(z).to(device=device, dtype=torch.float32), update_emas=True)
         loss = regression_loss(fake, real)
         total = loss
         if cfg.edge_weight > 0:
             total = total + cfg.edge_weight * edge_loss(fake, real)
-        if D is not None:
+        if D is not None and dopt is not None:
             D.requires_grad_(True)
             d_loss = discriminator_loss(D, real, fake, cfg.r1_gamma, cfg.r1_every, step)
-            dopt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            dopt.step()
+            descend(dopt, d_loss)
             D.requires_grad_(False)  # G's loss goes through D; D's own gradients would be thrown away
             total = total + cfg.adv_weight * generator_adv_loss(D, fake)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        descend(opt, total)
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == total_steps:

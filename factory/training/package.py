@@ -22,7 +22,7 @@ def package_demo(train: Path, dest: Path, log=print) -> Path:
     from engine.checkpoints import load_generator
     from engine.inversion import Inverter, load_inverter, save_inverter
     from engine.models import Direction, save_bundle
-    from engine.training.common import load_state
+    from factory.training.common import load_state
 
     train, dest = Path(train), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,8 @@ def package_demo(train: Path, dest: Path, log=print) -> Path:
         stylespace,
         name="demo",
         title=f"Charm demo faces, {G.img_resolution} px",
-        description="Small StyleGAN3-T trained on Charm Studio's procedural faces (engine.synthetic); see MODEL_CARD.md",
+        description="Small StyleGAN3-T trained on Charm Studio's procedural faces (factory.synthetic); "
+        "see MODEL_CARD.md",
         inverter_file="encoder.safetensors",
         predictor={"file": "predictor.safetensors", "loader": "engine.predictor:load_predictor", "attributes": attrs},
         model_card="MODEL_CARD.md" if (dest / "MODEL_CARD.md").exists() else None,

@@ -11,23 +11,22 @@ samples, which are never as crisp as the renderer's, instead of extrapolating on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.training.common import (
+from factory.training.common import (
     LATENT_FACTORS,
+    Checkpoint,
     LossMeter,
     Timer,
+    descend,
     latent_labels,
-    load_state,
-    pick_device,
-    resumed_config,
-    save_state,
-    set_threads,
+    set_lr,
+    start_trainer,
 )
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
@@ -48,13 +47,12 @@ class PredictorTrainConfig:
 
 def predictor_batch(n: int, size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(images float32 [n,3,size,size] in [-1,1], factors float32 [n,len(LATENT_FACTORS)]) of random aligned renders."""
-    from engine.synthetic import render, sample_factors
+    from engine.imageio import from_uint8
+    from factory.synthetic import render, sample_factors
 
     f = sample_factors(n, seed=seed)
     images, _, labels = render(f, size, aligned=True)
-    x = torch.from_numpy(images).to(device=device, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
-    y = torch.from_numpy(latent_labels(labels)).to(device)
-    return x, y
+    return from_uint8(images, device), torch.from_numpy(latent_labels(labels)).to(device)
 
 
 def soften(x: torch.Tensor, blur_max: float, seed: int) -> torch.Tensor:
@@ -79,7 +77,7 @@ def soften(x: torch.Tensor, blur_max: float, seed: int) -> torch.Tensor:
 
 def _new_model(cfg: PredictorTrainConfig, device: torch.device):
     from engine.predictor import AttributePredictor
-    from engine.synthetic import FACTOR_NAMES, FACTORS
+    from factory.synthetic import FACTOR_NAMES, FACTORS
 
     torch.manual_seed(cfg.seed)
     fs = [FACTORS[FACTOR_NAMES.index(n)] for n in LATENT_FACTORS]
@@ -103,50 +101,32 @@ def train_predictor(
     ``("blur_max",)``: fine-tuning a predictor on soft images)."""
     from engine.predictor import save_predictor
 
-    set_threads(threads)
-    device = device or pick_device()
+    device = start_trainer(threads, device)
     out = Path(out)
-    ckpt_path = out / "checkpoint.pt"
-    step = 0
-    if resume and ckpt_path.exists():
-        state = load_state(ckpt_path)
-        cfg = resumed_config(state["config"], cfg, override)
-        model = _new_model(cfg, device)
-        model.load_state_dict(state["model"])
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        log(f"resumed from {ckpt_path} at step {step}")
-    else:
-        model = _new_model(cfg, device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = Checkpoint(out, cfg, resume, override)
+    cfg = ckpt.cfg
+    model = _new_model(cfg, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = ckpt.restore(log, model=model, opt=opt)
     model.train()
     span = model.high - model.low
-
-    def checkpoint() -> None:
-        save_state(
-            ckpt_path, {"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(), "step": step}
-        )
 
     timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
     while step < cfg.steps:
         lr = cfg.lr * (0.1 if step > 0.8 * cfg.steps else 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         x, y = predictor_batch(cfg.batch, cfg.size, seed=cfg.seed * 1_000_003 + step, device=device)
         if cfg.blur_max > 0:
             x = soften(x, cfg.blur_max, seed=cfg.seed * 7_000_003 + step)
         loss = (model.forward_normalized(x) - (y - model.low) / span).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        descend(opt, loss)
         step += 1
         ema = meter.update(loss.item(), cfg.batch)
         if step % 25 == 0 or step == cfg.steps:
             log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema**0.5:.3f} of range) {meter.rate:.1f} img/s")
         if timer.due():
-            checkpoint()
-    checkpoint()
+            ckpt.save(step, model=model, opt=opt)
+    ckpt.save(step, model=model, opt=opt)
     model.eval()
     path = save_predictor(model, out / "predictor.safetensors")
     log(f"wrote {path}")
