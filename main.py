@@ -13,15 +13,17 @@ import sys
 
 
 def _commands() -> dict:
-    import engine.cli as cli_pkg
-
+    """Subcommand name -> module, from the studio's commands (engine.cli) and the demo-model factory's
+    (factory.cli), each package's modules in name order."""
     found = {}
-    for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"engine.cli.{info.name}")
-        if hasattr(mod, "COMMAND"):
-            found[mod.COMMAND] = mod
+    for pkg_name in ("engine.cli", "factory.cli"):
+        pkg = importlib.import_module(pkg_name)
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            mod = importlib.import_module(f"{pkg_name}.{info.name}")
+            if hasattr(mod, "COMMAND"):
+                found[mod.COMMAND] = mod
     return found
 
 
@@ -42,12 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        from app.main_window import run_app
+        from app.launch import run_app
 
         return run_app()
     args = build_parser().parse_args(argv)
     if args.command is None:
-        from app.main_window import run_app
+        from app.launch import run_app
 
         return run_app()
     from engine.errors import CharmError

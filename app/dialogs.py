@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import BundleInfo, ExportOptions
+from engine.export import ExportOptions
+from engine.studio import BundleInfo
 
 EXPORT_KINDS = (
     ("aligned", "Edited aligned face"),

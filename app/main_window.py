@@ -1,86 +1,61 @@
-"""The studio's main window and the app launcher.
+"""The studio's main window: the edit history and what the window does with the engine's results.
 
-The window holds the edit history (:class:`engine.session.History` of
-:class:`engine.session.EditState`) and the images it shows; everything that touches a model runs on
-the engine worker (:mod:`app.worker`). Each user action makes a new state, records it for undo, syncs
-the controls and asks for a render; renders come back as signals (latest request wins).
-
-Configuration (environment): ``CHARM_AUTOQUIT_MS`` closes the app after that many milliseconds;
-``CHARM_CACHE_DIR`` is where the random development bundle and PTI results go (default: the user's
-cache folder); ``CHARM_DEVICE`` ('cpu', 'cuda', default: CUDA when available); ``CHARM_THREADS``
-(torch CPU threads; default all cores but one).
+The window holds the edit history (:class:`engine.state.History` of :class:`engine.state.EditState`)
+and the images it shows; everything that touches a model runs on the engine's threads
+(:mod:`app.worker`). Each user action makes a new state, records it for undo, syncs the controls and
+asks for a render; renders come back as signals (latest request wins). Long jobs are submitted with a
+handler for their result; progress, failures and cancels arrive through one set of signals.
+Configuration comes from the environment (:mod:`app.settings`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
     QComboBox,
     QDialog,
-    QDockWidget,
     QFileDialog,
-    QLabel,
     QLineEdit,
-    QMainWindow,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QStackedWidget,
-    QStyle,
-    QTabWidget,
     QTextEdit,
 )
 
-from app.canvas import CompareCanvas, FacePicker, to_qimage
+from app.canvas import to_qimage
 from app.dialogs import AboutDialog, ExportDialog, error_box
-from app.panels import DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel, make_scroll_column
-from app.worker import RANDOM_SPEC, BundleInfo, EngineHost, ExportOptions, Failure, PhotoInfo, RenderResult
-from engine.session import EditState, History
+from app.settings import (
+    APP_NAME,
+    DEMO_MISSING_NOTICE,
+    default_cache_dir,
+    default_device,
+    default_model,
+    default_threads,
+    threads_from_env,
+)
+from app.window_layout import WindowLayout
+from app.worker import EngineHost, Failure, RenderResult
+from engine.export import ExportOptions
+from engine.jobs import Progress
+from engine.photo import PhotoFace
+from engine.state import EditState, History
+from engine.studio import RANDOM_SPEC, BundleInfo
 
-APP_NAME = "Charm Studio"
-DEMO_MISSING_NOTICE = "demo model missing (restore resources/models/demo): random weights"
+__all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "IMAGE_SUFFIXES", "MainWindow"]
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("CHARM_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
-    return Path(base or Path.home() / ".cache") / "charm-studio"
-
-
-def default_threads() -> int:
-    """Torch CPU threads for the worker: all cores but one, which stays free for the UI thread (with
-    every core busy, torch's threads spin against the UI and the rest of the desktop and renders
-    stall for seconds on a 2-core machine)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
-
-
-def default_model() -> tuple[str, str | None]:
-    """(spec, notice): the demo bundle when installed, else the random development bundle."""
-    from engine.models import DEMO_MANIFEST
-
-    return ("demo", None) if DEMO_MANIFEST.is_file() else (RANDOM_SPEC, DEMO_MISSING_NOTICE)
-
-
-class MainWindow(QMainWindow):
+class MainWindow(WindowLayout):
     """Charm Studio's window. Signals for tests and tools: ``resultShown(render_id)`` after a render
-    is displayed, ``modelReady(BundleInfo)``, ``photoReady(PhotoInfo)`` once a face is chosen,
+    is displayed, ``modelReady(BundleInfo)``, ``photoReady(PhotoFace)`` once a face is chosen,
     ``inversionFinished()``, ``errorShown(title, message)``, ``exported(list of paths)``,
     ``sessionSaved(path)``, ``sessionOpened()``, ``jobsIdle()`` when no long job is left."""
 
@@ -109,13 +84,14 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.dialog_hook: Callable[[QDialog], None] | None = None  # called with every dialog opened
         self.bundle: BundleInfo | None = None
-        self.photo: PhotoInfo | None = None
+        self.photo: PhotoFace | None = None
         self.history = History(EditState(model_id=model or ""))
         self.last_render: RenderResult | None = None
         self.last_latency: float | None = None
-        self._pending_choice: PhotoInfo | None = None
+        self._pending_choice: PhotoFace | None = None
         self._photo_job = self._invert_job = self._refine_job = self._model_job = self._session_job = 0
         self._active: dict[int, str] = {}  # long jobs running or queued: job id -> what it does
+        self._handlers: dict[int, Callable[[int, Any], None]] = {}  # job id -> what to do with its result
         self._invert_record = False
         self._shown_render = 0
         self._drag_origin: EditState | None = None
@@ -123,15 +99,10 @@ class MainWindow(QMainWindow):
         self._model_notice: str | None = None
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
-        threads = (
-            threads
-            or (int(os.environ["CHARM_THREADS"]) if os.environ.get("CHARM_THREADS") else None)
-            or default_threads()
-        )
-        self.host = EngineHost(
-            self.cache_dir, device=device or os.environ.get("CHARM_DEVICE", "auto"), threads=threads, parent=self
-        )
+        threads = threads or threads_from_env() or default_threads()
+        self.host = EngineHost(self.cache_dir, device=device or default_device(), threads=threads, parent=self)
         self._build_ui()
+        self._wire_panels()
         self._connect_worker()
         spec, notice = (model, None) if model else default_model()
         self._model_notice = notice
@@ -141,55 +112,7 @@ class MainWindow(QMainWindow):
         QApplication.instance().installEventFilter(self)
         self._sync_controls()
 
-    # ------------------------------------------------------------------------------------------
-    # Building
-
-    def _build_ui(self) -> None:
-        self.canvas = CompareCanvas()
-        self.picker = FacePicker()
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.canvas)
-        self.stack.addWidget(self.picker)
-        self.setCentralWidget(self.stack)
-
-        self.model_panel = ModelPanel()
-        self.directions_panel = DirectionsPanel()
-        self.style_panel = StyleSpacePanel()
-        self.transform_panel = TransformPanel()
-        self.inversion_panel = InversionPanel()
-        self.tools_tabs = QTabWidget()
-        self.tools_tabs.setObjectName("toolTabs")
-        for panel, name in (
-            (self.transform_panel, "Transform"),
-            (self.style_panel, "StyleSpace"),
-            (self.inversion_panel, "Inversion"),
-        ):
-            panel.setTitle("")
-            panel.setFlat(True)
-            self.tools_tabs.addTab(panel, name)
-        column = make_scroll_column([self.model_panel, self.directions_panel, self.tools_tabs])
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(column)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.dock = QDockWidget("Edit", self)
-        self.dock.setObjectName("editDock")
-        self.dock.setWidget(scroll)
-        self.dock.setFeatures(
-            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
-        )
-        self.dock.setMinimumWidth(370)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
-        # Room for the video timeline (a later issue): the bottom dock area stays free for it.
-        self.timeline_dock = QDockWidget("Timeline", self)
-        self.timeline_dock.setObjectName("timelineDock")
-        self.timeline_dock.setWidget(QLabel("Video editing arrives with the timeline."))
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.timeline_dock)
-        self.timeline_dock.hide()
-
-        self._build_actions()
-        self._build_status()
-
+    def _wire_panels(self) -> None:
         p = self.directions_panel
         p.directionEdited.connect(lambda n, v, rec: self.set_state(self.state.with_direction(n, v), rec))
         p.reset_all.clicked.connect(lambda: self.set_state(self.state.replace(directions={}), True))
@@ -209,142 +132,15 @@ class MainWindow(QMainWindow):
         self.inversion_panel.refineRequested.connect(self.refine)
         self.picker.faceChosen.connect(self.choose_face)
 
-    def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "", checkable: bool = False) -> QAction:
-        a = QAction(text, self)
-        if icon is not None:
-            a.setIcon(self.style().standardIcon(icon))
-        if shortcut is not None:
-            a.setShortcut(shortcut)
-        a.setToolTip(tip or text.replace("&", "").replace("\u2026", ""))
-        a.setCheckable(checkable)
-        (a.toggled if checkable else a.triggered).connect(slot)
-        return a
-
-    def _build_actions(self) -> None:
-        SP = QStyle.StandardPixmap
-        self.act_open = self._action(
-            "&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open, SP.SP_DialogOpenButton
-        )
-        self.act_open_session = self._action(
-            "Open &session\u2026", self._open_session_dialog, QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon
-        )
-        self.act_save_session = self._action(
-            "&Save session\u2026", self._save_session_dialog, QKeySequence.StandardKey.Save, SP.SP_DialogSaveButton
-        )
-        self.act_export = self._action(
-            "&Export\u2026",
-            self._export_dialog,
-            QKeySequence("Ctrl+E"),
-            SP.SP_ArrowDown,
-            "Export the edited face (aligned, framed, pasted back)",
-        )
-        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
-        self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
-        self.act_reset = self._action("Reset &all edits", lambda: self.set_state(self.state.reset_edits(), True))
-        self.act_original = self._action(
-            "Show &original",
-            self._original_toggled,
-            None,
-            SP.SP_DesktopIcon,
-            "Show the original in place of the result (or hold Space)",
-            True,
-        )
-        self.act_side = self._action(
-            "Side by side", lambda on: on and self.set_compare_mode("side"), QKeySequence("Ctrl+1"), checkable=True
-        )
-        self.act_split = self._action(
-            "Split view", lambda on: on and self.set_compare_mode("split"), QKeySequence("Ctrl+2"), checkable=True
-        )
-        group = QActionGroup(self)
-        group.addAction(self.act_side)
-        group.addAction(self.act_split)
-        self.act_side.setChecked(True)
-        self.act_faces = self._action(
-            "Choose &face\u2026",
-            self.show_face_picker,
-            None,
-            SP.SP_FileDialogContentsView,
-            "Pick another face of the photo",
-        )
-        self.act_about = self._action("&About", self.show_about, None, SP.SP_MessageBoxInformation)
-
-        bar = self.menuBar()
-        m = bar.addMenu("&File")
-        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export):
-            m.addAction(a)
-        m.addSeparator()
-        m.addAction(self.act_quit)
-        m = bar.addMenu("&Edit")
-        for a in (self.act_undo, self.act_redo, self.act_reset):
-            m.addAction(a)
-        m = bar.addMenu("&View")
-        for a in (self.act_side, self.act_split, self.act_original, self.act_faces):
-            m.addAction(a)
-        m.addSeparator()
-        m.addAction(self.dock.toggleViewAction())
-        m = bar.addMenu("&Help")
-        m.addAction(self.act_about)
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("mainToolBar")
-        tb.setMovable(False)
-        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for a in (
-            self.act_open,
-            self.act_open_session,
-            self.act_save_session,
-            self.act_export,
-            None,
-            self.act_undo,
-            self.act_redo,
-            None,
-            self.act_side,
-            self.act_split,
-            self.act_original,
-            self.act_faces,
-            None,
-            self.act_about,
-        ):
-            tb.addSeparator() if a is None else tb.addAction(a)
-
-    def _build_status(self) -> None:
-        sb = self.statusBar()
-        self.notice_label = QLabel()
-        self.notice_label.setObjectName("noticeLabel")
-        self.notice_label.setStyleSheet("color: #e09a2a; font-weight: 600; padding: 0 6px;")
-        self.device_label = QLabel("device: \u2026")
-        self.device_label.setObjectName("deviceLabel")
-        self.render_label = QLabel("render: \u2014")
-        self.render_label.setObjectName("renderLabel")
-        self.render_label.setToolTip("Worker render time / time from the request to the image on screen")
-        self.progress = QProgressBar()
-        self.progress.setObjectName("progress")
-        self.progress.setFixedWidth(170)
-        self.progress.setTextVisible(True)
-        self.progress.hide()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setObjectName("cancelButton")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_jobs)
-        for w in (self.notice_label, self.device_label, self.render_label, self.progress, self.cancel_button):
-            sb.addPermanentWidget(w)
-        sb.showMessage("Drop a portrait photo onto the window, or use File \u25b8 Open.")
-
     def _connect_worker(self) -> None:
-        w = self.host.worker
-        w.modelLoaded.connect(self._on_model_loaded)
-        w.photoLoaded.connect(self._on_photo_loaded)
-        w.inverted.connect(self._on_inverted)
-        w.refined.connect(self._on_refined)
-        w.rendered.connect(self._on_rendered)
-        w.exported.connect(self._on_exported)
-        w.sessionSaved.connect(self._on_session_saved)
-        w.sessionOpened.connect(self._on_session_opened)
-        w.progress.connect(self._on_progress)
-        w.failed.connect(self._on_failed)
-        w.cancelled.connect(self._on_cancelled)
-        w.idle.connect(self._on_idle)
+        jobs, preview = self.host.jobs, self.host.preview
+        jobs.progress.connect(self._on_progress)
+        jobs.finished.connect(self._on_finished)
+        jobs.failed.connect(self._on_failed)
+        jobs.cancelled.connect(self._on_cancelled)
+        jobs.idle.connect(self._on_idle)
+        preview.rendered.connect(self._on_rendered)
+        preview.failed.connect(self._on_failed)
 
     # ------------------------------------------------------------------------------------------
     # State
@@ -448,8 +244,11 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------------------
     # Jobs
 
-    def _job(self, job: int, text: str) -> int:
+    def _job(self, job: int, text: str, on_done: Callable[[int, Any], None] | None = None) -> int:
+        """Track long job ``job`` (``text`` says what it does); ``on_done(job, result)`` gets its result."""
         self._active[job] = text
+        if on_done is not None:
+            self._handlers[job] = on_done
         self.progress.setRange(0, 0)
         self.progress.setFormat(text)
         self.progress.show()
@@ -457,20 +256,27 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{text}\u2026")
         return job
 
-    def _on_progress(self, job: int, done: int, total: int, text: str) -> None:
+    def _on_progress(self, job: int, p: Progress) -> None:
         if job not in self._active:
             return
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
+        text = p.stage or self._active[job]
+        if p.total > 0:
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
             self.progress.setFormat(f"{text} %v/%m")
-            self.canvas.set_busy(f"{text}\u2026 {done}/{total}")
+            self.canvas.set_busy(f"{text}\u2026 {p.done}/{p.total}")
         else:
             self.progress.setRange(0, 0)
             self.progress.setFormat(text)
             self.canvas.set_busy(f"{text}\u2026")
 
+    def _on_finished(self, job: int, result: Any) -> None:
+        handler = self._handlers.pop(job, None)
+        if handler is not None:
+            handler(job, result)
+
     def _on_idle(self, job: int) -> None:
+        self._handlers.pop(job, None)
         if self._active.pop(job, None) is None:
             return
         if not self._active:
@@ -529,7 +335,7 @@ class MainWindow(QMainWindow):
 
     def load_model(self, spec: str) -> int:
         """Switch to model ``spec`` ('demo', 'random' or a bundle folder); the photo is inverted again."""
-        self._model_job = self._job(self.host.load_model(spec), "Loading model")
+        self._model_job = self._job(self.host.load_model(spec), "Loading model", self._on_model_loaded)
         return self._model_job
 
     def _browse_model(self) -> None:
@@ -577,7 +383,7 @@ class MainWindow(QMainWindow):
     def open_photo(self, path: str | os.PathLike) -> int:
         """Load a photo: find its faces, then align and invert the chosen one (asynchronously)."""
         self._cancel_photo_jobs()
-        self._photo_job = self._job(self.host.load_photo(str(path)), "Finding faces")
+        self._photo_job = self._job(self.host.load_photo(str(path)), "Finding faces", self._on_photo_loaded)
         return self._photo_job
 
     def choose_face(self, index: int) -> int:
@@ -585,17 +391,17 @@ class MainWindow(QMainWindow):
         if p is None:
             raise RuntimeError("no photo loaded")
         self._cancel_photo_jobs()
-        self._photo_job = self._job(self.host.load_photo(p.path, index), "Aligning the face")
+        self._photo_job = self._job(self.host.load_photo(p.path, index), "Aligning the face", self._on_photo_loaded)
         return self._photo_job
 
     def show_face_picker(self) -> None:
         p = self._pending_choice or self.photo
         if p is None:
             return
-        self.picker.set_photo(to_qimage(p.image), p.boxes, p.face_index if self.photo else -1)
+        self.picker.set_photo(to_qimage(p.preview), p.preview_boxes, p.face_index if self.photo else -1)
         self.stack.setCurrentWidget(self.picker)
 
-    def _on_photo_loaded(self, job: int, info: PhotoInfo) -> None:
+    def _on_photo_loaded(self, job: int, info: PhotoFace) -> None:
         if job != self._photo_job:
             return
         if info.needs_choice:
@@ -630,7 +436,7 @@ class MainWindow(QMainWindow):
             return
         self._invert_record = record
         self._invert_job = self._job(
-            self.host.invert(self.photo.aligned, self.inversion_panel.iters.value()), "Inverting"
+            self.host.invert(self.photo.aligned, self.inversion_panel.iters.value()), "Inverting", self._on_inverted
         )
 
     def _on_inverted(self, job: int, latent: np.ndarray) -> None:
@@ -646,7 +452,9 @@ class MainWindow(QMainWindow):
         """PTI: tune a copy of the generator to this photo (undoable; the session keeps the weights)."""
         if self.photo is None or self.state.latent is None:
             return None
-        self._refine_job = self._job(self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)")
+        self._refine_job = self._job(
+            self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)", self._on_refined
+        )
         return self._refine_job
 
     def _on_refined(self, job: int, path: str) -> None:
@@ -667,11 +475,11 @@ class MainWindow(QMainWindow):
             self.open_photo(path)
 
     def save_session(self, path: str | os.PathLike) -> int:
-        return self._job(self.host.save_session(self.state, str(path)), "Saving session")
+        return self._job(self.host.save_session(self.state, str(path)), "Saving session", self._on_session_saved)
 
     def open_session(self, path: str | os.PathLike) -> int:
         self._cancel_photo_jobs()
-        self._session_job = self._job(self.host.open_session(str(path)), "Opening session")
+        self._session_job = self._job(self.host.open_session(str(path)), "Opening session", self._on_session_opened)
         return self._session_job
 
     def _save_session_dialog(self) -> None:
@@ -689,7 +497,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Session saved: {path}", 8000)
         self.sessionSaved.emit(path)
 
-    def _on_session_opened(self, job: int, state: EditState, photo: PhotoInfo | None, info: BundleInfo | None) -> None:
+    def _on_session_opened(self, job: int, result: tuple[EditState, PhotoFace | None, BundleInfo | None]) -> None:
+        state, photo, info = result
         if job != self._session_job:
             return
         if info is not None:
@@ -707,7 +516,7 @@ class MainWindow(QMainWindow):
         self.sessionOpened.emit()
 
     def export_to(self, options: ExportOptions) -> int:
-        return self._job(self.host.export(self.state, options), "Exporting")
+        return self._job(self.host.export(self.state, options), "Exporting", self._on_exported)
 
     def _export_dialog(self) -> None:
         src = Path(self.state.input_path) if self.state.input_path else None
@@ -791,60 +600,3 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.shutdown()
         super().closeEvent(event)
-
-
-def apply_theme(app: QApplication) -> None:
-    """Fusion with a dark palette: photos read better on a dark surround."""
-    from PySide6.QtGui import QColor, QPalette
-
-    app.setStyle("Fusion")
-    pal = QPalette()
-    base, window, text = QColor(0x1E, 0x20, 0x24), QColor(0x2B, 0x2E, 0x33), QColor(0xE6, 0xE8, 0xEB)
-    for role, color in (
-        (QPalette.ColorRole.Window, window),
-        (QPalette.ColorRole.WindowText, text),
-        (QPalette.ColorRole.Base, base),
-        (QPalette.ColorRole.AlternateBase, window),
-        (QPalette.ColorRole.Text, text),
-        (QPalette.ColorRole.Button, QColor(0x35, 0x39, 0x3F)),
-        (QPalette.ColorRole.ButtonText, text),
-        (QPalette.ColorRole.ToolTipBase, base),
-        (QPalette.ColorRole.ToolTipText, text),
-        (QPalette.ColorRole.Highlight, QColor(0x3D, 0x8B, 0xE0)),
-        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
-        (QPalette.ColorRole.Mid, QColor(0x8A, 0x90, 0x99)),
-        (QPalette.ColorRole.PlaceholderText, QColor(0x8A, 0x90, 0x99)),
-    ):
-        pal.setColor(role, color)
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(0x70, 0x74, 0x7A))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(0x70, 0x74, 0x7A))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(0x70, 0x74, 0x7A))
-    app.setPalette(pal)
-
-
-def create_main_window(
-    model: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-) -> MainWindow:
-    """The studio window (a QApplication must exist). model: 'demo', 'random' or a bundle folder;
-    default the demo bundle, or random weights while the demo bundle is not installed."""
-    return MainWindow(model=model, cache_dir=cache_dir, device=device, threads=threads)
-
-
-def run_app(argv: list[str] | None = None) -> int:
-    """Open the studio window and run the Qt event loop until it closes.
-
-    ``CHARM_AUTOQUIT_MS`` (milliseconds) closes the window on its own; tests and smoke checks use it.
-    """
-    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
-    app.setApplicationName(APP_NAME)
-    apply_theme(app)
-    win = create_main_window()
-    app.aboutToQuit.connect(win.shutdown)
-    win.show()
-    quit_ms = os.environ.get("CHARM_AUTOQUIT_MS")
-    if quit_ms:
-        QTimer.singleShot(int(quit_ms), app.quit)
-    return app.exec()

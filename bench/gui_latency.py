@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.main_window import apply_theme, create_main_window
+    from app.launch import apply_theme, create_main_window
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     apply_theme(app)

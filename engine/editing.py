@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from engine.transforms import compose, make_transform
+
+if TYPE_CHECKING:
+    from engine.networks.stylegan3 import Generator
 
 __all__ = [
     "LatentEdit",
@@ -122,7 +126,7 @@ def edit_transform(
 
 
 def render_edited(
-    G: torch.nn.Module,
+    G: Generator,
     ws: torch.Tensor,
     latent_edits: Iterable[LatentEdit] = (),
     channel_edits: Iterable[ChannelEdit] = (),

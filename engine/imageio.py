@@ -32,6 +32,7 @@ __all__ = [
     "to_uint8",
     "write_bytes",
     "write_image",
+    "write_npy",
     "write_text",
 ]
 
@@ -44,7 +45,7 @@ IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}
 # Atomic writes
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to write the file at a temporary name beside ``path``, then rename it to
     ``path``. The temporary file is removed when ``write`` fails; ``path`` is then left untouched."""
     path = Path(path)
@@ -66,6 +67,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as a ``.npy`` file at ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    return atomic_write(path, write)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,8 +106,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, jpeg_
     if fmt is None:
         raise ValueError(f"{path.name!r}: the file name must end in .png, .jpg or .jpeg")
     if isinstance(image, torch.Tensor):
-        image = to_uint8(image if image.ndim == 4 else image.unsqueeze(0))[0]
-    return write_bytes(path, encode_image(image, fmt, jpeg_quality))
+        rgb = to_uint8(image if image.ndim == 4 else image.unsqueeze(0))[0]
+    else:
+        rgb = image
+    return write_bytes(path, encode_image(rgb, fmt, jpeg_quality))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,7 +190,7 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray | None:
     except ImportError:
         return None
     try:
-        im = Image.open(io.BytesIO(data))
+        im: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         return None
     except Image.DecompressionBombError:
@@ -189,7 +202,7 @@ def _decode_with_pil(data: bytes, name: str) -> np.ndarray | None:
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise _read_error(name, f"the file is damaged or truncated ({e})") from e
     try:
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: a second full-size copy costs GIL time to free
     except Exception:  # a malformed EXIF block only costs us the orientation
         pass
     try:

@@ -48,6 +48,9 @@ class AttributePredictor(nn.Module):
     back, so scores are in the factors' units (e.g. yaw in [-1,1]).
     """
 
+    low: torch.Tensor  # buffers: each attribute's range
+    high: torch.Tensor
+
     def __init__(
         self, attributes: list[str], low: list[float], high: list[float], size: int = 64, width: int = 24
     ) -> None:

@@ -15,9 +15,9 @@ TIMEOUT = 120_000
 
 @pytest.mark.skipif(not DEMO_MANIFEST.is_file(), reason="demo model not installed")
 def test_smile_slider_raises_predictor_smile_score(qtbot, tmp_path):
-    from app.main_window import create_main_window
+    from app.launch import create_main_window
     from engine.models import load_bundle
-    from engine.synthetic import write_photo
+    from factory.synthetic import write_photo
 
     # A 512 px photo of a procedural face, not aligned (roll, shift): the demo model's domain. Real
     # photos far from it may invert to no face at all (MODEL_CARD.md).

@@ -18,7 +18,7 @@ TIMEOUT = 60_000
 def studio(qapp, tmp_path_factory):
     import torch
 
-    from app.main_window import create_main_window
+    from app.launch import create_main_window
 
     threads = torch.get_num_threads()
     win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)

@@ -24,7 +24,7 @@ TIMEOUT = 60_000
 def studio(qapp, tmp_path_factory, faces_dir):
     import torch
 
-    from app.main_window import apply_theme, create_main_window
+    from app.launch import apply_theme, create_main_window
 
     threads = torch.get_num_threads()
     apply_theme(qapp)
@@ -117,7 +117,8 @@ def win(loaded, qtbot):
 def test_fallback_model_notice(studio, qtbot, monkeypatch, tmp_path):
     qtbot.waitUntil(lambda: studio.bundle is not None, timeout=TIMEOUT)
     import engine.models
-    from app.main_window import DEMO_MISSING_NOTICE, create_main_window
+    from app.launch import create_main_window
+    from app.settings import DEMO_MISSING_NOTICE
 
     assert studio.windowTitle() == "Charm Studio"
     if engine.models.DEMO_MANIFEST.is_file():
@@ -325,7 +326,7 @@ def test_session_round_trip_identical_render(win, qtbot, tmp_path):
 
 
 def test_export_writes_readable_files(win, qtbot, tmp_path):
-    from app.worker import ExportOptions
+    from engine.export import ExportOptions
 
     render_after(qtbot, win, lambda: win.directions_panel.sliders["glasses"].set_value(2.0, emit=True))
     for fmt in ("png", "jpg"):
@@ -365,7 +366,7 @@ def test_ui_never_stalls_during_inversion(win, qtbot):
     beat.timeout.connect(lambda: ticks.append(time.perf_counter()))
     beat.start()
     progress: list[int] = []
-    win.host.worker.progress.connect(lambda job, done, total, text: progress.append(done))
+    win.host.jobs.progress.connect(lambda job, p: progress.append(p.done))
     t0 = time.perf_counter()
     with qtbot.waitSignal(win.inversionFinished, timeout=TIMEOUT):
         win.inversion_panel.reinvert.click()
@@ -385,8 +386,8 @@ def test_cancel_long_inversion(win, qtbot):
     latent = win.state.latent
     win.inversion_panel.iters.setValue(1000)
     cancelled: list[int] = []
-    win.host.worker.cancelled.connect(cancelled.append)
-    with qtbot.waitSignal(win.host.worker.progress, timeout=TIMEOUT):
+    win.host.jobs.cancelled.connect(cancelled.append)
+    with qtbot.waitSignal(win.host.jobs.progress, timeout=TIMEOUT):
         win.inversion_panel.reinvert.click()
     assert win.cancel_button.isEnabled() and win.progress.isVisible()
     with qtbot.waitSignal(win.jobsIdle, timeout=TIMEOUT):
@@ -399,8 +400,8 @@ def test_cancel_long_inversion(win, qtbot):
 def test_new_photo_supersedes_running_inversion(win, qtbot, faces_dir):
     win.inversion_panel.iters.setValue(1000)
     cancelled: list[int] = []
-    win.host.worker.cancelled.connect(cancelled.append)
-    with qtbot.waitSignal(win.host.worker.progress, timeout=TIMEOUT):
+    win.host.jobs.cancelled.connect(cancelled.append)
+    with qtbot.waitSignal(win.host.jobs.progress, timeout=TIMEOUT):
         win.inversion_panel.reinvert.click()
     old_job = win._invert_job
     win.inversion_panel.iters.setValue(3)

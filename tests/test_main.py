@@ -28,7 +28,7 @@ def test_window_opens_offscreen(tmp_path):
 
 
 def test_window_title(qtbot, tmp_path):
-    from app.main_window import create_main_window
+    from app.launch import create_main_window
 
     win = create_main_window(cache_dir=tmp_path / "cache")
     qtbot.addWidget(win)

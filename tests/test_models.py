@@ -12,7 +12,6 @@ from engine.errors import CheckpointError
 from engine.models import (
     BUNDLE_FORMAT,
     DEMO_MANIFEST,
-    OptimizationInverter,
     ensure_random_bundle,
     inverter_for,
     load_bundle,
@@ -102,9 +101,10 @@ def test_broken_bundles_raise_checkpoint_errors(bundle_dir, tmp_path):
 
 
 def test_random_bundle_inverter(bundle_dir):
-    pytest.importorskip("engine.inversion")
+    inversion = pytest.importorskip("engine.inversion")
     b = load_bundle(bundle_dir)
     assert b.inverter is not None and inverter_for(b) is b.inverter
+    assert isinstance(b.inverter, inversion.InverterProtocol) and b.inverter.kind == "restyle_e4e"
     G = b.generator
     with torch.no_grad():
         target = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5))))
@@ -120,18 +120,48 @@ def test_optimization_inverter_progress_and_cancel(bundle_dir):
     with torch.no_grad():
         target = G.synthesis(G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(5))))
     seen = []
-    res = OptimizationInverter(G).invert(target, n_iters=2, progress=lambda d, t: seen.append((d, t)))
+    res = inversion.OptimizationInverter(G).invert(target, n_iters=2, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, 2), (2, 2)] and res.latent.shape == (1, b.num_ws, b.w_dim)
     with pytest.raises(inversion.Cancelled):
-        OptimizationInverter(G).invert(target, n_iters=50, cancel=lambda: True)
+        inversion.OptimizationInverter(G).invert(target, n_iters=50, cancel=lambda: True)
+
+
+def test_optimization_inverter_result_matches_the_encoder_inverters(bundle_dir):
+    """Without an encoder, inverter_for gives an OptimizationInverter whose result has the encoder
+    inverter's layout: final latent last, aligned renders, the unaligned render and its transform."""
+    inversion = pytest.importorskip("engine.inversion")
+    b = load_bundle(bundle_dir)
+    G = b.generator
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(6))))
+    transform = torch.tensor([[1.0, 0.0, 0.1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    without = load_bundle(bundle_dir)
+    without.inverter = None
+    opt = inverter_for(without)
+    assert isinstance(opt, inversion.OptimizationInverter) and isinstance(opt, inversion.InverterProtocol)
+    assert opt.kind == "optimization" and opt.generator is without.generator
+    assert (opt.resolution, opt.w_dim, opt.num_ws) == (b.resolution, b.w_dim, b.num_ws)
+    for inv in (b.inverter, opt):
+        res = inv.invert(target, n_iters=2, transform=transform)
+        assert res.latent.shape == (2, b.num_ws, b.w_dim) and res.latent.dtype == torch.float32
+        assert res.latent is res.latents[-1] and not res.latent.requires_grad
+        assert len(res.images) == len(res.latents) and res.image.shape == (2, 3, b.resolution, b.resolution)
+        assert res.unaligned is not None and res.unaligned.shape == res.image.shape
+        assert res.transform is not None and res.transform.dtype == torch.float32
+        with torch.no_grad():
+            expected = inv.generator.synthesis(res.latent, transform=transform.float())
+        assert torch.allclose(res.unaligned, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="transform"):
+        opt.invert(target, n_iters=1, transform=torch.eye(3).expand(3, 3, 3))
 
 
 def test_demo_bundle_smile_direction_raises_predictor_smile():
-    """Issue 5 acceptance, seen from the studio: the demo bundle's smile direction raises the
-    predictor's smile score. Runs once the demo model is installed."""
+    """Seen from the studio: the demo bundle's smile direction raises the predictor's smile score.
+    Runs once the demo model is installed."""
     if not DEMO_MANIFEST.is_file():
         pytest.skip(DEMO_MISSING)
-    from engine.session import EditState, render_state
+    from engine.render import render_state
+    from engine.state import EditState
 
     b = load_bundle("demo")
     if b.predictor is None:
@@ -150,13 +180,13 @@ def test_demo_bundle_smile_direction_raises_predictor_smile():
 
 
 def test_demo_restyle_more_iterations_never_worse_on_average():
-    """Issue 4 on the shipped demo model: on held-out aligned renders, each ReStyle iteration (1..5)
+    """On the shipped demo model: on held-out aligned renders, each ReStyle iteration (1..5)
     reconstructs at least as well as the one before, on average (image MSE)."""
     if not DEMO_MANIFEST.is_file():
         pytest.skip(DEMO_MISSING)
     import numpy as np
 
-    from engine.synthetic import render, sample_factors
+    from factory.synthetic import render, sample_factors
 
     b = load_bundle("demo")
     images, _, _ = render(sample_factors(48, seed=424_242), b.resolution, aligned=True)

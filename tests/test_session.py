@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from engine.models import ensure_random_bundle, load_bundle
-from engine.session import EditState, History, SessionError, load_session, render_state, save_session
+from engine.render import render_state
+from engine.session import SessionError, load_session, save_session
+from engine.state import EditState, History
 from engine.transforms import make_transform
 
 

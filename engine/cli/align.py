@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.align import align_face
     from engine.errors import CharmError
-    from engine.imageio import write_image, write_text
+    from engine.photo_report import write_alignment
 
     if args.size < 8:
         print("error: --size must be at least 8", file=sys.stderr)
@@ -62,27 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 f"cannot take a crop window from {args.window!r} ({e}); give a transform.json written by 'align'"
             ) from e
     face = align_face(args.input, size=args.size, crop_quad=crop_quad, face_index=args.face, scale_mode=args.scale)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {
-        "source": str(args.input),
-        "source_size": list(face.source_size),
-        "size": args.size,
-        "scale_mode": face.scale_mode,
-        "face_index": face.face_index,
-        "faces": [{"box": f.box.tolist(), "score": f.score} for f in face.faces],
-        "angle_deg": face.angle_deg,
-        "tx": face.tx,
-        "ty": face.ty,
-        "zoom": face.zoom,
-        "transform": face.transform.double().numpy().tolist(),
-        "quad": face.quad.tolist(),
-        "crop_quad": face.crop_quad.tolist(),
-        "landmarks": face.landmarks.tolist(),
-    }
-    write_image(out / "aligned.png", face.aligned)
-    write_image(out / "crop.png", face.crop)
-    write_text(out / "transform.json", json.dumps(info, indent=1) + "\n")
+    out = write_alignment(face, args.out, str(args.input))
     others = f" (of {len(face.faces)}; choose with --face)" if len(face.faces) > 1 else ""
     print(
         f"face {face.face_index}{others}: angle {face.angle_deg:+.2f} deg, tx {face.tx:+.4f}, "

@@ -77,35 +77,34 @@ def _resolve_model(spec: str):
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
-    import numpy as np
     import torch
 
     from engine import load_generator, make_transform
-    from engine.imageio import write_image
+    from engine.jobs import run_in_terminal
+    from engine.render import render_seeds
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
     G = load_generator(_resolve_model(args.model), device=device)
-    c = None
-    if G.c_dim > 0:
-        if args.class_idx is None or not 0 <= args.class_idx < G.c_dim:
-            print(f"error: this model is conditional: pass --class 0..{G.c_dim - 1}", file=sys.stderr)
-            return 1
-        c = torch.zeros(1, G.c_dim, device=device)
-        c[0, args.class_idx] = 1
-    elif args.class_idx is not None:
+    if G.c_dim == 0 and args.class_idx is not None:
         print("warning: --class ignored, the model is unconditional", file=sys.stderr)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     transform = make_transform(args.angle, args.tx, args.ty, device=device)
-    for seed in args.seeds:
-        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
-        with torch.no_grad():
-            img = G(z, c, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff, transform=transform)
-        path = write_image(out / f"seed{seed:04d}.png", img)
+    paths = run_in_terminal(
+        lambda ctl: render_seeds(
+            G,
+            args.seeds,
+            args.out,
+            truncation_psi=args.trunc,
+            truncation_cutoff=args.trunc_cutoff,
+            transform=transform,
+            class_index=args.class_idx if G.c_dim > 0 else None,
+            ctl=ctl,
+        ),
+        quiet=len(args.seeds) < 2,
+    )
+    for path in paths:
         print(path)
     return 0

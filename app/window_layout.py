@@ -1,0 +1,190 @@
+"""The studio window's widgets, actions, menus, tool bar and status bar.
+
+:class:`WindowLayout` builds them; :class:`app.main_window.MainWindow` adds the behaviour (the slots the
+actions call and what the window does with the engine's results).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QStyle,
+    QTabWidget,
+)
+
+from app.canvas import CompareCanvas, FacePicker
+from app.panels import DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel, make_scroll_column
+
+
+class WindowLayout(QMainWindow):
+    """The window's parts. Subclasses provide the slots named in :meth:`_build_actions`."""
+
+    def _build_ui(self) -> None:
+        self.canvas = CompareCanvas()
+        self.picker = FacePicker()
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.canvas)
+        self.stack.addWidget(self.picker)
+        self.setCentralWidget(self.stack)
+
+        self.model_panel = ModelPanel()
+        self.directions_panel = DirectionsPanel()
+        self.style_panel = StyleSpacePanel()
+        self.transform_panel = TransformPanel()
+        self.inversion_panel = InversionPanel()
+        self.tools_tabs = QTabWidget()
+        self.tools_tabs.setObjectName("toolTabs")
+        for panel, name in (
+            (self.transform_panel, "Transform"),
+            (self.style_panel, "StyleSpace"),
+            (self.inversion_panel, "Inversion"),
+        ):
+            panel.setTitle("")
+            panel.setFlat(True)
+            self.tools_tabs.addTab(panel, name)
+        column = make_scroll_column([self.model_panel, self.directions_panel, self.tools_tabs])
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(column)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.dock = QDockWidget("Edit", self)
+        self.dock.setObjectName("editDock")
+        self.dock.setWidget(scroll)
+        self.dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
+        self.dock.setMinimumWidth(370)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+
+        self._build_actions()
+        self._build_status()
+
+    def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "", checkable: bool = False) -> QAction:
+        a = QAction(text, self)
+        if icon is not None:
+            a.setIcon(self.style().standardIcon(icon))
+        if shortcut is not None:
+            a.setShortcut(shortcut)
+        a.setToolTip(tip or text.replace("&", "").replace("\u2026", ""))
+        a.setCheckable(checkable)
+        (a.toggled if checkable else a.triggered).connect(slot)
+        return a
+
+    def _build_actions(self) -> None:
+        SP = QStyle.StandardPixmap
+        self.act_open = self._action(
+            "&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open, SP.SP_DialogOpenButton
+        )
+        self.act_open_session = self._action(
+            "Open &session\u2026", self._open_session_dialog, QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon
+        )
+        self.act_save_session = self._action(
+            "&Save session\u2026", self._save_session_dialog, QKeySequence.StandardKey.Save, SP.SP_DialogSaveButton
+        )
+        self.act_export = self._action(
+            "&Export\u2026",
+            self._export_dialog,
+            QKeySequence("Ctrl+E"),
+            SP.SP_ArrowDown,
+            "Export the edited face (aligned, framed, pasted back)",
+        )
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
+        self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
+        self.act_reset = self._action("Reset &all edits", lambda: self.set_state(self.state.reset_edits(), True))
+        self.act_original = self._action(
+            "Show &original",
+            self._original_toggled,
+            None,
+            SP.SP_DesktopIcon,
+            "Show the original in place of the result (or hold Space)",
+            True,
+        )
+        self.act_side = self._action(
+            "Side by side", lambda on: on and self.set_compare_mode("side"), QKeySequence("Ctrl+1"), checkable=True
+        )
+        self.act_split = self._action(
+            "Split view", lambda on: on and self.set_compare_mode("split"), QKeySequence("Ctrl+2"), checkable=True
+        )
+        group = QActionGroup(self)
+        group.addAction(self.act_side)
+        group.addAction(self.act_split)
+        self.act_side.setChecked(True)
+        self.act_faces = self._action(
+            "Choose &face\u2026",
+            self.show_face_picker,
+            None,
+            SP.SP_FileDialogContentsView,
+            "Pick another face of the photo",
+        )
+        self.act_about = self._action("&About", self.show_about, None, SP.SP_MessageBoxInformation)
+
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        m = bar.addMenu("&Edit")
+        for a in (self.act_undo, self.act_redo, self.act_reset):
+            m.addAction(a)
+        m = bar.addMenu("&View")
+        for a in (self.act_side, self.act_split, self.act_original, self.act_faces):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.dock.toggleViewAction())
+        m = bar.addMenu("&Help")
+        m.addAction(self.act_about)
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("mainToolBar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (
+            self.act_open,
+            self.act_open_session,
+            self.act_save_session,
+            self.act_export,
+            None,
+            self.act_undo,
+            self.act_redo,
+            None,
+            self.act_side,
+            self.act_split,
+            self.act_original,
+            self.act_faces,
+            None,
+            self.act_about,
+        ):
+            tb.addSeparator() if a is None else tb.addAction(a)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.notice_label = QLabel()
+        self.notice_label.setObjectName("noticeLabel")
+        self.notice_label.setStyleSheet("color: #e09a2a; font-weight: 600; padding: 0 6px;")
+        self.device_label = QLabel("device: \u2026")
+        self.device_label.setObjectName("deviceLabel")
+        self.render_label = QLabel("render: \u2014")
+        self.render_label.setObjectName("renderLabel")
+        self.render_label.setToolTip("Worker render time / time from the request to the image on screen")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("progress")
+        self.progress.setFixedWidth(170)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_jobs)
+        for w in (self.notice_label, self.device_label, self.render_label, self.progress, self.cancel_button):
+            sb.addPermanentWidget(w)
+        sb.showMessage("Drop a portrait photo onto the window, or use File \u25b8 Open.")
