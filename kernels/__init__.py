@@ -9,7 +9,8 @@ extension when it builds (the reference math until then) and everything else the
 The modules import one another in one direction only, bottom to top (no cycle, no function-level
 import back up; tests/test_kernels_dispatch.py checks it):
 
-- ``_ref``: reference math of the three ops and the argument parsing they share (no kernels import)
+- ``_ref``: reference math of the three ops, and the argument parsing and argument tuples they share
+  (no kernels import)
 - ``_polyphase``: polyphase resampling primitives (no kernels import)
 - ``_fast``: the fast CPU path of the three ops (``_ref``, ``_polyphase``)
 - ``cuda_ext``: build, load and call the fused filtered_lrelu (``_ref``)

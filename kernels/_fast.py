@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from kernels import _ref
 from kernels._polyphase import resample_2d, resample_axis, resample_range
+from kernels._ref import FilteredLReluArgs, UpfirdnArgs
 
 # Elements of one band of the upsampled plane (float32: 4 MiB). Larger
 # bands spill to memory, smaller ones pay more Python overhead per band.
@@ -61,22 +62,12 @@ def bias_act(
     return x
 
 
-def upfirdn2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: tuple[int, int],
-    down: tuple[int, int],
-    padding: tuple[int, int, int, int],
-    flip_filter: bool,
-    gain: float,
-) -> torch.Tensor:
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, args: UpfirdnArgs) -> torch.Tensor:
     """Polyphase: every phase is a short strided correlation on the original samples."""
-    upx, upy = up
-    downx, downy = down
-    px0, px1, py0, py1 = padding
+    (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain = args
     f = _ref.prepare_filter(f, gain, flip_filter, x)
     if f.ndim == 2:
-        return resample_2d(x, f, up, down, padding)
+        return resample_2d(x, f, args.up, args.down, args.padding)
     x = resample_axis(x, f, -1, upx, downx, px0, px1)
     return resample_axis(x, f, -2, upy, downy, py0, py1)
 
@@ -103,20 +94,11 @@ def _activate_(t: torch.Tensor, gain: float, slope: float, clamp: float | None, 
 
 
 def _filtered_lrelu_bands(
-    x: torch.Tensor,
-    fu: torch.Tensor | None,
-    fd: torch.Tensor | None,
-    b: torch.Tensor | None,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
-    flip_filter: bool,
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
     """The whole chain, a chunk of channels and a band of output rows at a time."""
     n, c, h, w = x.shape
+    up, down, padding, gain, slope, clamp, flip_filter = args
     px0, px1, py0, py1 = padding
     if fu is None and (up > 1 or any(padding)):
         fu = torch.ones(1)
@@ -176,17 +158,24 @@ class _RecomputedFilteredLReLU(torch.autograd.Function):
     it."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, b: torch.Tensor | None, *args: Any) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        b: torch.Tensor | None,
+        fu: torch.Tensor | None,
+        fd: torch.Tensor | None,
+        args: FilteredLReluArgs,
+        chunk: int,
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, b)
-        ctx.args = args
-        fu, fd, up, down, padding, gain, slope, clamp, flip_filter, _chunk = args
+        ctx.args = fu, fd, args, chunk
         with torch.no_grad():
-            return _filtered_lrelu_bands(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+            return _filtered_lrelu_bands(x, fu, fd, b, args)
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, b = ctx.saved_tensors
-        fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk = ctx.args
+        fu, fd, args, chunk = ctx.args
         need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
         gx = torch.empty_like(x) if need_x else None
         gb = torch.zeros_like(b) if need_b else None
@@ -195,14 +184,14 @@ class _RecomputedFilteredLReLU(torch.autograd.Function):
             with torch.enable_grad():
                 xs = x[:, c0:c1].detach().requires_grad_(need_x)
                 bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
-                ys = _filtered_lrelu_bands(xs, fu, fd, bs, up, down, padding, gain, slope, clamp, flip_filter)
+                ys = _filtered_lrelu_bands(xs, fu, fd, bs, args)
                 inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need and t is not None]
                 grads = list(torch.autograd.grad(ys, inputs, gy[:, c0:c1]))
             if gx is not None:
                 gx[:, c0:c1] = grads.pop(0)
             if gb is not None:
                 gb[c0:c1] = grads.pop(0)
-        return (gx, gb) + (None,) * 10
+        return gx, gb, None, None, None, None
 
 
 def _upsampled_elements(x: torch.Tensor, up: int, padding: tuple[int, int, int, int]) -> int:
@@ -212,21 +201,12 @@ def _upsampled_elements(x: torch.Tensor, up: int, padding: tuple[int, int, int, 
 
 
 def filtered_lrelu(
-    x: torch.Tensor,
-    fu: torch.Tensor | None,
-    fd: torch.Tensor | None,
-    b: torch.Tensor | None,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
-    flip_filter: bool,
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
     """The banded chain; big layers that record gradients recompute channel slices in the backward."""
-    if _records_grad(x, b) and _upsampled_elements(x, up, padding) > RECOMPUTE_ELEMENTS:
-        per_channel = max(1, _upsampled_elements(x, up, padding) // x.shape[1])
+    elements = _upsampled_elements(x, args.up, args.padding)
+    if _records_grad(x, b) and elements > RECOMPUTE_ELEMENTS:
+        per_channel = max(1, elements // x.shape[1])
         chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
-        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, up, down, padding, gain, slope, clamp, flip_filter, chunk)
-    return _filtered_lrelu_bands(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
+        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, chunk)
+    return _filtered_lrelu_bands(x, fu, fd, b, args)

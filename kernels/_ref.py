@@ -1,19 +1,24 @@
 """Reference math of the three ops, ``bias_act``, ``upfirdn2d`` and ``filtered_lrelu``, in plain
-PyTorch, computed the way the StyleGAN3 release computes them, plus the argument parsing they share.
+PyTorch, computed the way the StyleGAN3 release computes them, plus the argument parsing and the
+argument tuples they share.
 
 This is the bottom of the package: it imports nothing from ``kernels``. The fast CPU path
 (kernels._fast) is checked against it, the CUDA extension (kernels.cuda_ext) falls back to it and
 differentiates through it, and the dispatching functions run it for ``impl='ref'`` and for ops
 without a fused kernel on CUDA tensors.
 
-The functions here take normalised arguments (the dispatchers parse them): ``up``/``down`` are
-(x, y) pairs, ``padding`` is (x0, x1, y0, y1), ``alpha``/``gain`` are floats.
+The functions here take normalised arguments (the dispatchers parse them): ``alpha``/``gain`` are
+floats, and ``upfirdn2d`` and ``filtered_lrelu`` take their non-tensor arguments as one named tuple
+each, ``UpfirdnArgs`` and ``FilteredLReluArgs``, which every implementation of the op takes alike:
+``up``/``down`` are (x, y) pairs for upfirdn2d and ints for filtered_lrelu, ``padding`` is
+(x0, x1, y0, y1).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +26,29 @@ import torch.nn.functional as F
 # What the public functions accept for a resampling factor and for padding (see kernels.upfirdn2d).
 Scaling = int | Sequence[int]
 Padding = int | Sequence[int]
+
+
+class UpfirdnArgs(NamedTuple):
+    """The normalised arguments of ``upfirdn2d`` after ``x`` and ``f``."""
+
+    up: tuple[int, int]  # (x, y)
+    down: tuple[int, int]  # (x, y)
+    padding: tuple[int, int, int, int]  # (x0, x1, y0, y1)
+    flip_filter: bool
+    gain: float
+
+
+class FilteredLReluArgs(NamedTuple):
+    """The normalised arguments of ``filtered_lrelu`` after the tensors ``x``, ``fu``, ``fd``, ``b``."""
+
+    up: int
+    down: int
+    padding: tuple[int, int, int, int]  # (x0, x1, y0, y1)
+    gain: float
+    slope: float
+    clamp: float | None
+    flip_filter: bool
+
 
 ACTIVATIONS = {
     # name: (default alpha, default gain)
@@ -103,20 +131,10 @@ def prepare_filter(f: torch.Tensor | None, gain: float, flip_filter: bool, x: to
     return f.to(x.dtype)
 
 
-def upfirdn2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: tuple[int, int],
-    down: tuple[int, int],
-    padding: tuple[int, int, int, int],
-    flip_filter: bool,
-    gain: float,
-) -> torch.Tensor:
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, args: UpfirdnArgs) -> torch.Tensor:
     """Zero insertion, pad (negative values crop), depthwise convolution(s), then stride."""
     n, c, h, w = x.shape
-    upx, upy = up
-    downx, downy = down
-    px0, px1, py0, py1 = padding
+    (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain = args
     x = x.reshape(n, c, h, 1, w, 1)
     x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
     x = x.reshape(n, c, h * upy, w * upx)
@@ -133,21 +151,12 @@ def upfirdn2d(
 
 
 def filtered_lrelu(
-    x: torch.Tensor,
-    fu: torch.Tensor | None,
-    fd: torch.Tensor | None,
-    b: torch.Tensor | None,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
-    flip_filter: bool,
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
     """Bias, upsample with ``fu`` (gain up**2), leaky ReLU times ``gain``, clamp, downsample with ``fd``:
     the chain of the other two reference ops, every intermediate at full resolution."""
+    up, down, padding, gain, slope, clamp, flip_filter = args
     x = bias_act(x, b, 1, "linear", 0.0, 1.0, None)
-    x = upfirdn2d(x, fu, (up, up), (1, 1), padding, flip_filter, up**2)
+    x = upfirdn2d(x, fu, UpfirdnArgs((up, up), (1, 1), padding, flip_filter, up**2))
     x = bias_act(x, None, 1, "lrelu", float(slope), float(gain), clamp)
-    return upfirdn2d(x, fd, (1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1)
+    return upfirdn2d(x, fd, UpfirdnArgs((1, 1), (down, down), (0, 0, 0, 0), flip_filter, 1))

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from kernels import _ref
+from kernels._ref import FilteredLReluArgs
 
 # The ops with a fused kernel here; on CUDA tensors the others run the reference math.
 OPS = frozenset({"filtered_lrelu"})
@@ -166,7 +167,7 @@ def available(device: torch.device | None = None) -> bool:
 
 class _FilteredLReluCuda(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b, fu, fd, args):
+    def forward(ctx, x, b, fu, fd, args: FilteredLReluArgs):
         up, down, padding, gain, slope, clamp, flip_filter = args
         ctx.args = args
         ctx.fu, ctx.fd = fu, fd
@@ -194,11 +195,10 @@ class _FilteredLReluCuda(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, b = ctx.saved_tensors
-        up, down, padding, gain, slope, clamp, flip_filter = ctx.args
         with torch.enable_grad():
             xr = x.detach().requires_grad_(ctx.needs_input_grad[0])
             br = b.detach().requires_grad_(ctx.needs_input_grad[1]) if b is not None else None
-            y = _ref.filtered_lrelu(xr, ctx.fu, ctx.fd, br, up, down, padding, gain, slope, clamp, flip_filter)
+            y = _ref.filtered_lrelu(xr, ctx.fu, ctx.fd, br, ctx.args)
             inputs = [t for t in (xr, br) if t is not None and t.requires_grad]
             grads = torch.autograd.grad(y, inputs, dy) if inputs else []
         it = iter(grads)
@@ -215,20 +215,10 @@ def _taps(f: torch.Tensor | None, gain: float, flip_filter: bool, device) -> tor
 
 
 def filtered_lrelu(
-    x: torch.Tensor,
-    fu: torch.Tensor | None,
-    fd: torch.Tensor | None,
-    b: torch.Tensor | None,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
-    flip_filter: bool,
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
     """Same contract as kernels._ref.filtered_lrelu (normalised arguments), x on a CUDA device; the
     reference math while the extension is not ready and for what the kernel does not cover."""
     if _state["status"] != "ready" or x.dtype == torch.float64 or (fu is not None and fu.ndim != 1):
-        return _ref.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
-    return _FilteredLReluCuda.apply(x, b, fu, fd, (up, down, padding, gain, slope, clamp, flip_filter))
+        return _ref.filtered_lrelu(x, fu, fd, b, args)
+    return _FilteredLReluCuda.apply(x, b, fu, fd, args)

@@ -18,7 +18,7 @@ import math
 import torch
 
 from kernels import _fast, _ref, _select, cuda_ext
-from kernels._ref import Padding, parse_padding
+from kernels._ref import FilteredLReluArgs, Padding, parse_padding
 
 __all__ = ["filtered_lrelu"]
 
@@ -40,10 +40,10 @@ def filtered_lrelu(
     """See the module docstring. Returns [N,C,H',W'] in x's dtype."""
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects [N,C,H,W], got shape {tuple(x.shape)}")
-    args = (int(up), int(down), parse_padding(padding), gain, slope, clamp, flip_filter)
+    args = FilteredLReluArgs(int(up), int(down), parse_padding(padding), gain, slope, clamp, flip_filter)
     which = _select.select("filtered_lrelu", impl, x)
     if which == "cuda":
-        return cuda_ext.filtered_lrelu(x, fu, fd, b, *args)
+        return cuda_ext.filtered_lrelu(x, fu, fd, b, args)
     if which == "ref":
-        return _ref.filtered_lrelu(x, fu, fd, b, *args)
-    return _fast.filtered_lrelu(x, fu, fd, b, *args)
+        return _ref.filtered_lrelu(x, fu, fd, b, args)
+    return _fast.filtered_lrelu(x, fu, fd, b, args)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels import _fast, _ref, _select
-from kernels._ref import Padding, Scaling, parse_padding, parse_scaling
+from kernels._ref import Padding, Scaling, UpfirdnArgs, parse_padding, parse_scaling
 
 __all__ = ["parse_padding", "parse_scaling", "upfirdn2d"]
 
@@ -36,7 +36,7 @@ def upfirdn2d(
         raise ValueError(f"upfirdn2d expects [N,C,H,W], got shape {tuple(x.shape)}")
     if f is not None and f.ndim not in (1, 2):
         raise ValueError(f"filter must be 1-D or 2-D, got shape {tuple(f.shape)}")
-    up_, down_, padding_ = parse_scaling(up), parse_scaling(down), parse_padding(padding)
+    args = UpfirdnArgs(parse_scaling(up), parse_scaling(down), parse_padding(padding), flip_filter, gain)
     if _select.select("upfirdn2d", impl, x) == "ref":
-        return _ref.upfirdn2d(x, f, up_, down_, padding_, flip_filter, gain)
-    return _fast.upfirdn2d(x, f, up_, down_, padding_, flip_filter, gain)
+        return _ref.upfirdn2d(x, f, args)
+    return _fast.upfirdn2d(x, f, args)

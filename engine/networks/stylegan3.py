@@ -160,6 +160,10 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
+    def styles(self, w: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+        """w [N,w_dim] -> styles [N,4] = affine(w) (rotation and translation parameters)."""
+        return self.affine(w, impl=impl)
+
     def forward(
         self,
         w: torch.Tensor | None = None,
@@ -168,12 +172,7 @@ class SynthesisInput(nn.Module):
         impl: str | None = None,
     ) -> torch.Tensor:
         """w [N,w_dim] (or styles [N,4] = affine(w)) -> features [N,C,size,size]."""
-        if styles is None:
-            if w is None:
-                raise ValueError("pass w or styles")
-            t = self.affine(w, impl=impl)
-        else:
-            t = styles
+        t = _given_styles(self, w, styles, impl)
         n = t.shape[0]
         user = _batched_transform(self.transform if transform is None else transform.to(t), n)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
@@ -201,6 +200,17 @@ class SynthesisInput(nn.Module):
             f"w_dim={self.w_dim}, channels={self.channels}, size={self.size}, "
             f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}"
         )
+
+
+def _given_styles(
+    module: SynthesisInput | SynthesisLayer, w: torch.Tensor | None, styles: torch.Tensor | None, impl: str | None
+) -> torch.Tensor:
+    """A layer's StyleSpace input: ``styles`` when given, else ``module.styles(w)``."""
+    if styles is not None:
+        return styles
+    if w is None:
+        raise ValueError("pass w or styles")
+    return module.styles(w, impl=impl)
 
 
 def modulated_conv2d(
@@ -342,12 +352,7 @@ class SynthesisLayer(nn.Module):
                 cur = x.detach().to(torch.float32).square().mean()
                 self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
-        if styles is None:
-            if w is None:
-                raise ValueError("pass w or styles")
-            s = self.styles(w, impl=impl)
-        else:
-            s = styles
+        s = _given_styles(self, w, styles, impl)
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
         x = modulated_conv2d(
             x.to(dtype),
@@ -464,7 +469,7 @@ class SynthesisNetwork(nn.Module):
         self._check_ws(ws)
         ws = ws.to(torch.float32)
         w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
-        out = {"input": self.input.affine(w_in, impl=impl)}
+        out = {"input": self.input.styles(w_in, impl=impl)}
         for idx, layer in enumerate(self.layers()):
             out[self.layer_names[idx]] = layer.styles(ws[:, idx + 1], impl=impl)
         return out
