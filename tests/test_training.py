@@ -155,20 +155,17 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
     z = torch.randn(4, G.z_dim)
     assert torch.equal(G.mapping(z)[:, 0], G2.mapping(z)[:, 0])
     _run("encoder", "--steps", "2", "--out", str(e), "--generator", str(g / "generator.safetensors"))
-    _run(
-        "encoder",
-        "--steps",
-        "1",
-        "--lr",
-        "0",
-        "--out",
-        str(e2),
-        "--generator",
-        str(g2 / "generator.safetensors"),
-        "--init-from",
-        str(e / "checkpoint.pt"),
-    )
-    old, new = load_state(e / "checkpoint.pt")["encoder"], load_state(e2 / "checkpoint.pt")["encoder"]
+
+    def encoder_for_g2(init_from: Path, out: Path) -> dict[str, torch.Tensor]:
+        """One step at lr 0 of an encoder for g2 that starts from ``init_from``; returns its saved weights."""
+        gen = str(g2 / "generator.safetensors")
+        _run(
+            "encoder", "--steps", "1", "--lr", "0", "--out", str(out), "--generator", gen, "--init-from", str(init_from)
+        )
+        return load_state(out / "checkpoint.pt")["encoder"]
+
+    new = encoder_for_g2(e / "checkpoint.pt", e2)
+    old = load_state(e / "checkpoint.pt")["encoder"]
     n_old = G.num_ws
     for k, v in new.items():
         if k.startswith("styles."):
@@ -180,21 +177,7 @@ def test_deeper_generator_in_the_same_latent_space_and_encoder_init(tmp_path: Pa
         if v.is_floating_point() and "running" not in k:  # lr 0: weights unchanged; BN statistics move
             assert torch.equal(v, src), k
     # an inverter file (what a bundle ships) works as a starting point too
-    e3 = tmp_path / "e3"
-    _run(
-        "encoder",
-        "--steps",
-        "1",
-        "--lr",
-        "0",
-        "--out",
-        str(e3),
-        "--generator",
-        str(g2 / "generator.safetensors"),
-        "--init-from",
-        str(e / "encoder.safetensors"),
-    )
-    w3 = load_state(e3 / "checkpoint.pt")["encoder"]
+    w3 = encoder_for_g2(e / "encoder.safetensors", tmp_path / "e3")
     assert all(torch.equal(w3[k], v) for k, v in new.items() if v.is_floating_point() and "running" not in k)
     with pytest.raises(ValueError, match="same latent sizes"):
         from factory.training.generator import GeneratorConfig, build_demo_generator, copy_mapping

@@ -12,8 +12,12 @@ trains in two phases: regression, then ``--resume --adv-weight W --edge-weight E
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from factory.training.common import RunOptions
 
 COMMAND = "train-demo"
 HELP = "Train the embedded demo model (generator, encoder, predictor, directions); resumable."
@@ -29,104 +33,82 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=WHATS, help="which part to train")
-    parser.add_argument("--out", default=None, help="output/checkpoint folder (default out/train/WHAT)")
-    parser.add_argument("--steps", type=int, default=None, help="total training steps (samples for directions)")
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        default=None,
-        help="generator/encoder: wall-clock budget of this run; it takes as many steps as fit "
+#: The options after WHAT, in --help order: flag -> (type, default, help); type bool: a switch (store_true).
+OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "--out": (str, None, "output/checkpoint folder (default out/train/WHAT)"),
+    "--steps": (int, None, "total training steps (samples for directions)"),
+    "--minutes": (
+        float,
+        None,
+        "generator/encoder: wall-clock budget of this run; it takes as many steps as fit "
         "(at most --steps) and the learning-rate schedule spans them",
-    )
-    parser.add_argument("--size", type=int, default=None, help="image size (generator output; inputs of the others)")
-    parser.add_argument("--batch", type=int, default=None, help="batch size")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument(
-        "--generator", default="out/train/generator/generator.safetensors", help="generator file (encoder, directions)"
-    )
-    parser.add_argument(
-        "--predictor", default="out/train/predictor/predictor.safetensors", help="predictor file (directions)"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--lr", type=float, default=None, help="generator/encoder: learning rate (also on --resume)")
-    parser.add_argument(
-        "--iters",
-        type=int,
-        default=None,
-        help="encoder: ReStyle passes trained per step (also on --resume; 1 = cheap first phase)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="generator/encoder: render processes working ahead (use several with a GPU)",
-    )
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (0: torch default)")
-    parser.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between checkpoints")
-    parser.add_argument("--train", default="out/train", help="package: folder holding the trainers' outputs")
-    parser.add_argument("--dest", default="resources/models/demo", help="package: bundle folder to write")
-    parser.add_argument("--tiny", action="store_true", help="tiny architecture (tests)")
-    parser.add_argument(
-        "--follow",
-        action="store_true",
-        help="encoder: reload --generator whenever it changes (train alongside the generator)",
-    )
-    parser.add_argument(
-        "--freeze-bn",
-        action="store_true",
-        help="encoder: BatchNorm on running statistics (the multi-pass phase after --iters 1)",
-    )
-    parser.add_argument("--image-weight", type=float, default=None, help="encoder: weight of the image loss")
-    parser.add_argument(
-        "--blur",
-        type=float,
-        default=None,
-        help="predictor: largest blur sigma (px) of the soft-image augmentation (also on --resume)",
-    )
-    parser.add_argument("--num-layers", type=int, default=None, help="generator: synthesis layers (new runs)")
-    parser.add_argument("--channel-base", type=int, default=None, help="generator: channel base (new runs)")
-    parser.add_argument("--channel-max", type=int, default=None, help="generator: channel maximum (new runs)")
-    parser.add_argument(
-        "--edge-weight",
-        type=float,
-        default=None,
-        help="generator: weight of the edge (finite-difference) loss (also on --resume)",
-    )
-    parser.add_argument(
-        "--adv-weight",
-        type=float,
-        default=None,
-        help="generator: weight of the adversarial loss, > 0 starts the sharpening phase (also on --resume)",
-    )
-    parser.add_argument(
-        "--mapping-from",
-        default=None,
-        help="generator: copy this generator's mapping network (frozen, keeping its latent space so an "
+    ),
+    "--size": (int, None, "image size (generator output; inputs of the others)"),
+    "--batch": (int, None, "batch size"),
+    "--resume": (bool, False, "continue from OUT/checkpoint.pt"),
+    "--generator": (str, "out/train/generator/generator.safetensors", "generator file (encoder, directions)"),
+    "--predictor": (str, "out/train/predictor/predictor.safetensors", "predictor file (directions)"),
+    "--device": (str, None, "cpu, cuda, cuda:1 (default: cuda when available)"),
+    "--lr": (float, None, "generator/encoder: learning rate (also on --resume)"),
+    "--iters": (int, None, "encoder: ReStyle passes trained per step (also on --resume; 1 = cheap first phase)"),
+    "--workers": (int, 0, "generator/encoder: render processes working ahead (use several with a GPU)"),
+    "--threads": (int, 2, "CPU threads (0: torch default)"),
+    "--checkpoint-every": (float, 180.0, "seconds between checkpoints"),
+    "--train": (str, "out/train", "package: folder holding the trainers' outputs"),
+    "--dest": (str, "resources/models/demo", "package: bundle folder to write"),
+    "--tiny": (bool, False, "tiny architecture (tests)"),
+    "--follow": (bool, False, "encoder: reload --generator whenever it changes (train alongside the generator)"),
+    "--freeze-bn": (bool, False, "encoder: BatchNorm on running statistics (the multi-pass phase after --iters 1)"),
+    "--image-weight": (float, None, "encoder: weight of the image loss"),
+    "--blur": (float, None, "predictor: largest blur sigma (px) of the soft-image augmentation (also on --resume)"),
+    "--num-layers": (int, None, "generator: synthesis layers (new runs)"),
+    "--channel-base": (int, None, "generator: channel base (new runs)"),
+    "--channel-max": (int, None, "generator: channel maximum (new runs)"),
+    "--edge-weight": (float, None, "generator: weight of the edge (finite-difference) loss (also on --resume)"),
+    "--adv-weight": (
+        float,
+        None,
+        "generator: weight of the adversarial loss, > 0 starts the sharpening phase (also on --resume)",
+    ),
+    "--mapping-from": (
+        str,
+        None,
+        "generator: copy this generator's mapping network (frozen, keeping its latent space so an "
         "encoder trained for it still applies; with --train-mapping, the starting point)",
-    )
-    parser.add_argument(
-        "--train-mapping",
-        action="store_true",
-        help="generator, new runs: train the mapping network too (moves the latent space: train "
+    ),
+    "--train-mapping": (
+        bool,
+        False,
+        "generator, new runs: train the mapping network too (moves the latent space: train "
         "the encoder after the generator, not alongside)",
-    )
-    parser.add_argument(
-        "--init-from",
-        default=None,
-        help="new runs: start from these weights. Generator: a generator .safetensors of the same "
+    ),
+    "--init-from": (
+        str,
+        None,
+        "new runs: start from these weights. Generator: a generator .safetensors of the same "
         "architecture. Encoder: an encoder (checkpoint.pt or inverter .safetensors); its rows "
         "are spread over the generator's ws when their counts differ",
-    )
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=WHATS, help="which part to train")
+    for flag, (kind, default, text) in OPTIONS.items():
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=default, help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.training.common import pick_device
+    from factory.training.common import RunOptions, pick_device
 
     out = Path(args.out or f"out/train/{args.what}")
-    # Options every part takes: where it runs, its CPU threads, where it logs.
-    opts = {"device": pick_device(args.device), "threads": args.threads, "log": _log}
+    # How every part runs: resumed or new, where, its CPU threads and render processes, where it logs.
+    opts = RunOptions(
+        resume=args.resume, device=pick_device(args.device), threads=args.threads, log=_log, workers=args.workers
+    )
     parts = {
         "generator": _generator,
         "predictor": _predictor,
@@ -158,7 +140,7 @@ def _set_given(cfg: Any, args: argparse.Namespace, names: tuple[str, ...]) -> No
         setattr(cfg, k, getattr(args, k))
 
 
-def _generator(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+def _generator(args: argparse.Namespace, out: Path, opts: RunOptions) -> None:
     from factory.training.generator import GeneratorConfig, train_generator
 
     cfg = GeneratorConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
@@ -167,10 +149,10 @@ def _generator(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> Non
     _set_given(cfg, args, architecture + schedule + ("mapping_from", "init_from"))
     cfg.train_mapping = args.train_mapping
     override = _given(args, ("lr", "edge_weight", "adv_weight"))
-    train_generator(out, cfg, resume=args.resume, workers=args.workers, override=override, **opts)
+    train_generator(out, cfg, replace(opts, override=override))
 
 
-def _predictor(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+def _predictor(args: argparse.Namespace, out: Path, opts: RunOptions) -> None:
     from factory.training.predictor import PredictorTrainConfig, train_predictor
 
     cfg = PredictorTrainConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
@@ -178,10 +160,10 @@ def _predictor(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> Non
     if args.blur is not None:
         cfg.blur_max = args.blur
     override = ("blur_max",) if args.blur is not None else ()
-    train_predictor(out, cfg, resume=args.resume, override=override, **opts)
+    train_predictor(out, cfg, replace(opts, override=override))
 
 
-def _encoder(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+def _encoder(args: argparse.Namespace, out: Path, opts: RunOptions) -> None:
     from factory.training.encoder import EncoderTrainConfig, train_encoder
 
     cfg = EncoderTrainConfig(**_tiny(args), checkpoint_every_s=args.checkpoint_every)
@@ -193,20 +175,20 @@ def _encoder(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
     if args.init_from:
         cfg.init_from = args.init_from
     generator = Path(args.generator)
-    train_encoder(out, generator, cfg, resume=args.resume, workers=args.workers, override=override, **opts)
+    train_encoder(out, generator, cfg, replace(opts, override=override))
 
 
-def _package(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+def _package(args: argparse.Namespace, out: Path, opts: RunOptions) -> None:
     from factory.training.package import package_demo
 
-    package_demo(Path(args.train), Path(args.dest), log=opts["log"])
+    package_demo(Path(args.train), Path(args.dest), log=opts.log)
 
 
-def _directions(args: argparse.Namespace, out: Path, opts: dict[str, Any]) -> None:
+def _directions(args: argparse.Namespace, out: Path, opts: RunOptions) -> None:
     from factory.training.directions import DirectionsConfig, fit_directions
 
     cfg = DirectionsConfig(**_tiny(args))
     if args.steps is not None:
         cfg.samples = args.steps
     _set_given(cfg, args, ("batch",))
-    fit_directions(out, Path(args.generator), Path(args.predictor), cfg, **opts)
+    fit_directions(out, Path(args.generator), Path(args.predictor), cfg, opts)

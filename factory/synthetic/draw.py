@@ -52,18 +52,10 @@ def catmull_rom(pts: np.ndarray, n_per_seg: int = 8, closed: bool = False) -> np
 
 
 def ellipse_points(
-    center: np.ndarray,
-    rx: float,
-    ry: float,
-    n: int = 32,
-    angle: float = 0.0,
-    power: float = 2.0,
-    start: float = 0.0,
-    stop: float = 2 * np.pi,
+    center: np.ndarray, rx: float, ry: float, n: int = 32, angle: float = 0.0, power: float = 2.0
 ) -> np.ndarray:
-    """Points on a (super)ellipse, float [n,2]; ``power`` > 2 gives a rounded rectangle."""
-    closed = abs(stop - start - 2 * np.pi) < 1e-9
-    t = np.linspace(start, stop, n, endpoint=not closed)
+    """Points on a closed (super)ellipse, float [n,2]; ``power`` > 2 gives a rounded rectangle."""
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(t), np.sin(t)
     e = 2.0 / power
     x = rx * np.sign(c) * np.abs(c) ** e

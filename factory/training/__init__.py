@@ -1,7 +1,7 @@
 """Trainers of the embedded demo model: generator, attribute predictor, encoder, directions.
 
 Every trainer is resumable: it writes ``<out>/checkpoint.pt`` every few minutes (and at the end) and
-``resume=True`` continues from it. Entry point for users: ``python main.py train-demo WHAT``
+``RunOptions(resume=True)`` continues from it. Entry point for users: ``python main.py train-demo WHAT``
 (factory/cli/train_demo.py). Submodules are imported lazily by the CLI so that ``--help`` stays fast.
 """
 

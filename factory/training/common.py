@@ -12,7 +12,7 @@ import collections
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ __all__ = [
     "Timer",
     "LossMeter",
     "set_threads",
+    "TrainConfig",
+    "RunOptions",
+    "TrainRun",
 ]
 
 #: factors carried by z, in order (identity then attribute factors; the pose is never part of a face).
@@ -313,3 +316,78 @@ class LossMeter:
     @property
     def rate(self) -> float:
         return self.seen / max(time.time() - self.t0, 1e-9)
+
+
+@dataclass
+class TrainConfig:
+    """The fields every trainer's config has: its schedule (``lr``, ``batch``, ``steps``), the seed of its
+    initialisation and data, a wall-clock budget and how often it checkpoints.
+
+    A trainer's config subclasses it and gives its defaults of the first four as class keywords:
+    ``class C(TrainConfig, lr=1e-3, batch=8, steps=1000, seed=4)``."""
+
+    lr: float
+    batch: int
+    steps: int
+    seed: int
+    # Wall-clock budget of a run in minutes (0: none): the run takes as many steps as fit (at most
+    # ``steps``) and the schedule spans them (e.g. a lent GPU's few minutes); see StepBudget.
+    minutes: float = 0.0
+    checkpoint_every_s: float = 180.0
+
+    def __init_subclass__(cls, **defaults: Any) -> None:
+        """Make each class keyword a field of the subclass with that default (before ``@dataclass``
+        reads the class; an inherited field keeps its place)."""
+        super().__init_subclass__()
+        fields = dict(cls.__dict__.get("__annotations__", {}))
+        for name, value in defaults.items():
+            if name not in TrainConfig.__annotations__:
+                raise TypeError(f"{cls.__name__}: {name!r} is not a field of TrainConfig")
+            fields[name] = TrainConfig.__annotations__[name]
+            setattr(cls, name, value)
+        cls.__annotations__ = fields
+
+
+@dataclass
+class RunOptions:
+    """How a trainer runs, apart from what it trains (its config)."""
+
+    # Continue from ``out/checkpoint.pt`` when there is one.
+    resume: bool = False
+    # None: pick_device's choice.
+    device: torch.device | None = None
+    # CPU threads (set_threads; None or 0: torch's default).
+    threads: int | None = 2
+    log: Callable[[str], None] = print
+    # Render processes working ahead (RenderStream; 0: render in the trainer's process).
+    workers: int = 0
+    # Config fields a resumed run takes from the given config instead of the checkpoint.
+    override: tuple[str, ...] = ()
+
+
+class TrainRun:
+    """One run of a trainer, the bookkeeping all trainers share. It limits the CPU threads, picks
+    ``device`` and opens ``out/checkpoint.pt`` (``ckpt``, a :class:`Checkpoint`: ``cfg`` is the config
+    the run goes on with); from :meth:`begin` on it counts the steps (``budget``, a
+    :class:`StepBudget`), says when to checkpoint (``timer``) and averages the loss (``meter``).
+
+    ``keep``: config fields a resumed run always takes from ``cfg``, beside ``opts.override``."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, opts: RunOptions | None = None, keep: tuple[str, ...] = ()) -> None:
+        self.opts = opts or RunOptions()
+        self.log = self.opts.log
+        self.device = start_trainer(self.opts.threads, self.opts.device)
+        self.out = Path(out)
+        self.ckpt = Checkpoint(self.out, cfg, self.opts.resume, (*keep, *self.opts.override))
+        self.cfg: Any = self.ckpt.cfg
+
+    def stream(self, start: int, size: int) -> RenderStream:
+        """The run's training batches from step ``start`` on (:class:`RenderStream`, ``size`` px)."""
+        cfg = self.cfg
+        return RenderStream(cfg.seed, cfg.batch, size, start, cfg.steps, self.device, self.opts.workers)
+
+    def begin(self, step: int, decay: float = 0.95) -> None:
+        """Start the clocks of the step loop at ``step`` (``decay``: of the loss average)."""
+        self.budget = StepBudget(step, self.cfg.steps, self.cfg.minutes)
+        self.timer = Timer(self.cfg.checkpoint_every_s)
+        self.meter = LossMeter(decay)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from factory.training.common import Z_DIM, save_state, set_threads
+from factory.training.common import Z_DIM, RunOptions, save_state, set_threads
 
 if TYPE_CHECKING:
     from engine.networks.stylegan3 import Generator
@@ -82,17 +82,18 @@ def fit_directions(
     generator_path: Path,
     predictor_path: Path,
     cfg: DirectionsConfig,
-    device: torch.device | None = None,
-    threads: int | None = 2,
-    log=print,
+    opts: RunOptions | None = None,
 ) -> Path:
-    """Fit every direction of ``DEMO_DIRECTIONS`` and the StyleSpace channels; returns ``out/directions.pt``."""
+    """Fit every direction of ``DEMO_DIRECTIONS`` and the StyleSpace channels; returns ``out/directions.pt``.
+
+    Of ``opts`` it takes the device (default: the CPU), the threads and the log."""
     from engine.checkpoints import load_generator
     from engine.directions import condition_direction, fit_direction, stylespace_channels
     from engine.predictor import load_predictor
 
-    set_threads(threads)
-    device = device or torch.device("cpu")
+    opts = opts or RunOptions()
+    set_threads(opts.threads)
+    device, log = opts.device or torch.device("cpu"), opts.log
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     G = load_generator(generator_path, device=device).eval()

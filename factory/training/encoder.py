@@ -20,17 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from factory.training.common import (
-    Checkpoint,
-    LossMeter,
-    RenderStream,
-    StepBudget,
-    Timer,
-    descend,
-    load_state,
-    set_lr,
-    start_trainer,
-)
+from factory.training.common import RunOptions, TrainConfig, TrainRun, descend, load_state, set_lr
 
 if TYPE_CHECKING:
     from engine.networks.stylegan3 import Generator
@@ -39,11 +29,9 @@ __all__ = ["EncoderTrainConfig", "train_encoder", "init_encoder_from", "build_de
 
 
 @dataclass
-class EncoderTrainConfig:
+class EncoderTrainConfig(TrainConfig, lr=5e-4, batch=8, steps=1500, seed=2):
     backbone: str = "ir_se_small"
     iters: int = 3
-    batch: int = 8
-    lr: float = 5e-4
     latent_weight: float = 1.0
     image_weight: float = 0.0
     follow: bool = False
@@ -51,11 +39,6 @@ class EncoderTrainConfig:
     # multi-pass phase: passes see different inputs (average image vs reconstructions), and running
     # statistics mixed over passes match none of them at inference.
     freeze_bn: bool = False
-    steps: int = 1500
-    # Wall-clock budget in minutes (0: none); see GeneratorConfig.minutes.
-    minutes: float = 0.0
-    checkpoint_every_s: float = 180.0
-    seed: int = 2
     # Encoder checkpoint.pt to start a new run from ("" = random init); see init_encoder_from.
     init_from: str = ""
 
@@ -112,33 +95,21 @@ def init_encoder_from(enc: torch.nn.Module, path: Path) -> None:
         raise ValueError(f"{path}: not an encoder of this backbone and latent size ({e})") from e
 
 
-def train_encoder(
-    out: Path,
-    generator_path: Path,
-    cfg: EncoderTrainConfig,
-    resume: bool = False,
-    device: torch.device | None = None,
-    threads: int | None = 2,
-    log=print,
-    workers: int = 0,
-    override: tuple[str, ...] = (),
-) -> Path:
+def train_encoder(out: Path, generator_path: Path, cfg: EncoderTrainConfig, opts: RunOptions | None = None) -> Path:
     """Train (or continue) the encoder; writes ``out/checkpoint.pt`` and ``out/encoder.safetensors``
     (an :class:`engine.inversion.Inverter` file: encoder + generator + average latent).
 
     A resumed run keeps the checkpoint's schedule except ``steps``, ``follow`` and the ``cfg`` fields
-    named in ``override`` (e.g. ``("iters", "lr")``: a cheap first-pass-only phase, ``iters=1``, then
-    the full ReStyle passes).
+    named in ``opts.override`` (e.g. ``("iters", "lr")``: a cheap first-pass-only phase, ``iters=1``,
+    then the full ReStyle passes).
     """
     from engine.checkpoints import load_generator
     from engine.inversion import Inverter, resize_images, save_inverter
 
-    device = start_trainer(threads, device)
-    out = Path(out)
+    run = TrainRun(out, cfg, opts, keep=("follow",))
+    cfg, device, log, ckpt = run.cfg, run.device, run.log, run.ckpt
     g_mtime = generator_path.stat().st_mtime
     G = load_generator(generator_path, device=device).eval().requires_grad_(False)
-    ckpt = Checkpoint(out, cfg, resume, ("follow", *override))
-    cfg = ckpt.cfg
     if ckpt.state is None:
         torch.manual_seed(cfg.seed)
     enc = build_demo_encoder(G, cfg.backbone, device)
@@ -146,7 +117,7 @@ def train_encoder(
         init_encoder_from(enc, Path(cfg.init_from))
         log(f"weights from {cfg.init_from}")
     opt = torch.optim.Adam(enc.parameters(), lr=cfg.lr)
-    changed = f" ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(override))})"
+    changed = f" ({', '.join(f'{k}={getattr(cfg, k)}' for k in sorted(run.opts.override))})"
     step = ckpt.restore(log, changed, encoder=enc, opt=opt)
     enc.train()
     if cfg.freeze_bn:
@@ -157,10 +128,9 @@ def train_encoder(
     avg_codes = inverter.latent_avg.unsqueeze(0)
     avg_image = inverter.average_image()
 
-    timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
-    stream = RenderStream(cfg.seed, cfg.batch, G.img_resolution, step, cfg.steps, device, workers)
-    budget = StepBudget(step, cfg.steps, cfg.minutes)
-    while step < (total_steps := budget.total(step)):
+    stream = run.stream(step, G.img_resolution)
+    run.begin(step)
+    while step < (total_steps := run.budget.total(step)):
         lr = cfg.lr * (0.2 if step > 0.8 * total_steps else 1.0)
         set_lr(opt, lr)
         z, x = next(stream)
@@ -182,13 +152,13 @@ def train_encoder(
             loss = loss + cfg.image_weight * ((rec - x).abs().mean() + (rec - x).square().mean())
         descend(opt, loss)
         step += 1
-        ema = meter.update(loss.item(), cfg.batch)
+        ema = run.meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == total_steps:
             with torch.no_grad():
                 rec = G.synthesis(codes) if rec is None else rec
                 psnr = (10 * torch.log10(4.0 / (rec - x).square().mean(dim=(1, 2, 3)))).median().item()
-            log(f"step {step}/{total_steps} loss {ema:.4f} psnr {psnr:.2f} {meter.rate:.1f} img/s")
-        if timer.due():
+            log(f"step {step}/{total_steps} loss {ema:.4f} psnr {psnr:.2f} {run.meter.rate:.1f} img/s")
+        if run.timer.due():
             ckpt.save(step, encoder=enc, opt=opt)
             if cfg.follow and generator_path.stat().st_mtime != g_mtime:
                 g_mtime = generator_path.stat().st_mtime
@@ -199,6 +169,8 @@ def train_encoder(
     stream.close()
     ckpt.save(step, encoder=enc, opt=opt)
     enc.eval()
-    path = save_inverter(inverter, out / "encoder.safetensors", source="charm demo encoder (factory.training.encoder)")
+    path = save_inverter(
+        inverter, run.out / "encoder.safetensors", source="charm demo encoder (factory.training.encoder)"
+    )
     log(f"wrote {path}")
     return path

@@ -28,18 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from factory.training.common import (
-    Z_DIM,
-    Checkpoint,
-    LossMeter,
-    RenderStream,
-    StepBudget,
-    Timer,
-    descend,
-    downsample,
-    set_lr,
-    start_trainer,
-)
+from factory.training.common import Z_DIM, RunOptions, TrainConfig, TrainRun, descend, downsample, set_lr
 
 if TYPE_CHECKING:
     from engine.networks.stylegan3 import Generator
@@ -48,8 +37,11 @@ __all__ = ["GeneratorConfig", "build_demo_generator", "copy_mapping", "init_gene
 
 
 @dataclass
-class GeneratorConfig:
-    """Architecture and schedule of the demo generator (defaults: the shipped 64 px model)."""
+class GeneratorConfig(TrainConfig, lr=1e-2, batch=8, steps=8000, seed=0):
+    """Architecture and schedule of the demo generator (defaults: the shipped 64 px model).
+
+    Learning rate: 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see
+    MODEL_CARD.md."""
 
     size: int = 64
     w_dim: int = 128
@@ -70,21 +62,12 @@ class GeneratorConfig:
     # Generator file of this architecture whose weights (mapping and synthesis) start a new run, e.g.
     # the shipped demo generator for more sharpening on a faster machine ("" = random init).
     init_from: str = ""
-    batch: int = 8
-    # 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see MODEL_CARD.md.
-    lr: float = 1e-2
-    steps: int = 8000
-    # Wall-clock budget of a run in minutes (0: none): the run takes as many steps as fit (at most
-    # ``steps``) and the schedule spans them (e.g. a lent GPU's few minutes).
-    minutes: float = 0.0
     # Phase 2 (sharpening): weights of the edge and adversarial terms (0: pure regression, phase 1).
     edge_weight: float = 0.0
     adv_weight: float = 0.0
     r1_gamma: float = 1.0
     r1_every: int = 4
     d_lr: float = 2e-4
-    checkpoint_every_s: float = 180.0
-    seed: int = 0
 
 
 def build_demo_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
@@ -164,30 +147,18 @@ def edge_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
-def train_generator(
-    out: Path,
-    cfg: GeneratorConfig,
-    resume: bool = False,
-    device: torch.device | None = None,
-    threads: int | None = 2,
-    log=print,
-    workers: int = 0,
-    override: tuple[str, ...] = (),
-) -> Path:
+def train_generator(out: Path, cfg: GeneratorConfig, opts: RunOptions | None = None) -> Path:
     """Train (or continue) the demo generator; writes ``out/checkpoint.pt`` and ``out/generator.safetensors``.
 
     Returns the path of the exported generator. ``cfg.steps`` is the total number of steps (a resumed
-    run continues up to it). ``workers``: render processes working ahead (0: render in this process).
-    ``override``: schedule fields (e.g. ``("lr", "adv_weight")``) a resumed run takes from ``cfg`` instead of the
-    checkpoint; the architecture always comes from the checkpoint.
+    run continues up to it). ``opts.override``: schedule fields (e.g. ``("lr", "adv_weight")``) a resumed
+    run takes from ``cfg`` instead of the checkpoint; the architecture always comes from the checkpoint.
     """
     from engine.checkpoints import save_generator
     from factory.training.discriminator import DemoDiscriminator, discriminator_loss, generator_adv_loss
 
-    device = start_trainer(threads, device)
-    out = Path(out)
-    ckpt = Checkpoint(out, cfg, resume, override)
-    cfg = ckpt.cfg
+    run = TrainRun(out, cfg, opts)
+    cfg, device, log, ckpt = run.cfg, run.device, run.log, run.ckpt
     G = build_demo_generator(cfg, device)
     if ckpt.state is None and cfg.init_from:
         init_generator_from(G, Path(cfg.init_from))
@@ -210,13 +181,11 @@ def train_generator(
     def checkpoint() -> None:
         ckpt.save(step, G=G, opt=opt, **({"D": D, "dopt": dopt} if D is not None else {}))
         # A current export lets the encoder trainer follow the generator while it trains.
-        save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
+        save_generator(G, run.out / "generator.safetensors", source=f"charm demo generator, step {step}")
 
-    timer = Timer(cfg.checkpoint_every_s)
-    meter = LossMeter(0.98)
-    stream = RenderStream(cfg.seed, cfg.batch, cfg.size, step, cfg.steps, device, workers)
-    budget = StepBudget(step, cfg.steps, cfg.minutes)
-    while step < (total_steps := budget.total(step)):
+    stream = run.stream(step, cfg.size)
+    run.begin(step, decay=0.98)
+    while step < (total_steps := run.budget.total(step)):
         # Cosine decay over the last half of the schedule.
         frac = step / max(total_steps, 1)
         lr = cfg.lr * (1.0 if frac < 0.5 else 0.5 * (1 + math.cos(math.pi * (frac - 0.5) / 0.5)) * 0.95 + 0.05)
@@ -235,15 +204,15 @@ def train_generator(
             total = total + cfg.adv_weight * generator_adv_loss(D, fake)
         descend(opt, total)
         step += 1
-        ema = meter.update(loss.item(), cfg.batch)
+        ema = run.meter.update(loss.item(), cfg.batch)
         if step % 10 == 0 or step == total_steps:
             adv = f" D {d_loss.item():.3f}" if D is not None else ""
-            log(f"step {step}/{total_steps} loss {ema:.4f}{adv} lr {lr:.2e} {meter.rate:.1f} img/s")
-        if timer.due():
+            log(f"step {step}/{total_steps} loss {ema:.4f}{adv} lr {lr:.2e} {run.meter.rate:.1f} img/s")
+        if run.timer.due():
             checkpoint()
     stream.close()
     checkpoint()
     G.eval()
-    path = save_generator(G, out / "generator.safetensors", source=f"charm demo generator, step {step}")
+    path = save_generator(G, run.out / "generator.safetensors", source=f"charm demo generator, step {step}")
     log(f"wrote {path}")
     return path

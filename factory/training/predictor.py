@@ -18,29 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from factory.training.common import (
-    LATENT_FACTORS,
-    Checkpoint,
-    LossMeter,
-    Timer,
-    descend,
-    latent_labels,
-    set_lr,
-    start_trainer,
-)
+from factory.training.common import LATENT_FACTORS, RunOptions, TrainConfig, TrainRun, descend, latent_labels, set_lr
 
 __all__ = ["PredictorTrainConfig", "train_predictor", "predictor_batch", "soften"]
 
 
 @dataclass
-class PredictorTrainConfig:
+class PredictorTrainConfig(TrainConfig, lr=2e-3, batch=32, steps=1500, seed=1):
     size: int = 64
     width: int = 24
-    batch: int = 32
-    lr: float = 2e-3
-    steps: int = 1500
-    checkpoint_every_s: float = 180.0
-    seed: int = 1
     # Largest blur sigma (px at ``size``) of the soft-image augmentation; 0 = none.
     blur_max: float = 0.0
 
@@ -86,34 +72,24 @@ def _new_model(cfg: PredictorTrainConfig, device: torch.device):
     )
 
 
-def train_predictor(
-    out: Path,
-    cfg: PredictorTrainConfig,
-    resume: bool = False,
-    device: torch.device | None = None,
-    threads: int | None = 2,
-    log=print,
-    override: tuple[str, ...] = (),
-) -> Path:
+def train_predictor(out: Path, cfg: PredictorTrainConfig, opts: RunOptions | None = None) -> Path:
     """Train (or continue) the predictor; writes ``out/checkpoint.pt`` and ``out/predictor.safetensors``.
 
-    ``override``: fields a resumed run takes from ``cfg`` instead of the checkpoint (e.g.
+    ``opts.override``: fields a resumed run takes from ``cfg`` instead of the checkpoint (e.g.
     ``("blur_max",)``: fine-tuning a predictor on soft images)."""
     from engine.predictor import save_predictor
 
-    device = start_trainer(threads, device)
-    out = Path(out)
-    ckpt = Checkpoint(out, cfg, resume, override)
-    cfg = ckpt.cfg
+    run = TrainRun(out, cfg, opts)
+    cfg, device, log, ckpt = run.cfg, run.device, run.log, run.ckpt
     model = _new_model(cfg, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = ckpt.restore(log, model=model, opt=opt)
     model.train()
     span = model.high - model.low
 
-    timer, meter = Timer(cfg.checkpoint_every_s), LossMeter(0.95)
-    while step < cfg.steps:
-        lr = cfg.lr * (0.1 if step > 0.8 * cfg.steps else 1.0)
+    run.begin(step)
+    while step < (total_steps := run.budget.total(step)):
+        lr = cfg.lr * (0.1 if step > 0.8 * total_steps else 1.0)
         set_lr(opt, lr)
         x, y = predictor_batch(cfg.batch, cfg.size, seed=cfg.seed * 1_000_003 + step, device=device)
         if cfg.blur_max > 0:
@@ -121,13 +97,13 @@ def train_predictor(
         loss = (model.forward_normalized(x) - (y - model.low) / span).square().mean()
         descend(opt, loss)
         step += 1
-        ema = meter.update(loss.item(), cfg.batch)
-        if step % 25 == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} mse {ema:.4f} (rms {ema**0.5:.3f} of range) {meter.rate:.1f} img/s")
-        if timer.due():
+        ema = run.meter.update(loss.item(), cfg.batch)
+        if step % 25 == 0 or step == total_steps:
+            log(f"step {step}/{total_steps} mse {ema:.4f} (rms {ema**0.5:.3f} of range) {run.meter.rate:.1f} img/s")
+        if run.timer.due():
             ckpt.save(step, model=model, opt=opt)
     ckpt.save(step, model=model, opt=opt)
     model.eval()
-    path = save_predictor(model, out / "predictor.safetensors")
+    path = save_predictor(model, run.out / "predictor.safetensors")
     log(f"wrote {path}")
     return path
