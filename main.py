@@ -1,7 +1,8 @@
 """Charm Studio entry point.
 
 ``python main.py`` opens the studio window; ``python main.py <command> ...`` runs a headless command
-(see ``python main.py --help``). Commands live in ``engine/cli/``.
+(see ``python main.py --help``). Commands live in ``engine/cli/`` (and the demo-model factory's in
+``factory/cli/``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_app()
     from engine.errors import CharmError
+    from engine.explain import explain
+    from engine.jobs import Cancelled
 
     try:
         return int(args._module.run(args) or 0)
-    except CharmError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (CharmError, OSError) as e:
+        print(f"error: {explain(e).message}", file=sys.stderr)
         return 2
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130

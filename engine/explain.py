@@ -23,35 +23,31 @@ class Explanation:
         return f"{self.message}. {self.hint}" if self.hint else self.message
 
 
-def explain(exc: BaseException) -> Explanation:
-    """What to tell the user about ``exc`` raised by an engine operation."""
+def _known() -> list[tuple[type[BaseException], str, str]]:
+    """(error class, dialog title, what to do), most specific first."""
     from engine.session import SessionError
 
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, NoFaceError):
-        return Explanation(
+    return [
+        (
+            NoFaceError,
             "No face found",
-            message,
             "Open a photo in which a face is clearly visible, roughly frontal and at least about 80 pixels wide.",
-            True,
-        )
-    if isinstance(exc, ImageReadError):
-        return Explanation(
-            "Cannot read the image", message, "Choose a JPEG or PNG photo; this file is damaged or not an image.", True
-        )
-    if isinstance(exc, CheckpointError):
-        return Explanation(
+        ),
+        (ImageReadError, "Cannot read the image", "Choose a JPEG or PNG photo; this file is damaged or not an image."),
+        (
+            CheckpointError,
             "Cannot load the model",
-            message,
             "The previous model stays in use. Choose another model folder, or copy the model files again.",
-            True,
-        )
-    if isinstance(exc, SessionError):
-        return Explanation(
-            "Cannot open the session", message, "Choose a session saved by Charm Studio (.json with its .npz).", True
-        )
-    if isinstance(exc, OSError):
-        return Explanation(
-            "Cannot write or read a file", message, "Check the folder exists and you may write to it.", True
-        )
+        ),
+        (SessionError, "Cannot open the session", "Choose a session saved by Charm Studio (.json with its .npz)."),
+        (OSError, "Cannot write or read a file", "Check the folder exists and you may write to it."),
+    ]
+
+
+def explain(exc: BaseException) -> Explanation:
+    """What to tell the user about ``exc`` raised by an engine operation."""
+    message = str(exc) or type(exc).__name__
+    for kind, title, hint in _known():
+        if isinstance(exc, kind):
+            return Explanation(title, message, hint, True)
     return Explanation("Unexpected error", message, "Details were printed to the console; please report them.", False)

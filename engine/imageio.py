@@ -12,6 +12,7 @@ half-written file under the real name.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "from_uint8",
     "load_image",
     "name_of",
+    "read_tagged_json",
     "to_uint8",
     "write_bytes",
     "write_image",
@@ -67,6 +69,28 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_tagged_json(path: Path, fmt: str, error: type[Exception], what: str, fix: str) -> dict:
+    """The JSON object in ``path`` whose ``"format"`` is ``fmt`` (e.g. ``charm-session/1``).
+
+    Raises ``error`` naming the file and ``what`` it should be, ending with ``fix`` (what to do) when
+    the file is missing, unreadable or of another format; "a newer Charm Studio" is named only for the
+    same kind of file with a format version this one does not know.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"'{path}' does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"'{path}' is not a readable {what} ({e}); {fix}") from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != fmt:
+        family = fmt.rsplit("/", 1)[0] + "/"
+        newer = isinstance(found, str) and found.startswith(family)
+        why = "it was written by a newer Charm Studio: update Charm Studio" if newer else fix
+        raise error(f"'{path}' is not a Charm Studio {what} (format {found!r}, expected {fmt!r}); {why}")
+    return data
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

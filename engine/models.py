@@ -57,7 +57,7 @@ import torch
 
 from engine.errors import CheckpointError
 from engine.generator_config import GeneratorSizes
-from engine.imageio import atomic_write, write_text
+from engine.imageio import atomic_write, read_tagged_json, write_text
 
 if TYPE_CHECKING:
     from engine.inversion.protocol import InverterProtocol
@@ -314,16 +314,7 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
     device = torch.device(device)
     manifest = resolve_manifest(spec)
     folder = manifest.parent
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"'{manifest}' is not a readable bundle manifest ({e}); copy the bundle again") from None
-    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise CheckpointError(
-            f"'{manifest}' is not a Charm Studio bundle manifest (format {fmt!r}, expected "
-            f"{BUNDLE_FORMAT!r}); a newer Charm Studio may be needed"
-        )
+    data = read_tagged_json(manifest, BUNDLE_FORMAT, CheckpointError, "bundle manifest", "copy the bundle again")
     gen_entry = data.get("generator")
     gen_file = gen_entry.get("file") if isinstance(gen_entry, dict) else gen_entry
     G = load_generator(_inside(folder, gen_file, manifest, "generator"), device=device)

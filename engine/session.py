@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import CharmError
-from engine.imageio import atomic_write
+from engine.imageio import atomic_write, read_tagged_json
 from engine.state import EditState
 
 __all__ = [
@@ -120,18 +120,9 @@ def save_session(state: EditState, path: str | os.PathLike) -> Path:
 def load_session(path: str | os.PathLike) -> EditState:
     """Read a session written by :func:`save_session`; raises :class:`SessionError` when it can't."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SessionError(f"'{path}' does not exist; choose a saved session (.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SessionError(f"'{path}' is not a readable session file ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != SESSION_FORMAT:
-        fmt = data.get("format") if isinstance(data, dict) else None
-        raise SessionError(
-            f"'{path}' is not a Charm Studio session (format {fmt!r}, expected "
-            f"{SESSION_FORMAT!r}); it may come from a newer Charm Studio"
-        )
+    data = read_tagged_json(
+        path, SESSION_FORMAT, SessionError, "session", "choose a session saved by Charm Studio (.json)"
+    )
     npz = path.parent / str(data.get("arrays", path.with_suffix(".npz").name))
     try:
         with np.load(npz, allow_pickle=False) as z:

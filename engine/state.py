@@ -250,15 +250,15 @@ class History:
         return bool(self._redo)
 
     def undo(self) -> bool:
-        if not self._undo:
-            return False
-        self._redo.append(self._state)
-        self._state = self._undo.pop()
-        return True
+        return self._step(self._undo, self._redo)
 
     def redo(self) -> bool:
-        if not self._redo:
+        return self._step(self._redo, self._undo)
+
+    def _step(self, source: list[EditState], target: list[EditState]) -> bool:
+        """Go back to the newest state of ``source``, keeping the current one on ``target``."""
+        if not source:
             return False
-        self._undo.append(self._state)
-        self._state = self._redo.pop()
+        target.append(self._state)
+        self._state = source.pop()
         return True

@@ -1,5 +1,5 @@
-"""The studio on the shipped demo model (issue 5): the smile slider raises the predictor's smile score
-on the rendered image of a photo from the model's domain (a procedural face, engine.synthetic). Skips
+"""The studio on the shipped demo model: the smile slider raises the predictor's smile score
+on the rendered image of a photo from the model's domain (a procedural face, factory.synthetic). Skips
 until the demo model is installed."""
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -43,7 +44,7 @@ def state(bundle):
 
 
 def test_state_is_immutable_and_replace_copies(state):
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         state.tx = 1.0  # type: ignore[misc]
     with pytest.raises(ValueError):
         state.latent[0, 0] = 1.0
@@ -96,6 +97,7 @@ def test_session_finds_moved_photo(state, tmp_path):
     photo.parent.mkdir()
     photo.write_bytes(b"x")
     path = save_session(state.replace(input_path=str(photo)), tmp_path / "a" / "s.json")
+    assert path == tmp_path / "a" / "s.json"
     moved = tmp_path / "b"
     (tmp_path / "a").rename(moved)
     assert load_session(moved / "s.json").input_path == str((moved / "face.jpg").resolve())
@@ -108,8 +110,12 @@ def test_bad_session_files(state, tmp_path):
     with pytest.raises(SessionError, match="not a readable"):
         load_session(tmp_path / "bad.json")
     (tmp_path / "other.json").write_text(json.dumps({"format": "x"}))
-    with pytest.raises(SessionError, match="not a Charm Studio session"):
+    with pytest.raises(SessionError, match="not a Charm Studio session") as err:
         load_session(tmp_path / "other.json")
+    assert "newer" not in str(err.value), "a foreign JSON file is not a session from a newer Charm Studio"
+    (tmp_path / "future.json").write_text(json.dumps({"format": "charm-session/9"}))
+    with pytest.raises(SessionError, match="newer Charm Studio"):
+        load_session(tmp_path / "future.json")
     path = save_session(state, tmp_path / "s.json")
     path.with_suffix(".npz").unlink()
     with pytest.raises(SessionError, match="missing"):
@@ -142,3 +148,15 @@ def test_session_with_tuned_generator(bundle, state, tmp_path):
     b = render_state(back, bundle, generator=load_generator(back.generator_file))
     assert torch.equal(a, b)
     assert not torch.equal(a, render_state(s, bundle, generator=G))
+
+
+def test_edits_share_the_subject_and_undo_compares_edits(state):
+    s2 = state.with_direction("smile", 0.5).replace(tx=0.2, view="aligned")
+    assert s2.subject is state.subject and s2.latent is state.latent, "an edit must not copy the latent"
+    s3 = s2.replace(latent=np.zeros_like(state.latent))
+    assert s3.subject is not s2.subject and s3.edits is s2.edits
+    h = History(state)
+    h.set(state.replace(directions=dict(state.directions)))  # equal edits, same subject: nothing recorded
+    assert not h.can_undo
+    h.set(s2)
+    assert h.can_undo and h.state.subject is state.subject

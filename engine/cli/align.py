@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli._options import add_face_option
+
 COMMAND = "align"
 HELP = "Detect and FFHQ-align a face: writes aligned.png, crop.png and transform.json."
 
@@ -17,13 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="photo to read (JPEG, PNG, WebP, BMP, TIFF)")
     parser.add_argument("--out", required=True, help="folder to write aligned.png, crop.png, transform.json")
     parser.add_argument("--size", type=int, default=1024, help="side of the output images (default 1024)")
-    parser.add_argument(
-        "--face",
-        type=int,
-        default=None,
-        metavar="N",
-        help="which face to align when there are several, 0 = largest (default)",
-    )
+    add_face_option(parser, "align")
     parser.add_argument(
         "--scale",
         choices=("eyes", "ffhq"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from engine.cli._options import add_face_option
+
 COMMAND = "invert"
 HELP = "Align a face and invert it into the generator's latent space (ReStyle, optional PTI)."
 
@@ -41,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-generator", action="store_true", help="also write the PTI-tuned generator as generator_pti.safetensors"
     )
-    parser.add_argument(
-        "--face",
-        type=int,
-        default=None,
-        metavar="N",
-        help="which face to use when there are several, 0 = largest (default)",
-    )
+    add_face_option(parser, "use")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
 
