@@ -25,14 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-CONFIGS = {
-    # name: (resolution, extra Generator kwargs) -- the released configurations
-    "T256": (256, dict(channel_base=16384, channel_max=512)),
-    "R256": (256, dict(channel_base=32768, channel_max=1024, conv_kernel=1, use_radial_filters=True)),
-    "T1024": (1024, dict(channel_base=32768, channel_max=512)),
-    "R1024": (1024, dict(channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True)),
-}
+from _networks import RELEASE_CONFIGS, release_generator  # noqa: E402 (bench/ is the script's folder)
+
 # Peak RSS of the reference path at batch 1 (GB), measured on the 2-core CPU machine; it grows
 # roughly linearly with the batch.
 REF_GB_PER_IMAGE = {"T256": 0.8, "R256": 1.3, "T1024": 7.6, "R1024": 14.0}
@@ -42,20 +38,10 @@ def run_case(cfg: str, batch: int, impl: str, repeat: int, threads: int, out: st
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT))
-    from engine import Generator
-
     torch.set_num_threads(threads)
-    res, extra = CONFIGS[cfg]
     device = "cuda" if impl == "cuda" else "cpu"
     torch.manual_seed(0)
-    G = (
-        Generator(
-            z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3, mapping_kwargs={"num_layers": 2}, **extra
-        )
-        .eval()
-        .to(device)
-    )
+    G = release_generator(cfg).eval().to(device)
     z = torch.from_numpy(np.random.RandomState(1).randn(batch, 512)).float().to(device)
     times = []
     with torch.no_grad():
@@ -76,7 +62,7 @@ def run_case(cfg: str, batch: int, impl: str, repeat: int, threads: int, out: st
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default="T256,R256,T1024,R1024")
+    ap.add_argument("--configs", default=",".join(RELEASE_CONFIGS))
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--impls", default="ref,fast")
     ap.add_argument("--repeat", type=int, default=1, help="forward passes per case (the fastest counts)")

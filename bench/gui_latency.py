@@ -39,40 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from PySide6.QtCore import QEventLoop, QTimer
-    from PySide6.QtWidgets import QApplication
+    from tools.screenshot import StudioDriver
 
-    from app.launch import apply_theme, create_main_window
-
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    apply_theme(app)
-    win = create_main_window(model=args.model, threads=args.threads)
-    win.resize(1400, 860)
-    errors: list[str] = []
-    win.errorShown.connect(lambda title, msg: errors.append(f"{title}: {msg}"))
-    win.dialog_hook = lambda dlg: QTimer.singleShot(0, dlg.close)
-    win.show()
-
-    def wait_for(check, what: str, timeout: float = 300.0) -> None:
-        loop = QEventLoop()
-        timer = QTimer()
-        timer.timeout.connect(lambda: (check() or errors) and loop.quit())
-        timer.start(1)
-        QTimer.singleShot(int(timeout * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-        if errors:
-            raise SystemExit(f"error while waiting for {what}: {errors[0]}")
-        if not check():
-            raise SystemExit(f"timed out waiting for {what}")
-
-    def shown() -> bool:
-        return win.last_render is not None and win.last_render.state.same_as(win.state)
-
-    wait_for(lambda: win.bundle is not None, "the model")
+    studio = StudioDriver(model=args.model, size=(1400, 860), threads=args.threads, timeout=300.0, poll_ms=1)
+    win = studio.win
+    studio.wait_for_model()
     t0 = time.perf_counter()
-    win.open_photo(args.photo)
-    wait_for(lambda: shown() and not win.busy, "the inverted photo")
+    studio.open_photo(args.photo)
     first = time.perf_counter() - t0
 
     rng = random.Random(args.seed)
@@ -100,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             slider.setValue(value)
             slider.setSliderDown(False)
-            wait_for(shown, f"the render after moving {name}")
+            studio.wait_for(studio.shown, f"the render after moving {name}")
             lat.append(time.perf_counter() - t)
             work.append(win.last_render.seconds)
         lat.sort()

@@ -37,13 +37,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _timing import median_times  # noqa: E402 (bench/ is the script's folder)
+from _networks import release_generator  # noqa: E402 (bench/ is the script's folder)
+from _timing import median_times  # noqa: E402
 
 
 def _time(fn: Callable[[], object], repeat: int, warmup: bool = True) -> tuple[float, float]:
     """(median wall s, median process CPU s) over ``repeat`` runs."""
     wall, _, cpu = median_times(fn, repeat, warmup)
     return wall, cpu
+
+
+# The development bundle's architecture (engine.models.make_random_bundle) at two sizes: the arguments
+# both share, then per network its size, channel counts and layer count (the encoder sees the full size).
+DEMO_COMMON = dict(
+    z_dim=64, c_dim=0, w_dim=64, img_channels=3, num_critical=2, margin_size=4, output_scale=1.0, num_fp16_res=0
+)
+DEMO_NETWORKS = {
+    "demo-64": dict(img_resolution=64, channel_base=1024, channel_max=32, num_layers=6),
+    "demo-128": dict(img_resolution=128, channel_base=2048, channel_max=64, num_layers=8),
+}
 
 
 def _networks(name: str):
@@ -53,51 +65,11 @@ def _networks(name: str):
     from engine.encoders import build_encoder
 
     torch.manual_seed(0)
-    if name == "demo-64":
-        G = Generator(
-            z_dim=64,
-            c_dim=0,
-            w_dim=64,
-            img_resolution=64,
-            img_channels=3,
-            channel_base=1024,
-            channel_max=32,
-            num_layers=6,
-            num_critical=2,
-            margin_size=4,
-            output_scale=1.0,
-            num_fp16_res=0,
-        )
-        E = build_encoder("restyle_e4e", 6, G.num_ws, "ir_se_small", input_size=64, w_dim=64)
-    elif name == "demo-128":
-        G = Generator(
-            z_dim=64,
-            c_dim=0,
-            w_dim=64,
-            img_resolution=128,
-            img_channels=3,
-            channel_base=2048,
-            channel_max=64,
-            num_layers=8,
-            num_critical=2,
-            margin_size=4,
-            output_scale=1.0,
-            num_fp16_res=0,
-        )
-        E = build_encoder("restyle_e4e", 6, G.num_ws, "ir_se_small", input_size=128, w_dim=64)
+    if name in DEMO_NETWORKS:
+        G = Generator(**DEMO_COMMON, **DEMO_NETWORKS[name])
+        E = build_encoder("restyle_e4e", 6, G.num_ws, "ir_se_small", input_size=G.img_resolution, w_dim=64)
     elif name == "ffhq-1024":
-        G = Generator(
-            z_dim=512,
-            c_dim=0,
-            w_dim=512,
-            img_resolution=1024,
-            img_channels=3,
-            channel_base=65536,
-            channel_max=1024,
-            conv_kernel=1,
-            use_radial_filters=True,
-            mapping_kwargs={"num_layers": 2},
-        )
+        G = release_generator("R1024")
         E = build_encoder("restyle_psp", 6, 16, "ir_se50", input_size=256)
     else:
         raise ValueError(name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from engine import align as A
 from engine import faces as F
@@ -88,42 +88,34 @@ def face_b(faces_dir: Path) -> A.AlignedFace:
     return align_face(faces_dir / "face_b.jpg", size=512)
 
 
-@pytest.fixture(scope="module")
-def synthetic(ffhq: list[np.ndarray]) -> list[dict]:
-    """Per photo: a placement at +-30 degrees, one at a random angle and one pure shift.
+class Placement:
+    """One synthetic case: ``base`` placed on the canvas unmoved (theta 0, ``ref``) and moved (turned by
+    ``theta`` degrees and shifted, ``moved``), both at one random scale, the moved one aligned in the
+    unmoved one's crop window (``width`` px wide); ``m0``/``m1`` map base pixels to canvas pixels.
+    ``realigned_pts`` are the eye and mouth landmarks re-detected on the moved one's aligned image."""
 
-    Each case aligns the unmoved placement (theta 0, same scale) and the moved one (rotated and shifted,
-    crop window fixed to the unmoved one's), and re-detects landmarks on the moved one's aligned image.
-    """
+    def __init__(self, base: np.ndarray, ref_pts: np.ndarray, theta: float, rng: np.random.Generator):
+        self.theta, self.ref_pts = theta, ref_pts
+        self.scale = float(rng.uniform(0.7, 1.3))
+        centre = np.array(CANVAS, dtype=np.float64) / 2 + rng.uniform(-60, 60, 2)
+        img0, self.m0 = _place(base, 0.0, self.scale, centre)
+        self.ref = align_face(img0, scale_mode="ffhq")
+        self.width = float(np.linalg.norm(self.ref.crop_quad[3] - self.ref.crop_quad[0]))
+        self.shift = rng.uniform(-0.15, 0.15, 2) * self.width
+        self.img1, self.m1 = _place(base, theta, self.scale, centre + self.shift)
+        self.moved = align_face(self.img1, crop_quad=self.ref.crop_quad, scale_mode="ffhq")
+        self.realigned_pts = _eyes_mouth(detect_faces(self.moved.aligned)[0].landmarks)
+
+
+@pytest.fixture(scope="module")
+def synthetic(ffhq: list[np.ndarray]) -> list[Placement]:
+    """Per photo: a placement at +-30 degrees, one at a random angle and one pure shift."""
     rng = np.random.default_rng(20240603)
     cases = []
     for k, base in enumerate(ffhq):
         ref_pts = _eyes_mouth(detect_faces(base)[0].landmarks)
         for theta in (30.0 if k % 2 else -30.0, float(rng.uniform(-30, 30)), 0.0):
-            scale = float(rng.uniform(0.7, 1.3))
-            centre = np.array(CANVAS, dtype=np.float64) / 2 + rng.uniform(-60, 60, 2)
-            img0, m0 = _place(base, 0.0, scale, centre)
-            ref = align_face(img0, scale_mode="ffhq")
-            width = float(np.linalg.norm(ref.crop_quad[3] - ref.crop_quad[0]))
-            shift = rng.uniform(-0.15, 0.15, 2) * width
-            img1, m1 = _place(base, theta, scale, centre + shift)
-            moved = align_face(img1, crop_quad=ref.crop_quad, scale_mode="ffhq")
-            cases.append(
-                dict(
-                    k=k,
-                    theta=theta,
-                    scale=scale,
-                    shift=shift,
-                    width=width,
-                    m0=m0,
-                    m1=m1,
-                    ref=ref,
-                    moved=moved,
-                    img1=img1,
-                    ref_pts=ref_pts,
-                    realigned_pts=_eyes_mouth(detect_faces(moved.aligned)[0].landmarks),
-                )
-            )
+            cases.append(Placement(base, ref_pts, theta, rng))
     return cases
 
 
@@ -282,25 +274,25 @@ def test_small_and_large_photos(ffhq: list[np.ndarray]):
 # Accuracy on synthetic warps (the issue's acceptance numbers)
 
 
-def test_recovered_rotation(synthetic: list[dict]):
-    err = np.array([abs(c["moved"].angle_deg - c["ref"].angle_deg - c["theta"]) for c in synthetic])
+def test_recovered_rotation(synthetic: list[Placement]):
+    err = np.array([abs(c.moved.angle_deg - c.ref.angle_deg - c.theta) for c in synthetic])
     _report(f"angle error over {len(err)} placements: median {np.median(err):.3f} deg, max {err.max():.3f} deg")
     assert np.median(err) <= 0.5
     assert err.max() <= 1.5
 
 
-def test_recovered_translation_in_a_fixed_window(synthetic: list[dict]):
+def test_recovered_translation_in_a_fixed_window(synthetic: list[Placement]):
     errs = []
     for c in synthetic:
         # Where the unmoved face's centre lands after the applied move, relative to the fixed window.
-        centre0 = c["ref"].quad.mean(axis=0)
-        centre1 = (c["m1"] @ np.linalg.inv(c["m0"]) @ np.r_[centre0, 1.0])[:2]
-        window = c["ref"].crop_quad.mean(axis=0)
-        expected = (centre1 - window) / c["width"]
-        got = np.array([c["moved"].tx, c["moved"].ty])
+        centre0 = c.ref.quad.mean(axis=0)
+        centre1 = (c.m1 @ np.linalg.inv(c.m0) @ np.r_[centre0, 1.0])[:2]
+        window = c.ref.crop_quad.mean(axis=0)
+        expected = (centre1 - window) / c.width
+        got = np.array([c.moved.tx, c.moved.ty])
         errs.append(np.abs(got - expected))
-        assert np.allclose(c["moved"].crop_quad, c["ref"].crop_quad)
-        assert abs(c["moved"].zoom - 1.0) < 0.06  # same face size, measured from landmarks
+        assert np.allclose(c.moved.crop_quad, c.ref.crop_quad)
+        assert abs(c.moved.zoom - 1.0) < 0.06  # same face size, measured from landmarks
     errs = np.array(errs) * 100
     _report(
         f"translation error (% of crop width) over {len(errs)} placements: "
@@ -309,8 +301,8 @@ def test_recovered_translation_in_a_fixed_window(synthetic: list[dict]):
     assert np.median(errs) <= 0.5
 
 
-def test_realigned_landmarks_land_where_ffhq_put_them(synthetic: list[dict]):
-    err = np.array([np.linalg.norm(c["realigned_pts"] - c["ref_pts"], axis=1).mean() / 1024 * 100 for c in synthetic])
+def test_realigned_landmarks_land_where_ffhq_put_them(synthetic: list[Placement]):
+    err = np.array([np.linalg.norm(c.realigned_pts - c.ref_pts, axis=1).mean() / 1024 * 100 for c in synthetic])
     _report(
         f"eye/mouth landmark error after re-alignment (% of image size): "
         f"median {np.median(err):.3f}, max {err.max():.3f}"
@@ -362,10 +354,10 @@ def test_fixed_window_transform_moves_and_zooms_the_face(faces_dir: Path, face_b
     assert np.abs(warped.astype(float) - f.crop)[disk].mean() < 2.0
 
 
-def test_synthetic_placement_transform_reproduces_the_crop(synthetic: list[dict]):
-    c = next(c for c in synthetic if abs(c["theta"]) == 30.0)
-    ref = align_face(c["img1"], size=512, scale_mode="ffhq")
-    assert abs(ref.angle_deg - c["moved"].angle_deg) < 1e-6
+def test_synthetic_placement_transform_reproduces_the_crop(synthetic: list[Placement]):
+    c = next(c for c in synthetic if abs(c.theta) == 30.0)
+    ref = align_face(c.img1, size=512, scale_mode="ffhq")
+    assert abs(ref.angle_deg - c.moved.angle_deg) < 1e-6
     disk = _face_disk(512, ref.tx, ref.ty)
     diff = np.abs(_similarity_warp(ref.aligned, ref.angle_deg, ref.tx, ref.ty).astype(float) - ref.crop)
     assert diff[disk].mean() < 2.0
@@ -490,17 +482,8 @@ def test_cli_writes_aligned_crop_and_transform(tmp_path: Path, faces_dir: Path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def _main_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("charm_main", ROOT / "main.py")
-    main = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main)
-    return main
-
-
 def test_cli_reports_a_missing_face(tmp_path: Path, faces_dir: Path, capsys):
-    code = _main_module().main(_align_args(faces_dir / "no_face_car.jpg", tmp_path))
+    code = load_script("main.py").main(_align_args(faces_dir / "no_face_car.jpg", tmp_path))
     assert code == 2
     assert "no_face_car.jpg" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
@@ -511,7 +494,7 @@ def test_cli_reuses_a_crop_window(tmp_path: Path, faces_dir: Path, face_b: A.Ali
     first.mkdir()
     moved = face_b.crop_quad + np.array([40.0, 0.0])
     (first / "transform.json").write_text(json.dumps({"crop_quad": moved.tolist()}))
-    main = _main_module()
+    main = load_script("main.py")
     photo = faces_dir / "face_b.jpg"
     assert main.main(_align_args(photo, tmp_path / "next", "--size", "128", "--window", first / "transform.json")) == 0
     info = json.loads((tmp_path / "next" / "transform.json").read_text())

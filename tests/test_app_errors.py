@@ -6,7 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt, QTimer
+from conftest import studio_window
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QMessageBox
 
 pytest.importorskip("engine.inversion")
@@ -16,26 +17,8 @@ TIMEOUT = 60_000
 
 @pytest.fixture(scope="module")
 def studio(qapp, tmp_path_factory):
-    import torch
-
-    from app.launch import create_main_window
-
-    threads = torch.get_num_threads()
-    win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)
-    win.dialogs = []
-
-    def hook(dlg):
-        # Read what the user would see, then dismiss it as a click on OK would (it deletes itself).
-        win.dialogs.append((type(dlg), dlg.windowTitle(), getattr(dlg, "informativeText", str)()))
-        QTimer.singleShot(0, dlg.close)
-
-    win.dialog_hook = hook
-    win.resize(1100, 700)
-    win.show()
-    yield win
-    win.close()
-    win.deleteLater()
-    torch.set_num_threads(threads)
+    with studio_window(qapp, tmp_path_factory.getbasetemp() / "charm-cache", (1100, 700)) as win:
+        yield win
 
 
 @pytest.fixture
@@ -50,13 +33,13 @@ def _open_expecting_error(win, qtbot, path) -> tuple[str, str, str]:
     with qtbot.waitSignal(win.errorShown, timeout=TIMEOUT) as blocker:
         win.open_photo(path)
     title, message = blocker.args
-    ((kind, box_title, info),) = win.dialogs
-    assert kind is QMessageBox and box_title == title
+    (seen,) = win.dialogs
+    assert seen.kind is QMessageBox and seen.title == title
     qtbot.waitUntil(
         lambda: not any(isinstance(w, QMessageBox) and w.isVisible() for w in win.findChildren(QMessageBox)),
         timeout=5000,
     )
-    return title, message, info
+    return title, message, seen.info
 
 
 @pytest.mark.parametrize("name", ["no_face_car.jpg", "no_face_church.jpg"])

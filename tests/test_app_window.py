@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import studio_window
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -22,26 +23,8 @@ TIMEOUT = 60_000
 
 @pytest.fixture(scope="module")
 def studio(qapp, tmp_path_factory, faces_dir):
-    import torch
-
-    from app.launch import apply_theme, create_main_window
-
-    threads = torch.get_num_threads()
-    apply_theme(qapp)
-    win = create_main_window(cache_dir=tmp_path_factory.getbasetemp() / "charm-cache", threads=1)
-    win.dialogs = []
-
-    def hook(dlg):
-        win.dialogs.append((dlg, getattr(dlg, "informativeText", str)()))
-        QTimer.singleShot(0, dlg.close)
-
-    win.dialog_hook = hook
-    win.resize(1200, 760)
-    win.show()
-    yield win
-    win.close()
-    win.deleteLater()
-    torch.set_num_threads(threads)
+    with studio_window(qapp, tmp_path_factory.getbasetemp() / "charm-cache", (1200, 760), theme=True) as win:
+        yield win
 
 
 def wait_signal(qtbot, signal, action=None, timeout=TIMEOUT):
@@ -176,8 +159,8 @@ def test_stylespace_channel_and_attribute(win, qtbot):
     attr = win.bundle.stylespace["smile"]
     p.target.setCurrentIndex(p.target.findData("smile"))
     render_after(qtbot, win, lambda: p.slider.set_value(-2.0, emit=True))
-    for l, c, sign in attr:
-        assert win.state.channels[(l, c)] == pytest.approx(-2.0 * sign)
+    for attr_layer, c, sign in attr:
+        assert win.state.channels[(attr_layer, c)] == pytest.approx(-2.0 * sign)
     cleared = render_after(qtbot, win, p.clear.click)
     assert win.state.channels == {} and np.array_equal(cleared, base)
 
@@ -431,7 +414,8 @@ def test_about_shows_versions_and_model(win, qtbot):
 
     win.dialogs.clear()
     win.show_about()
-    ((dlg, _),) = win.dialogs
+    (seen,) = win.dialogs
+    dlg = seen.dialog
     assert isinstance(dlg, AboutDialog)
     text = dlg.text.toPlainText()
     assert "PySide6" in text and "torch" in text and win.bundle.title in text
@@ -454,7 +438,7 @@ def test_unreadable_model_keeps_previous(win, qtbot, tmp_path):
     assert args[0] == "Cannot load the model" and "generator.safetensors" in args[1]
     assert win.bundle is before
     assert win.model_panel.combo.currentData() == before.spec
-    ((box, info),) = win.dialogs
-    assert "previous model stays" in info
+    (seen,) = win.dialogs
+    assert "previous model stays" in seen.info
     qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
     assert win.render_label.text()

@@ -35,6 +35,7 @@ from engine.checkpoints import (
     save_generator,
 )
 from engine.errors import CheckpointError
+from engine.generator_config import DEFAULT_MAGNITUDE_EMA_BETA
 
 ROOT = Path(__file__).resolve().parents[1]
 BUFFER_SUFFIXES = ("w_avg", "transform", "freqs", "phases", "up_filter", "down_filter", "magnitude_ema")
@@ -240,19 +241,15 @@ def _assert_same_state(G: torch.nn.Module, sd: dict, skip: tuple = ()) -> None:
         assert torch.equal(got[k], v), k
 
 
+def _generator_kwargs(z_dim: int = 512, w_dim: int = 512, **sizes) -> dict:
+    """``Generator(**kwargs)`` as the released networks are made: unconditional, RGB, two mapping layers;
+    ``sizes``: img_resolution, channel counts and other synthesis arguments."""
+    return dict(z_dim=z_dim, c_dim=0, w_dim=w_dim, img_channels=3, mapping_kwargs={"num_layers": 2}, **sizes)
+
+
 def _small_generator(seed: int = 0, **overrides) -> Generator:
-    kw = dict(
-        z_dim=16,
-        c_dim=0,
-        w_dim=32,
-        img_resolution=64,
-        img_channels=3,
-        channel_base=1024,
-        channel_max=64,
-        mapping_kwargs={"num_layers": 2},
-        magnitude_ema_beta=0.5 ** (32 / 20000),
-    )
-    kw.update(overrides)
+    kw = _generator_kwargs(16, 32, img_resolution=64, channel_base=1024, channel_max=64)
+    kw.update(magnitude_ema_beta=DEFAULT_MAGNITUDE_EMA_BETA, **overrides)
     torch.manual_seed(seed)
     G = Generator(**kw).eval()
     with torch.no_grad():  # make every entry distinctive (the constructor leaves some at 0/1)
@@ -455,20 +452,25 @@ def test_state_dict_pt_round_trip_golden(cfg, golden_dir, tmp_path):
     _assert_same_state(load_generator(path), sd)
 
 
-@pytest.mark.parametrize(
-    "kw",
-    [
-        dict(channel_base=32768, channel_max=512, img_resolution=1024),
-        dict(channel_base=65536, channel_max=1024, img_resolution=1024, conv_kernel=1, use_radial_filters=True),
-        dict(channel_base=32768, channel_max=512, img_resolution=512),
-        dict(channel_base=65536, channel_max=1024, img_resolution=512, conv_kernel=1, use_radial_filters=True),
-        dict(channel_base=16384, channel_max=512, img_resolution=256),
-        dict(channel_base=32768, channel_max=1024, img_resolution=256, conv_kernel=1, use_radial_filters=True),
-    ],
-    ids=["T1024", "R1024", "T512", "R512", "T256", "R256"],
-)
-def test_infer_release_configs_from_shapes(kw):
-    full = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs={"num_layers": 2}, **kw)
+# The released StyleGAN3 configurations: size and channel counts; R adds 1x1 convolutions, radial filters.
+RELEASE_CONFIGS = {
+    "T1024": dict(channel_base=32768, channel_max=512, img_resolution=1024),
+    "R1024": dict(channel_base=65536, channel_max=1024, img_resolution=1024, conv_kernel=1, use_radial_filters=True),
+    "T512": dict(channel_base=32768, channel_max=512, img_resolution=512),
+    "R512": dict(channel_base=65536, channel_max=1024, img_resolution=512, conv_kernel=1, use_radial_filters=True),
+    "T256": dict(channel_base=16384, channel_max=512, img_resolution=256),
+    "R256": dict(channel_base=32768, channel_max=1024, img_resolution=256, conv_kernel=1, use_radial_filters=True),
+}
+
+
+def _release_kwargs(name: str) -> dict:
+    """``Generator(**kwargs)`` of a released configuration (z and w 512)."""
+    return _generator_kwargs(**RELEASE_CONFIGS[name])
+
+
+@pytest.mark.parametrize("name", list(RELEASE_CONFIGS))
+def test_infer_release_configs_from_shapes(name):
+    full = _release_kwargs(name)
     with torch.device("meta"):  # shapes only: no memory, no time
         G = Generator(**full)
     inferred = infer_init_kwargs(G.state_dict())
@@ -507,17 +509,7 @@ def test_state_dict_round_trip_random_small(overrides, tmp_path):
 
 
 def test_state_dict_r256_release_shapes(tmp_path):
-    G0 = Generator(
-        z_dim=512,
-        c_dim=0,
-        w_dim=512,
-        img_resolution=256,
-        img_channels=3,
-        channel_base=32768,
-        channel_max=1024,
-        conv_kernel=1,
-        use_radial_filters=True,
-    )
+    G0 = Generator(**_release_kwargs("R256"))
     path = tmp_path / "sg3-r-256.pt"
     torch.save(G0.state_dict(), path)
     ckpt = read_generator_checkpoint(path)

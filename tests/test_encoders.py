@@ -17,15 +17,7 @@ BASE_SEED = 161803
 FANIN_LIMIT = 1e-4  # acceptance limit for the fan-in-rule networks
 MAIN_LIMIT = 1e-2  # chaotic main-rule network, see golden/README.md
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The test machine's two cores are shared with other jobs; one intra-op thread avoids OpenMP
-    # oversubscription stalls that made these tests several times slower. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 # --- the golden parameter rule (golden/README.md, "The parameter rule") -------------------------------

@@ -15,15 +15,7 @@ from scipy.signal import convolve2d
 from engine import losses, metrics
 from engine.losses import LPIPS_BACKBONE_FILES, LPIPSUnavailableWarning, PerceptualLoss, reconstruction_loss
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The test machine's two cores are shared with other jobs; one intra-op thread avoids OpenMP
-    # oversubscription stalls that made these tests several times slower. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _images(seed: int, n: int = 2, size: int = 64) -> torch.Tensor:

@@ -51,7 +51,7 @@ GENERATOR_KWARGS = dict(
     margin_size=2,
 )
 INPUT_SIZE = 32
-EVAL_SEED = 12345  # tests/test_inversion.py draws its held-out samples with the same rule
+EVAL_SEED = 12345  # seeds the held-out samples (tests/test_inversion.py evaluates on them too)
 
 
 def sample_latents(G: torch.nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -83,12 +83,16 @@ def build_pair(seed: int):
     return G, E
 
 
-def evaluate(inverter, n: int = 64, n_iters: int = 5) -> tuple[list[float], list[float]]:
-    """Mean image MSE and latent MSE per ReStyle iteration on held-out samples (EVAL_SEED)."""
-    G = inverter.generator
+def held_out(G: torch.nn.Module, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out samples (seeded with EVAL_SEED): their W latents and their renders."""
     ws = sample_latents(G, n, torch.Generator().manual_seed(EVAL_SEED))
-    x = render(G, ws)
-    res = inverter.invert(x, n_iters=n_iters)
+    return ws, render(G, ws)
+
+
+def evaluate(inverter, n: int = 64, n_iters: int = 5, batch_size: int | None = None) -> tuple[list[float], list[float]]:
+    """Mean image MSE and latent MSE per ReStyle iteration on the held-out samples."""
+    ws, x = held_out(inverter.generator, n)
+    res = inverter.invert(x, n_iters=n_iters, batch_size=batch_size)
     img = [float((y - x).square().mean()) for y in res.images]
     lat = [float((w - ws).square().mean()) for w in res.latents]
     return img, lat

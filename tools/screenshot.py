@@ -31,6 +31,70 @@ def parse_edits(text: str) -> dict[str, float]:
     return out
 
 
+class StudioDriver:
+    """The studio window driven by a script (this one, bench/gui_latency.py): a themed QApplication on
+    the current Qt platform, the main window shown at ``size``, every dialog dismissed, and waits that
+    end the script (SystemExit) when the window shows an error or ``timeout`` seconds pass."""
+
+    def __init__(
+        self,
+        model: str | None,
+        size: tuple[int, int],
+        threads: int | None = None,
+        timeout: float = 120.0,
+        poll_ms: int = 20,
+    ):
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+
+        from app.launch import apply_theme, create_main_window
+        from app.settings import APP_NAME
+
+        self.app = QApplication.instance() or QApplication([sys.argv[0]])
+        self.app.setApplicationName(APP_NAME)
+        apply_theme(self.app)
+        self.win = create_main_window(model=model, threads=threads)
+        self.win.resize(*size)
+        self.timeout, self.poll_ms = timeout, poll_ms
+        self.errors: list[str] = []
+        self.win.errorShown.connect(lambda title, msg: self.errors.append(f"{title}: {msg}"))
+        self.win.dialog_hook = lambda dlg: QTimer.singleShot(0, dlg.close)
+        self.win.show()
+
+    def wait_for(self, check, what: str) -> None:
+        """Run the event loop until ``check()`` holds (polled every ``poll_ms``)."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: (check() or self.errors) and loop.quit())
+        timer.start(self.poll_ms)
+        QTimer.singleShot(int(self.timeout * 1000), loop.quit)
+        loop.exec()
+        timer.stop()
+        if self.errors:
+            raise SystemExit(f"error while waiting for {what}: {self.errors[0]}")
+        if not check():
+            raise SystemExit(f"timed out waiting for {what}")
+
+    def shown(self) -> bool:
+        """The render of the window's current state is on the canvas."""
+        win = self.win
+        return win.last_render is not None and win.last_render.state.same_as(win.state)
+
+    def settled(self) -> bool:
+        """Shown, and no work left in flight."""
+        return self.shown() and not self.win.busy
+
+    def wait_for_model(self) -> None:
+        self.wait_for(lambda: self.win.bundle is not None, "the model")
+
+    def open_photo(self, photo: str | Path) -> None:
+        """Open ``photo`` and wait until it is inverted and its render shown."""
+        self.win.open_photo(photo)
+        self.wait_for(self.settled, "the inverted photo")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photo", default=str(DEFAULT_PHOTO))
@@ -63,47 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     sys.path.insert(0, str(ROOT))
 
-    from PySide6.QtCore import QEventLoop, QTimer
-    from PySide6.QtWidgets import QApplication
-
-    from app.launch import apply_theme, create_main_window
-    from app.settings import APP_NAME
-
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    app.setApplicationName(APP_NAME)
-    apply_theme(app)
-    win = create_main_window(model=args.model)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    win.resize(w, h)
-    errors: list[str] = []
-    win.errorShown.connect(lambda title, msg: errors.append(f"{title}: {msg}"))
-    win.dialog_hook = lambda dlg: QTimer.singleShot(0, dlg.close)
-    win.show()
-
-    def wait_for(check, what: str) -> None:
-        loop = QEventLoop()
-        timer = QTimer()
-        timer.timeout.connect(lambda: (check() or errors) and loop.quit())
-        timer.start(20)
-        QTimer.singleShot(int(args.timeout * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-        if errors:
-            raise SystemExit(f"error while waiting for {what}: {errors[0]}")
-        if not check():
-            raise SystemExit(f"timed out waiting for {what}")
-
-    def rendered() -> bool:
-        return win.last_render is not None and win.last_render.state.same_as(win.state) and not win.busy
-
-    wait_for(lambda: win.bundle is not None, "the model")
+    studio = StudioDriver(model=args.model, size=(w, h), timeout=args.timeout)
+    win = studio.win
+    studio.wait_for_model()
     photo = args.photo
     if args.synthetic is not None:
         from factory.synthetic import write_photo
 
         photo = str(write_photo(Path(tempfile.mkdtemp()) / f"synthetic_{args.synthetic}.png", args.synthetic))
-    win.open_photo(photo)
-    wait_for(rendered, "the inverted photo")
+    studio.open_photo(photo)
     state = win.state
     for name, value in parse_edits(args.edit).items():
         if name in win.directions_panel.sliders:
@@ -112,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         state = state.replace(angle_deg=args.angle)
     win.set_state(state)
     win.set_compare_mode("split" if args.split else "side")
-    wait_for(rendered, "the edited render")
-    app.processEvents()
+    studio.wait_for(studio.settled, "the edited render")
+    studio.app.processEvents()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not win.grab().save(str(out)):
