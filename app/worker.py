@@ -159,10 +159,11 @@ class EngineHost(QObject):
         self._render_id = 0
         self._threads = [
             _start_thread("charm-jobs", self.jobs, self._set_torch_threads),
-            _start_thread("charm-preview", self.preview),
+            _start_thread("charm-preview", self.preview, self._set_torch_threads),
         ]
 
     def _set_torch_threads(self) -> None:
+        # Per thread: torch's CPU thread count (OpenMP's) is a setting of the thread that sets it.
         import torch
 
         if self.threads:
