@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import (
-    QAbstractSpinBox,
     QApplication,
-    QComboBox,
     QDialog,
     QFileDialog,
-    QLineEdit,
-    QTextEdit,
 )
 
 from app.canvas import to_qimage
@@ -533,50 +529,7 @@ class MainWindow(WindowLayout):
         self._open_dialog_box(AboutDialog(self.bundle, device, self.notice_label.text() or None, self))
 
     # ------------------------------------------------------------------------------------------
-    # Compare, drag and drop, held key
-
-    def set_compare_mode(self, mode: str) -> None:
-        self.canvas.set_mode(mode)
-        (self.act_side if mode == "side" else self.act_split).setChecked(True)
-
-    def _original_toggled(self, on: bool) -> None:
-        self.canvas.set_show_original(on or self._space_held)
-
-    def set_space_held(self, held: bool) -> None:
-        self._space_held = held
-        self.canvas.set_show_original(held or self.act_original.isChecked())
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        t = event.type()
-        if (
-            t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
-            and event.key() == Qt.Key.Key_Space
-            and self.isActiveWindow()
-        ):
-            focus = QApplication.focusWidget()
-            if isinstance(focus, (QLineEdit, QTextEdit, QAbstractSpinBox, QComboBox)):
-                return False
-            if not event.isAutoRepeat():
-                self.set_space_held(t == QEvent.Type.KeyPress)
-            return True
-        return False
-
-    @staticmethod
-    def _dropped_path(event) -> str | None:
-        md = event.mimeData()
-        if md.hasUrls():
-            for url in md.urls():
-                if url.isLocalFile():
-                    return url.toLocalFile()
-        return None
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
-        if self._dropped_path(event):
-            event.acceptProposedAction()
-
-    def dragMoveEvent(self, event) -> None:  # noqa: N802
-        if self._dropped_path(event):
-            event.acceptProposedAction()
+    # Dropped files
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         path = self._dropped_path(event)

@@ -6,11 +6,15 @@ actions call and what the window does with the engine's results).
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QAction, QActionGroup, QDragEnterEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
     QDockWidget,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QProgressBar,
     QPushButton,
@@ -18,6 +22,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QStyle,
     QTabWidget,
+    QTextEdit,
 )
 
 from app.canvas import CompareCanvas, FacePicker
@@ -25,7 +30,8 @@ from app.panels import DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePa
 
 
 class WindowLayout(QMainWindow):
-    """The window's parts. Subclasses provide the slots named in :meth:`_build_actions`."""
+    """The window's parts and how they are viewed (compare modes, the held space bar, accepting dragged
+    files). Subclasses provide the slots named in :meth:`_build_actions` and handle dropped files."""
 
     def _build_ui(self) -> None:
         self.canvas = CompareCanvas()
@@ -188,3 +194,48 @@ class WindowLayout(QMainWindow):
         for w in (self.notice_label, self.device_label, self.render_label, self.progress, self.cancel_button):
             sb.addPermanentWidget(w)
         sb.showMessage("Drop a portrait photo onto the window, or use File \u25b8 Open.")
+
+    # -- compare modes, the held space bar (show the original), dragged files ------------------------
+
+    def set_compare_mode(self, mode: str) -> None:
+        self.canvas.set_mode(mode)
+        (self.act_side if mode == "side" else self.act_split).setChecked(True)
+
+    def _original_toggled(self, on: bool) -> None:
+        self.canvas.set_show_original(on or self._space_held)
+
+    def set_space_held(self, held: bool) -> None:
+        self._space_held = held
+        self.canvas.set_show_original(held or self.act_original.isChecked())
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        t = event.type()
+        if (
+            t in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
+            and event.key() == Qt.Key.Key_Space
+            and self.isActiveWindow()
+        ):
+            focus = QApplication.focusWidget()
+            if isinstance(focus, (QLineEdit, QTextEdit, QAbstractSpinBox, QComboBox)):
+                return False
+            if not event.isAutoRepeat():
+                self.set_space_held(t == QEvent.Type.KeyPress)
+            return True
+        return False
+
+    @staticmethod
+    def _dropped_path(event) -> str | None:
+        md = event.mimeData()
+        if md.hasUrls():
+            for url in md.urls():
+                if url.isLocalFile():
+                    return url.toLocalFile()
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if self._dropped_path(event):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if self._dropped_path(event):
+            event.acceptProposedAction()

@@ -1,4 +1,4 @@
-"""The procedural face renderer (engine.synthetic): determinism, geometry, labels, attributes, dlib."""
+"""The procedural face renderer (factory.synthetic): determinism, geometry, labels, attributes, dlib."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="SEED",
-        help="use a 512 px photo of a procedural face (engine.synthetic, the demo model's domain)",
+        help="use a 512 px photo of a procedural face (factory.synthetic, the demo model's domain)",
     )
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
