@@ -44,9 +44,7 @@ from engine.photo import PhotoFace
 from engine.state import EditState, History
 from engine.studio import RANDOM_SPEC, BundleInfo
 
-__all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "IMAGE_SUFFIXES", "MainWindow"]
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+__all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "MainWindow"]
 
 
 class MainWindow(WindowLayout):

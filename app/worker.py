@@ -26,7 +26,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.explain import explain
-from engine.jobs import Cancelled, JobControl, Progress
+from engine.jobs import Cancelled, JobControl
 from engine.state import EditState
 from engine.studio import Studio
 
@@ -238,4 +238,4 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-__all__ = ["EngineHost", "Failure", "JobLane", "PreviewLane", "Progress", "RenderRequest", "RenderResult", "Task"]
+__all__ = ["EngineHost", "Failure", "JobLane", "PreviewLane", "RenderRequest", "RenderResult", "Task"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from engine.align import paste_back
-from engine.imageio import IMAGE_SUFFIXES, encode_image, write_bytes
+from engine.imageio import WRITE_FORMATS, encode_image, write_bytes
 from engine.render import render_picture
 from engine.state import EditState
 
@@ -50,7 +50,7 @@ def export_images(
     photo: the original photo ([H,W,3] uint8 RGB), needed for 'pasted' (skipped without it or without
     ``state.crop_quad``). generator: a tuned generator to render with instead of the bundle's.
     """
-    fmt = IMAGE_SUFFIXES.get("." + options.fmt.lower().lstrip("."))
+    fmt = WRITE_FORMATS.get("." + options.fmt.lower().lstrip("."))
     if fmt is None:
         raise ValueError(f"unknown export format {options.fmt!r}; use png or jpg")
     for kind in options.kinds:

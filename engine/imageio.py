@@ -40,7 +40,7 @@ __all__ = [
 
 ImageInput = str | os.PathLike | np.ndarray
 
-IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}
+WRITE_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}  # file suffix -> the format written
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def encode_image(rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> bytes:
     """A picture ([H,W,3] uint8 RGB) as the bytes of a PNG or JPEG file (``fmt``: png, jpg or jpeg)."""
-    kind = IMAGE_SUFFIXES.get("." + fmt.lower().lstrip("."))
+    kind = WRITE_FORMATS.get("." + fmt.lower().lstrip("."))
     if kind is None:
         raise ValueError(f"unknown image format {fmt!r}; use png or jpg")
     rgb = np.asarray(rgb)
@@ -126,7 +126,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, jpeg_
     """Write a picture ([H,W,3] uint8 RGB) or one image tensor ([3,H,W] or [1,3,H,W] in [-1,1]) as
     PNG or JPEG, chosen by ``path``'s suffix, atomically."""
     path = Path(path)
-    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path.name!r}: the file name must end in .png, .jpg or .jpeg")
     if isinstance(image, torch.Tensor):
