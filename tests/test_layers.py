@@ -45,3 +45,54 @@ def test_render_command_never_imports_qt(tmp_path):
     out = _probe("render", "--model", str(gen), "--seeds", "0", "--out", str(tmp_path), "--device", "cpu")
     assert "QT none" in out, out
     assert (tmp_path / "seed0000.png").is_file()
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at the top or inside functions), for app/, engine/,
+    kernels/, factory/ and main.py; ``from a.b import c`` counts as ``a.b.c`` when that is a module."""
+    import ast
+
+    files = {"main": ROOT / "main.py"}
+    for pkg in ("app", "engine", "kernels", "factory"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        package = name if path.stem == "__init__" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            graph[name].update(t for t in targets if t in files and t != name)
+    return graph
+
+
+def test_no_import_cycle_anywhere():
+    graph = _import_graph()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(node) :], node]))
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            visit(nxt, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    assert len(graph) > 60 and sum(map(len, graph.values())) > 100, "the graph was not read"
+
+
+def test_runtime_never_imports_the_factory():
+    graph = _import_graph()
+    runtime = [m for m in graph if m.split(".")[0] in ("app", "engine", "kernels")]
+    offenders = {m: sorted(t for t in graph[m] if t.startswith("factory")) for m in runtime}
+    assert not {m: t for m, t in offenders.items() if t}
