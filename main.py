@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except (CharmError, OSError) as e:
-        print(f"error: {explain(e).message}", file=sys.stderr)
+        # CharmError messages say what to do; an OSError's gets the hint (e.g. check the folder exists).
+        why = explain(e)
+        text = why.message if isinstance(e, CharmError) else why.one_line()
+        print(f"error: {' '.join(text.split())}", file=sys.stderr)
         return 2
     except Cancelled:
         print("cancelled", file=sys.stderr)

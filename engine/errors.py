@@ -19,7 +19,19 @@ class CheckpointError(CharmError):
 
 
 class ImageReadError(CharmError):
-    """An input file is not a readable image or video."""
+    """An input file is not a readable image or video (damaged, empty or of an unknown format)."""
+
+
+class ImageNotFoundError(ImageReadError):
+    """The input image's path does not exist."""
+
+
+class ImageIsFolderError(ImageReadError):
+    """The input image's path is a folder, not a file."""
+
+
+class ImageAccessError(ImageReadError):
+    """The input image exists but cannot be opened (permissions, a device, a broken link...)."""
 
 
 class NoFaceError(CharmError):

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import CheckpointError, ImageReadError, NoFaceError
+from engine.errors import (
+    CheckpointError,
+    ImageAccessError,
+    ImageIsFolderError,
+    ImageNotFoundError,
+    ImageReadError,
+    NoFaceError,
+)
 
 __all__ = ["Explanation", "explain"]
 
@@ -33,6 +40,13 @@ def _known() -> list[tuple[type[BaseException], str, str]]:
             "No face found",
             "Open a photo in which a face is clearly visible, roughly frontal and at least about 80 pixels wide.",
         ),
+        (
+            ImageNotFoundError,
+            "Cannot find the image",
+            "Check the path: the file may have been moved, renamed or deleted.",
+        ),
+        (ImageIsFolderError, "Cannot read the image", "Choose an image file (JPEG or PNG) inside the folder."),
+        (ImageAccessError, "Cannot read the image", "Check that the file exists and that you may read it."),
         (ImageReadError, "Cannot read the image", "Choose a JPEG or PNG photo; this file is damaged or not an image."),
         (
             CheckpointError,

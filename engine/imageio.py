@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import ImageReadError
+from engine.errors import ImageAccessError, ImageIsFolderError, ImageNotFoundError, ImageReadError
 
 __all__ = [
     "ImageInput",
@@ -261,11 +261,11 @@ def load_image(image: ImageInput) -> np.ndarray:
     try:
         data = Path(image).read_bytes()
     except FileNotFoundError as e:
-        raise ImageReadError(f"{name!r} does not exist; check the path") from e
+        raise ImageNotFoundError(f"{name!r} does not exist; check the path") from e
     except IsADirectoryError as e:
-        raise ImageReadError(f"{name!r} is a folder, not an image file") from e
+        raise ImageIsFolderError(f"{name!r} is a folder, not an image file") from e
     except OSError as e:
-        raise ImageReadError(f"cannot open {name!r} ({e.strerror or e}); check the file's permissions") from e
+        raise ImageAccessError(f"cannot open {name!r} ({e.strerror or e}); check the file's permissions") from e
     if not data:
         raise _read_error(name, "the file is empty")
     rgb = _decode_with_pil(data, name)

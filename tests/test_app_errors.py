@@ -96,3 +96,41 @@ def test_app_keeps_working_after_errors(win, qtbot, faces_dir):
     with qtbot.waitSignal(win.resultShown, timeout=TIMEOUT):
         win.open_photo(faces_dir / "face_c.jpg")
     assert win.photo.path.endswith("face_c.jpg") and win.state.latent is not None
+
+
+def test_missing_photo_dialog(win, qtbot, tmp_path):
+    title, message, info = _open_expecting_error(win, qtbot, tmp_path / "gone.jpg")
+    assert "gone.jpg" in message and "Check the path" in info and "damaged" not in info
+
+
+def test_folder_as_photo_dialog(win, qtbot, tmp_path):
+    title, message, info = _open_expecting_error(win, qtbot, tmp_path)
+    assert "folder" in message and "Choose an image file" in info and "damaged" not in info
+
+
+@pytest.mark.filterwarnings("ignore:LPIPS")  # no AlexNet weights offline: PTI's perceptual term is L2
+def test_status_says_what_finished_jobs_did(win, qtbot, faces_dir, tmp_path):
+    """No job leaves its running text ("Refining (PTI)…") in the status bar once it has ended."""
+    status = win.statusBar()
+    if win.photo is None or win.state.latent is None:
+        with qtbot.waitSignal(win.inversionFinished, timeout=TIMEOUT):
+            win.open_photo(faces_dir / "face_c.jpg")
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
+    assert win.refine(2) is not None
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
+    assert status.currentMessage() == "Refined: PTI 2 steps"
+    path = tmp_path / "s.json"
+    with qtbot.waitSignal(win.sessionSaved, timeout=TIMEOUT):
+        win.save_session(path)
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
+    assert status.currentMessage() == f"Session saved: {path}"
+    with qtbot.waitSignal(win.sessionOpened, timeout=TIMEOUT):
+        win.open_session(path)
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
+    assert status.currentMessage() == "Session opened: s.json"
+    # A job whose result is dropped (a newer refine replaced it) leaves no running text either.
+    first = win.refine(2)
+    win._refine_job = -1  # as if a newer photo had superseded it
+    qtbot.waitUntil(lambda: first not in win._active, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not win.busy, timeout=TIMEOUT)
+    assert not status.currentMessage().endswith("\u2026"), status.currentMessage()

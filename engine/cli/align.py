@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli._options import add_face_option
+from engine.cli._options import add_face_option, check_out_dir
 
 COMMAND = "align"
 HELP = "Detect and FFHQ-align a face: writes aligned.png, crop.png and transform.json."
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 8:
         print("error: --size must be at least 8", file=sys.stderr)
         return 2
+    check_out_dir(args.out)
     crop_quad = None
     if args.window:
         try:

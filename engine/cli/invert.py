@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from engine.cli._options import add_face_option
+from engine.cli._options import add_device_option, add_face_option, check_out_dir, resolve_device
 
 COMMAND = "invert"
 HELP = "Align a face and invert it into the generator's latent space (ReStyle, optional PTI)."
@@ -44,14 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-generator", action="store_true", help="also write the PTI-tuned generator as generator_pti.safetensors"
     )
     add_face_option(parser, "use")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    add_device_option(parser, "cpu")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
-
-    import torch
 
     from engine.jobs import run_in_terminal
     from engine.photo_report import InvertSettings, invert_photo, load_inverter_spec, write_photo_inversion
@@ -62,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pti_steps < 0:
         print("error: --pti-steps must be 0 or more", file=sys.stderr)
         return 2
+    device = resolve_device(args.device)
+    check_out_dir(args.out)
     settings = InvertSettings(
         iters=args.iters,
         face_index=args.face,
@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
         pti_target=args.pti_target,
         identity=not args.no_identity,
     )
-    device = torch.device(args.device)
     t0 = time.perf_counter()
     inverter = load_inverter_spec(args.model, device)
     load_s = time.perf_counter() - t0

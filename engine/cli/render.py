@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli._options import add_device_option, check_out_dir, resolve_device
+
 COMMAND = "render"
 HELP = "Render images from seeds with a StyleGAN3 generator (writes seedNNNN.png)."
 
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tx", type=float, default=0.0, help="translation right, in image widths")
     parser.add_argument("--ty", type=float, default=0.0, help="translation down, in image widths")
     parser.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    add_device_option(parser, "auto")
 
 
 def _resolve_model(spec: str):
@@ -78,16 +80,12 @@ def _resolve_model(spec: str):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import torch
-
     from engine import load_generator, make_transform
     from engine.jobs import run_in_terminal
     from engine.render import render_seeds
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = resolve_device(args.device)
+    check_out_dir(args.out)
     G = load_generator(_resolve_model(args.model), device=device)
     if G.c_dim == 0 and args.class_idx is not None:
         print("warning: --class ignored, the model is unconditional", file=sys.stderr)
