@@ -46,6 +46,8 @@ from engine.studio import RANDOM_SPEC, BundleInfo
 
 __all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "MainWindow"]
 
+RENDER_PROGRESS_AFTER_S = 0.5  # a render taking longer than this shows its layer progress in the status bar
+
 
 class MainWindow(WindowLayout):
     """Charm Studio's window. Signals for tests and tools: ``resultShown(render_id)`` after a render
@@ -84,10 +86,14 @@ class MainWindow(WindowLayout):
         self.last_latency: float | None = None
         self._pending_choice: PhotoFace | None = None
         self._photo_job = self._invert_job = self._refine_job = self._model_job = self._session_job = 0
+        self._refine_steps = 0
+        self._session_path = ""
         self._active: dict[int, str] = {}  # long jobs running or queued: job id -> what it does
         self._handlers: dict[int, Callable[[int, Any], None]] = {}  # job id -> what to do with its result
         self._invert_record = False
         self._shown_render = 0
+        self._render_asked_at = 0.0  # perf_counter() of the newest render request
+        self._render_status = ""  # the render progress text shown in the status bar ("" when none)
         self._drag_origin: EditState | None = None
         self._space_held = False
         self._model_notice: str | None = None
@@ -134,6 +140,7 @@ class MainWindow(WindowLayout):
         jobs.cancelled.connect(self._on_cancelled)
         jobs.idle.connect(self._on_idle)
         preview.rendered.connect(self._on_rendered)
+        preview.progress.connect(self._on_render_progress)
         preview.failed.connect(self._on_failed)
 
     # ------------------------------------------------------------------------------------------
@@ -209,10 +216,22 @@ class MainWindow(WindowLayout):
     # Rendering
 
     def request_render(self) -> int | None:
-        """Ask the worker for the current state's render; returns the request id (None: nothing to render)."""
+        """Ask the worker for the current state's render; returns the request id (None: nothing to render).
+        The canvas keeps the previous image until the new one arrives."""
         if self.state.latent is None or self.bundle is None:
             return None
+        self._render_asked_at = time.perf_counter()
         return self.host.render(self.state)
+
+    def _on_render_progress(self, request_id: int, p: Progress) -> None:
+        """Layer progress of a long render: shown in the status bar once the newest request has waited
+        ``RENDER_PROGRESS_AFTER_S`` (quick renders never flash a message), unless a long job's text is there."""
+        if request_id != self.host.preview.latest or request_id <= self._shown_render or self._active:
+            return
+        if p.total <= 0 or time.perf_counter() - self._render_asked_at < RENDER_PROGRESS_AFTER_S:
+            return
+        self._render_status = f"Rendering {p.done}/{p.total} layers"
+        self.statusBar().showMessage(self._render_status)
 
     def _on_rendered(self, res: RenderResult) -> None:
         if res.request_id < self._shown_render:
@@ -221,6 +240,9 @@ class MainWindow(WindowLayout):
         self.last_render = res
         self.canvas.set_after(to_qimage(res.image))
         self.canvas.repaint()
+        if self._render_status and self.statusBar().currentMessage() == self._render_status:
+            self.statusBar().clearMessage()
+        self._render_status = ""
         self.last_latency = time.perf_counter() - res.sent_at
         self.render_label.setText(f"render {res.seconds * 1000:.0f} ms \u2022 update {self.last_latency * 1000:.0f} ms")
         self.resultShown.emit(res.request_id)
@@ -271,8 +293,17 @@ class MainWindow(WindowLayout):
 
     def _on_idle(self, job: int) -> None:
         self._handlers.pop(job, None)
-        if self._active.pop(job, None) is None:
+        text = self._active.pop(job, None)
+        if text is None:
             return
+        if self.statusBar().currentMessage() == f"{text}\u2026":
+            # The job ended without saying what happened (superseded, or no result): never leave
+            # "Refining (PTI)…" behind; show the job still running, if any, or nothing.
+            running = list(self._active.values())
+            if running:
+                self.statusBar().showMessage(f"{running[-1]}\u2026")
+            else:
+                self.statusBar().clearMessage()
         if not self._active:
             self.progress.hide()
             self.cancel_button.setEnabled(False)
@@ -446,6 +477,7 @@ class MainWindow(WindowLayout):
         """PTI: tune a copy of the generator to this photo (undoable; the session keeps the weights)."""
         if self.photo is None or self.state.latent is None:
             return None
+        self._refine_steps = steps
         self._refine_job = self._job(
             self.host.refine(self.state, self.photo.crop, steps), "Refining (PTI)", self._on_refined
         )
@@ -456,6 +488,7 @@ class MainWindow(WindowLayout):
             return
         self.history.set(self.state.replace(generator_file=path))
         self._sync_controls()
+        self.statusBar().showMessage(f"Refined: PTI {self._refine_steps} steps", 8000)
         self.request_render()
 
     # ------------------------------------------------------------------------------------------
@@ -473,6 +506,7 @@ class MainWindow(WindowLayout):
 
     def open_session(self, path: str | os.PathLike) -> int:
         self._cancel_photo_jobs()
+        self._session_path = str(path)
         self._session_job = self._job(self.host.open_session(str(path)), "Opening session", self._on_session_opened)
         return self._session_job
 
@@ -506,6 +540,8 @@ class MainWindow(WindowLayout):
         self._sync_controls()
         if photo is None and state.input_path:
             self.statusBar().showMessage(f"The session's photo {state.input_path} is missing; showing the edit only")
+        else:
+            self.statusBar().showMessage(f"Session opened: {Path(self._session_path).name}", 8000)
         self.request_render()
         self.sessionOpened.emit()
 

@@ -6,8 +6,10 @@
   ``cancelled(job)``, then ``idle(job)``. :meth:`EngineHost.cancel` marks jobs cancelled, running or
   queued; a running job stops at its next check (adding to a set and testing membership are atomic).
 - The **preview lane** renders edit states, latest request wins: :meth:`EngineHost.render` writes the
-  newest request id into ``preview.latest`` before queuing, and the lane skips every older request, so
-  dragging a slider never builds a backlog, and a render never waits behind a long job.
+  newest request id into ``preview.latest`` before queuing, and the lane skips every older request and
+  abandons a running one between generator layers (emitting nothing for it), so dragging a slider never
+  builds a backlog, and a render never waits behind a long job. Long renders report
+  ``progress(request_id, Progress)`` in layers.
 
 Results are plain data (numpy arrays, dataclasses); the UI thread never touches a tensor. The UI thread
 never waits on these threads (requests are queued signals; only :meth:`EngineHost.shutdown` waits).
@@ -26,7 +28,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.explain import explain
-from engine.jobs import Cancelled, JobControl
+from engine.jobs import Cancelled, JobControl, Progress
 from engine.state import EditState
 from engine.studio import Studio
 
@@ -102,26 +104,50 @@ class JobLane(QObject):
 
 
 class PreviewLane(QObject):
-    """Lives on the preview thread; renders the newest requested state."""
+    """Lives on the preview thread; renders the newest requested state.
+
+    A render is abandoned between generator layers as soon as a newer request exists (its
+    :class:`JobControl` is cancelled once ``request_id < latest``) and then emits nothing. A render
+    that has run for ``progress_after_s`` reports its layers as ``progress(request_id, Progress)``.
+    ``completed`` and ``abandoned`` count the renders that ran to the end and those given up.
+    """
 
     rendered = Signal(object)  # RenderResult
     failed = Signal(object)  # Failure
+    progress = Signal(int, object)  # request id, Progress (layers done / total)
 
-    def __init__(self, render: Callable[[EditState], np.ndarray]) -> None:
+    progress_after_s = 0.25  # quick renders report nothing: no signal traffic while dragging on small models
+
+    def __init__(self, render: Callable[[EditState, JobControl], np.ndarray]) -> None:
         super().__init__()
         self._render = render
         self.latest = 0
+        self.completed = 0
+        self.abandoned = 0
 
     @Slot(object)
     def render(self, req: RenderRequest) -> None:
         if req.request_id < self.latest:
             return  # superseded while queued
+        rid = req.request_id
+        t0 = time.perf_counter()
+
+        def report(p: Progress) -> None:
+            if time.perf_counter() - t0 >= self.progress_after_s:
+                self.progress.emit(rid, p)
+
+        ctl = JobControl(report, lambda: rid < self.latest)
         try:
-            t0 = time.perf_counter()
-            img = self._render(req.state)
-            self.rendered.emit(RenderResult(req.request_id, img, time.perf_counter() - t0, req.sent_at, req.state))
+            img = self._render(req.state, ctl)
+            ctl.check()  # superseded during its last layer: nobody wants this image any more
+        except Cancelled:
+            self.abandoned += 1
+            return
         except Exception as e:  # noqa: BLE001
-            self.failed.emit(_failure(-req.request_id, "render", e))
+            self.failed.emit(_failure(-rid, "render", e))
+            return
+        self.completed += 1
+        self.rendered.emit(RenderResult(rid, img, time.perf_counter() - t0, req.sent_at, req.state))
 
 
 def _start_thread(name: str, obj: QObject, on_start: Callable[[], None] | None = None) -> QThread:
@@ -180,7 +206,8 @@ class EngineHost(QObject):
         return self._job
 
     def render(self, state: EditState) -> int:
-        """Queue a render of ``state`` on the preview lane; older queued renders are skipped."""
+        """Queue a render of ``state`` on the preview lane; older renders are skipped when queued and
+        abandoned between layers when running."""
         self._render_id += 1
         self.preview.latest = self._render_id  # before queuing: older queued renders are skipped
         self._render.emit(RenderRequest(self._render_id, state))

@@ -17,7 +17,7 @@ StyleSpace: ``s[layer][:, ch] += value`` on single channels, the most disentangl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ import torch
 from engine.transforms import compose, make_transform
 
 if TYPE_CHECKING:
+    from engine.jobs import JobControl
     from engine.networks.stylegan3 import Generator
 
 __all__ = [
@@ -131,16 +132,35 @@ def render_edited(
     latent_edits: Iterable[LatentEdit] = (),
     channel_edits: Iterable[ChannelEdit] = (),
     transform: torch.Tensor | None = None,
+    ctl: JobControl | None = None,
 ) -> torch.Tensor:
     """Render ws [N,num_ws,w_dim] with the edits applied -> images [N,3,R,R] (~[-1,1]).
 
     transform: [3,3] or [N,3,3], stored convention; None renders with the generator's own buffer.
     Channel edits go through StyleSpace (``G.synthesis(styles=...)``); without them the plain ws path
     runs. Call under ``torch.no_grad()`` when no gradients are needed.
+    ctl: reports progress in layers (``ctl.progress(done, total)``, total = ``G.num_ws``: the input
+    layer and every synthesis layer) and is checked before the render and after each layer, so a
+    cancelled control abandons the render there (:class:`engine.jobs.Cancelled`). The image does not
+    depend on it.
     """
+    between_layers = None
+    if ctl is not None:
+        ctl.check()
+        between_layers = _layer_hook(ctl)
     edited = apply_latent_edits(ws, latent_edits)
     channel_edits = [c for c in channel_edits if c.value != 0]
     if not channel_edits:
-        return G.synthesis(edited, transform=transform)
+        return G.synthesis(edited, transform=transform, between_layers=between_layers)
     styles = apply_channel_edits(G.synthesis.styles(edited), channel_edits)
-    return G.synthesis(ws=None, styles=styles, transform=transform)
+    return G.synthesis(ws=None, styles=styles, transform=transform, between_layers=between_layers)
+
+
+def _layer_hook(ctl: JobControl) -> Callable[[int, int], None]:
+    """A ``between_layers`` callback for the synthesis network: report, then stop if asked to."""
+
+    def between_layers(done: int, total: int) -> None:
+        ctl.progress(done, total)
+        ctl.check()
+
+    return between_layers

@@ -42,13 +42,19 @@ def state_edits(state: EditState, bundle: ModelBundle) -> tuple[list[LatentEdit]
 
 
 def render_state(
-    state: EditState, bundle: ModelBundle, view: ViewMode | None = None, generator: torch.nn.Module | None = None
+    state: EditState,
+    bundle: ModelBundle,
+    view: ViewMode | None = None,
+    generator: torch.nn.Module | None = None,
+    ctl: JobControl | None = None,
 ) -> torch.Tensor:
     """Render ``state`` with ``bundle``: float32 [1,3,R,R] (~[-1,1]).
 
     view: override ``state.view``; 'photo' uses ``state.face_transform`` (identity when unset).
     generator: the generator to use (e.g. ``state.generator_file`` loaded once by the caller);
     default the bundle's. Loading files is left to the caller so repeated renders stay fast.
+    ctl: optional; gets a "Rendering" stage counted in layers (``G.num_ws`` of them) and is checked
+    between layers: a cancelled control abandons the render (:class:`engine.jobs.Cancelled`).
     """
     if state.latent is None:
         raise ValueError("the state has no latent yet (invert a photo first)")
@@ -65,15 +71,21 @@ def render_state(
         base = torch.from_numpy(np.array(state.face_transform)).to(device)
     transform = edit_transform(state.angle_deg, state.tx, state.ty, base=base, device=device)
     latent_edits, channel_edits = state_edits(state, bundle)
+    if ctl is not None:
+        ctl.stage("Rendering", total=G.num_ws)
     with torch.no_grad():
-        return render_edited(G, ws, latent_edits, channel_edits, transform=transform)
+        return render_edited(G, ws, latent_edits, channel_edits, transform=transform, ctl=ctl)
 
 
 def render_picture(
-    state: EditState, bundle: ModelBundle, view: ViewMode | None = None, generator: torch.nn.Module | None = None
+    state: EditState,
+    bundle: ModelBundle,
+    view: ViewMode | None = None,
+    generator: torch.nn.Module | None = None,
+    ctl: JobControl | None = None,
 ) -> np.ndarray:
-    """:func:`render_state` as a picture: [R,R,3] uint8 RGB."""
-    return to_uint8(render_state(state, bundle, view=view, generator=generator))[0]
+    """:func:`render_state` as a picture: [R,R,3] uint8 RGB (``ctl`` as there)."""
+    return to_uint8(render_state(state, bundle, view=view, generator=generator, ctl=ctl))[0]
 
 
 def seed_z(seed: int, z_dim: int) -> torch.Tensor:

@@ -185,12 +185,13 @@ class Studio:
 
     # -- output -------------------------------------------------------------------------------------
 
-    def render(self, state: EditState) -> np.ndarray:
-        """``state`` rendered as a picture ([R,R,3] uint8 RGB)."""
+    def render(self, state: EditState, ctl: JobControl | None = None) -> np.ndarray:
+        """``state`` rendered as a picture ([R,R,3] uint8 RGB). ctl: optional, reports progress in
+        layers and abandons the render between layers once cancelled (:class:`engine.jobs.Cancelled`)."""
         from engine.render import render_picture
 
         bundle = self._require_bundle()
-        return render_picture(state, bundle, generator=self.generator_for(state))
+        return render_picture(state, bundle, generator=self.generator_for(state), ctl=ctl)
 
     def export(self, state: EditState, options: ExportOptions, ctl: JobControl | None = None) -> list[Path]:
         """Write the export files of ``state`` (see :func:`engine.export.export_images`)."""

@@ -16,6 +16,7 @@ see kernels._select), and hands it to every ``bias_act`` and ``filtered_lrelu`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -488,6 +489,7 @@ class SynthesisNetwork(nn.Module):
         force_fp32: bool = True,
         impl: str | None = None,
         checkpoint_layers: bool = False,
+        between_layers: Callable[[int, int], None] | None = None,
         **_ignored,
     ) -> torch.Tensor:
         """Render images [N,C,R,R] from ws (or from StyleSpace ``styles``).
@@ -498,8 +500,13 @@ class SynthesisNetwork(nn.Module):
         checkpoint_layers: when gradients are recorded, keep only each layer's output and recompute
             its inside during backward (gradient checkpointing: the 1024 px backward pass then needs a
             fraction of the memory for about one more forward pass; results are identical).
+        between_layers: called as ``between_layers(done, total)`` after the input layer (done 1) and
+            after each synthesis layer (done 2 .. total, total = ``num_layers + 2``); it may raise
+            (e.g. :class:`engine.jobs.Cancelled`) to abandon the render there. Per call: nothing is
+            stored on the module, so threads sharing a generator do not see each other's hooks.
         """
         ckpt = checkpoint_layers and torch.is_grad_enabled() and not update_emas
+        total = len(self.layer_names) + 1
 
         def run(layer: nn.Module, x: torch.Tensor, **kw) -> torch.Tensor:
             if ckpt:
@@ -515,12 +522,20 @@ class SynthesisNetwork(nn.Module):
             ws = ws.to(torch.float32)
             w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
             x = self.input(w_in, transform=transform, impl=impl)
+            if between_layers is not None:
+                between_layers(1, total)
             for idx, layer in enumerate(self.layers()):
                 x = run(layer, x, w=ws[:, idx + 1])
+                if between_layers is not None:
+                    between_layers(idx + 2, total)
         else:
             x = self.input(styles=styles["input"].to(torch.float32), transform=transform, impl=impl)
-            for name, layer in zip(self.layer_names, self.layers()):
+            if between_layers is not None:
+                between_layers(1, total)
+            for idx, (name, layer) in enumerate(zip(self.layer_names, self.layers())):
                 x = run(layer, x, styles=styles[name].to(torch.float32))
+                if between_layers is not None:
+                    between_layers(idx + 2, total)
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
