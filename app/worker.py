@@ -106,8 +106,10 @@ class JobLane(QObject):
 class PreviewLane(QObject):
     """Lives on the preview thread; renders the newest requested state.
 
-    A render is abandoned between generator layers as soon as a newer request exists (its
-    :class:`JobControl` is cancelled once ``request_id < latest``) and then emits nothing. A render
+    On a slow model (the last finished render took ``slow_render_s`` or more) a render is abandoned
+    between generator layers as soon as a newer request exists (its :class:`JobControl` is cancelled
+    once ``request_id < latest``) and then emits nothing. On a fast model a running render finishes, so
+    a slider being dragged shows frames as it moves (queued older requests are still skipped). A render
     that has run for ``progress_after_s`` reports its layers as ``progress(request_id, Progress)``.
     ``completed`` and ``abandoned`` count the renders that ran to the end and those given up.
     """
@@ -117,6 +119,7 @@ class PreviewLane(QObject):
     progress = Signal(int, object)  # request id, Progress (layers done / total)
 
     progress_after_s = 0.25  # quick renders report nothing: no signal traffic while dragging on small models
+    slow_render_s = 0.25  # slower renders are given up when superseded; faster ones are shown
 
     def __init__(self, render: Callable[[EditState, JobControl], np.ndarray]) -> None:
         super().__init__()
@@ -124,6 +127,7 @@ class PreviewLane(QObject):
         self.latest = 0
         self.completed = 0
         self.abandoned = 0
+        self.last_seconds = 0.0  # how long the last finished render took
 
     @Slot(object)
     def render(self, req: RenderRequest) -> None:
@@ -136,7 +140,7 @@ class PreviewLane(QObject):
             if time.perf_counter() - t0 >= self.progress_after_s:
                 self.progress.emit(rid, p)
 
-        ctl = JobControl(report, lambda: rid < self.latest)
+        ctl = JobControl(report, lambda: rid < self.latest and self.last_seconds >= self.slow_render_s)
         try:
             img = self._render(req.state, ctl)
             ctl.check()  # superseded during its last layer: nobody wants this image any more
@@ -147,7 +151,8 @@ class PreviewLane(QObject):
             self.failed.emit(_failure(-rid, "render", e))
             return
         self.completed += 1
-        self.rendered.emit(RenderResult(rid, img, time.perf_counter() - t0, req.sent_at, req.state))
+        self.last_seconds = time.perf_counter() - t0
+        self.rendered.emit(RenderResult(rid, img, self.last_seconds, req.sent_at, req.state))
 
 
 def _start_thread(name: str, obj: QObject, on_start: Callable[[], None] | None = None) -> QThread:

@@ -168,3 +168,38 @@ def test_slider_moves_abandon_running_renders(qapp, qtbot, big_bundle_dir, tmp_p
             assert not win.statusBar().currentMessage().startswith("Rendering")
         finally:
             win.close()
+
+
+def test_dragging_on_a_fast_model_shows_frames(qapp, qtbot, tmp_path):
+    """On a fast model a running render is not given up: a slider dragged faster than the renders shows
+    intermediate frames while it moves, not only the last one."""
+    from PySide6.QtCore import QTimer
+
+    from app.launch import create_main_window
+
+    folder = make_random_bundle(tmp_path / "small", with_inverter=False).parent
+    with torch_threads(1):
+        win = create_main_window(model=str(folder), cache_dir=tmp_path / "cache", threads=1)
+        qtbot.addWidget(win)
+        win.dialog_hook = lambda dlg: QTimer.singleShot(0, dlg.close)
+        try:
+            qtbot.waitUntil(lambda: win.bundle is not None and not win.busy, timeout=TIMEOUT)
+            bundle = win.host.studio.bundle
+            assert bundle is not None
+            with qtbot.waitSignal(win.resultShown, timeout=TIMEOUT):
+                win.set_state(win.state.replace(latent=_mean_latent(bundle)))
+            lane = win.host.preview
+            assert lane.last_seconds < lane.slow_render_s, "the test needs a fast model"
+            shown: list[int] = []
+            win.resultShown.connect(shown.append)
+            abandoned0 = lane.abandoned
+            s = win.directions_panel.sliders["smile"]
+            for i in range(30):
+                s.set_value(s.lo + (s.hi - s.lo) * (i + 1) / 30, emit=True)
+                qtbot.wait(5)  # faster than a render: requests pile up behind the running one
+            last = lane.latest
+            qtbot.waitUntil(lambda: bool(shown) and shown[-1] == last, timeout=TIMEOUT)
+            assert len(shown) >= 2, "only the last frame of the drag was shown"
+            assert lane.abandoned == abandoned0, "a fast render was abandoned"
+        finally:
+            win.close()
