@@ -181,7 +181,7 @@ class EngineHost(QObject):
     ):
         super().__init__(parent)
         self.threads = threads
-        self.studio = Studio(cache_dir, _resolve_device(device))
+        self.studio = Studio(cache_dir, device)
         self.jobs = JobLane()
         self.preview = PreviewLane(self.studio.render)
         self._submit.connect(self.jobs.run)
@@ -260,14 +260,6 @@ class EngineHost(QObject):
             if t.isRunning():
                 ok = t.wait(max(0, int((deadline - time.monotonic()) * 1000))) and ok
         return ok
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 __all__ = ["EngineHost", "Failure", "JobLane", "PreviewLane", "RenderRequest", "RenderResult", "Task"]

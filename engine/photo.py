@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from engine.align import AlignedFace, align_face
-from engine.errors import ImageReadError
 from engine.faces import FaceDetection, choose_face, detect_faces
 from engine.imageio import from_uint8, load_image
 from engine.jobs import JobControl
@@ -34,7 +33,6 @@ __all__ = [
     "PhotoFace",
     "PhotoReader",
     "invert_face",
-    "read_photo",
     "tune_face",
 ]
 
@@ -84,16 +82,6 @@ class PhotoFace:
         return self.face.crop_quad
 
 
-def read_photo(path: str | os.PathLike) -> np.ndarray:
-    """The photo at ``path`` as [H,W,3] uint8 RGB; :class:`ImageReadError` names the file otherwise."""
-    try:
-        return load_image(path)
-    except ImageReadError:
-        raise
-    except OSError as e:  # a decoder's own error (e.g. a truncated JPEG)
-        raise ImageReadError(f"{Path(path).name!r} cannot be read: it is corrupt or not an image ({e})") from None
-
-
 def _shrink(rgb: np.ndarray, long_side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = long_side / max(h, w)
@@ -115,7 +103,7 @@ class PhotoReader:
         """The photo's pixels ([H,W,3] uint8 RGB), from the cache when it is the last one opened."""
         if self._last is not None and self._last[0] == path:
             return self._last[1]
-        return read_photo(path)
+        return load_image(path)
 
     def open(
         self,
@@ -130,7 +118,7 @@ class PhotoReader:
         name = Path(path).name
         if self._last is None or self._last[0] != path:
             ctl.stage("Reading the photo")
-            rgb = read_photo(path)
+            rgb = load_image(path)
             ctl.check()
             ctl.stage("Finding faces")
             self._last = (path, rgb, detect_faces(rgb), _shrink(rgb, PREVIEW_SIZE))
@@ -163,7 +151,7 @@ def invert_face(
     for a bundle without an encoder). transform: also render the result through it (``unaligned``)."""
     ctl = ctl or JobControl()
     x = from_uint8(aligned, device)
-    text = "Inverting" if getattr(inverter, "kind", "") != "optimization" else "Inverting (optimising the latent)"
+    text = "Inverting (optimising the latent)" if inverter.kind == "optimization" else "Inverting"
     report = ctl.progress_fn(text)
     ctl.progress(0, int(iters))
     tr = None if transform is None else transform.to(device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -103,11 +104,14 @@ def describe_bundle(bundle: ModelBundle, spec: str) -> BundleInfo:
 class Studio:
     """The model, photo and tuned generator of one studio window, and what can be done with them.
 
-    cache_dir: where the random development bundle and PTI results are written. device: torch device.
+    cache_dir: where the random development bundle and PTI results are written. device: torch device,
+    or 'auto' (the GPU when there is one).
     """
 
     def __init__(self, cache_dir: str | os.PathLike, device: str | torch.device = "cpu") -> None:
         self.cache_dir = Path(cache_dir)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.bundle: ModelBundle | None = None
         self.spec: str | None = None
@@ -176,7 +180,8 @@ class Studio:
         pivot = torch.from_numpy(np.array(state.latent)).to(bundle.device).unsqueeze(0)
         tr = None if state.face_transform is None else torch.from_numpy(np.array(state.face_transform))
         res = tune_face(G, crop, pivot, steps, ctl, transform=tr)
-        path = self.cache_dir / "pti" / f"pti-{os.getpid()}-{id(res)}.safetensors"
+        # A new name per run: earlier runs' files stay valid for the states (undo steps) that use them.
+        path = self.cache_dir / "pti" / f"pti-{os.getpid()}-{uuid.uuid4().hex[:12]}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_generator(res.generator, path, source="pti")
         with self._tuned_lock:
