@@ -3,7 +3,11 @@
 Known models (:data:`KNOWN_MODELS`): NVIDIA's StyleGAN3 pickles from NGC (``stylegan3-{t,r}-...``),
 and the stylegan3-editing release on Google Drive (ReStyle encoders, SG3-R generators, InterFaceGAN
 boundaries). Files go to the model cache, :func:`models_dir`: ``$CHARM_MODELS_DIR`` if set, else
-``$XDG_CACHE_HOME/charm-studio/models``, else ``~/.cache/charm-studio/models``.
+``$XDG_CACHE_HOME/charm-studio/models``, else ``~/.cache/charm-studio/models``. With
+``CHARM_MODEL_MIRROR=BASE`` every known file comes from ``BASE/<its file name in the model cache>``
+instead (a company mirror, or the tests' loopback server). The SHA-256 of each known file is recorded
+in the cache (``checksums.json``) after its first download and checked on every later download or
+import of the same file.
 
 :func:`download_file` uses only the standard library (urllib). It writes ``<dest>.part`` and renames it
 when complete, so a file under its final name is always whole; an interrupted or cancelled download
@@ -49,11 +53,19 @@ __all__ = [
     "gdrive_url",
     "ProgressCallback",
     "CancelToken",
+    "ENV_MIRROR",
+    "known_url",
+    "recorded_checksum",
+    "record_checksum",
+    "format_bytes",
+    "file_sha256",
 ]
 
 NGC_BASE_URL = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
 GDRIVE_URL = "https://drive.google.com/uc"
 ENV_MODELS_DIR = "CHARM_MODELS_DIR"
+ENV_MIRROR = "CHARM_MODEL_MIRROR"
+CHECKSUMS_NAME = "checksums.json"
 USER_AGENT = "charm-studio/0.1 (+urllib)"
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -76,7 +88,9 @@ class KnownModel:
     """A file Charm Studio knows how to fetch.
 
     ``filename`` is the path inside the model cache; ``kind`` is ``generator``, ``encoder`` or
-    ``boundary``; ``sha256`` is checked when known.
+    ``boundary``; ``sha256`` is checked when known. ``approx_bytes`` is an estimate of the download's
+    size from the network's parameter count (shown as "about"; the real size is recorded once
+    downloaded).
     """
 
     name: str
@@ -85,6 +99,7 @@ class KnownModel:
     kind: str
     description: str
     sha256: str | None = None
+    approx_bytes: int = 0
 
 
 def gdrive_url(file_id: str) -> str:
@@ -101,6 +116,8 @@ def _registry() -> dict[str, KnownModel]:
         "metfacesu": ("MetFaces-U, unaligned art faces", "1024x1024"),
         "afhqv2": ("AFHQv2, animal faces", "512x512"),
     }
+    # Estimated sizes (MB): a release pickle holds G, G_ema and D in float32.
+    pickle_mb = {("t", 1024): 295, ("r", 1024): 240, ("t", 512): 315, ("r", 512): 250, ("t", 256): 215, ("r", 256): 180}
     for cfg in ("t", "r"):
         for ds, (what, res) in list(datasets.items()) + [("ffhqu", ("FFHQ-U, unaligned faces", "256x256"))]:
             name = f"stylegan3-{cfg}-{ds}-{res}"
@@ -111,6 +128,7 @@ def _registry() -> dict[str, KnownModel]:
                     NGC_BASE_URL + f"{name}.pkl",
                     "generator",
                     f"NVIDIA StyleGAN3-{cfg.upper()} {res.split('x')[0]} px, {what}",
+                    approx_bytes=pickle_mb[(cfg, int(res.split("x")[0]))] * 10**6,
                 )
             )
     drive = [
@@ -171,7 +189,10 @@ def _registry() -> dict[str, KnownModel]:
             "InterFaceGAN gender direction, aligned FFHQ generator",
         ),
     ]
-    models += [KnownModel(n, f, gdrive_url(i), k, d) for n, f, i, k, d in drive]
+    # Encoders: IR-SE50 + 16 style blocks (186 M float32 values) and the SG3-R 1024 decoder (15 M);
+    # generators: G_ema alone; boundaries: 512 float64 values.
+    approx = {"encoder": 805 * 10**6, "generator": 61 * 10**6, "boundary": 4224}
+    models += [KnownModel(n, f, gdrive_url(i), k, d, approx_bytes=approx[k]) for n, f, i, k, d in drive]
     return {m.name: m for m in models}
 
 
@@ -186,6 +207,65 @@ def models_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "charm-studio" / "models"
+
+
+def known_url(model: KnownModel) -> str:
+    """Where ``model`` is downloaded from: its official URL, or ``$CHARM_MODEL_MIRROR/<filename>``."""
+    base = os.environ.get(ENV_MIRROR, "").strip()
+    if base:
+        return base.rstrip("/") + "/" + urllib.parse.quote(model.filename)
+    return model.url
+
+
+def format_bytes(n: int) -> str:
+    """``123456789`` -> ``'123 MB'`` (decimal units, as download sizes are usually given)."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n} bytes"
+
+
+def _checksums_path(directory: os.PathLike | str | None) -> Path:
+    return Path(directory or models_dir()) / CHECKSUMS_NAME
+
+
+def _read_checksums(directory: os.PathLike | str | None) -> dict[str, Any]:
+    import json
+
+    p = _checksums_path(directory)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_checksum(model: KnownModel, directory: os.PathLike | str | None = None) -> str | None:
+    """The SHA-256 of ``model``: the registry's, else the one recorded at its first download."""
+    if model.sha256:
+        return model.sha256
+    entry = _read_checksums(directory).get(model.filename)
+    return str(entry["sha256"]) if isinstance(entry, dict) and entry.get("sha256") else None
+
+
+def record_checksum(model: KnownModel, path: Path, directory: os.PathLike | str | None = None) -> str:
+    """Record (once) the SHA-256 and size of ``model``'s file at ``path``; returns the hash."""
+    import json
+    import time
+
+    from engine.imageio import write_text
+
+    digest = _sha256_of(path)
+    data = _read_checksums(directory)
+    if model.filename not in data:
+        data[model.filename] = {
+            "sha256": digest,
+            "bytes": path.stat().st_size,
+            "recorded": time.strftime("%Y-%m-%d"),
+        }
+        write_text(_checksums_path(directory), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return digest
 
 
 def find_model(name: str) -> KnownModel:
@@ -222,9 +302,13 @@ def ensure_model(
     dest = model_path(model.name, directory)
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
-    return download_file(
-        model.url, dest, sha256=model.sha256, progress=progress, cancel=cancel, timeout=timeout, label=model.name
+    expected = recorded_checksum(model, directory)
+    path = download_file(
+        known_url(model), dest, sha256=expected, progress=progress, cancel=cancel, timeout=timeout, label=model.name
     )
+    if expected is None:
+        record_checksum(model, path, directory)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,6 +367,11 @@ def _confirm_url(page: str, url: str, jar: http.cookiejar.CookieJar) -> str | No
     if token and "confirm=" not in url:
         return f"{url}{'&' if '?' in url else '?'}confirm={urllib.parse.quote(token)}"
     return None
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 (hex) of a file, read in chunks."""
+    return _sha256_of(path)
 
 
 def _sha256_of(path: Path) -> str:

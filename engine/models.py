@@ -16,7 +16,8 @@ stay inside it)::
       "title": "Charm demo faces, 64 px",      # optional, human readable
       "description": "...",                    # optional
       "random_weights": false,                 # true for development bundles (the GUI says so)
-      "generator": {"file": "generator.safetensors"},            # engine.checkpoints format
+      "generator": {"file": "generator.safetensors"}             # engine.checkpoints format
+                   | {"from": "inverter"},                   # or the encoder file's own generator
       "inverter": {"file": "encoder.safetensors"} | null,        # engine.inversion.load_inverter
       "predictor": {"file": "predictor.safetensors",             # engine.predictor (optional)
                     "loader": "engine.<module>:<function>"} | null,   # "loader" optional, see below
@@ -303,8 +304,13 @@ def _load_stylespace(data: dict, manifest: Path, layers: Mapping[str, int]) -> d
     return out
 
 
-def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "cpu") -> ModelBundle:
+def load_bundle(
+    spec: str | os.PathLike = "demo", device: str | torch.device = "cpu", *, with_inverter: bool = True
+) -> ModelBundle:
     """Load a model bundle: 'demo' (``resources/models/demo``), a bundle folder or its manifest path.
+
+    with_inverter False: skip the inverter (rendering only; its ``inverter`` is then None). The
+    generator entry ``{"from": "inverter"}`` takes the generator embedded in the inverter's file.
 
     Raises :class:`CheckpointError` when the bundle is missing (also the demo bundle before it is
     installed), damaged, of an unknown format version, or its parts do not fit together.
@@ -316,8 +322,16 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
     folder = manifest.parent
     data = read_tagged_json(manifest, BUNDLE_FORMAT, CheckpointError, "bundle manifest", "copy the bundle again")
     gen_entry = data.get("generator")
-    gen_file = gen_entry.get("file") if isinstance(gen_entry, dict) else gen_entry
-    G = load_generator(_inside(folder, gen_file, manifest, "generator"), device=device)
+    inverter = _load_component(data, "inverter", folder, manifest, device) if with_inverter else None
+    if isinstance(gen_entry, dict) and gen_entry.get("from") == "inverter":
+        # The encoder file embeds the generator it was trained with: one copy serves both.
+        source = inverter or _load_component(data, "inverter", folder, manifest, device)
+        if source is None:
+            raise CheckpointError(f"'{manifest}': the generator comes from the inverter, but there is none")
+        G = source.generator
+    else:
+        gen_file = gen_entry.get("file") if isinstance(gen_entry, dict) else gen_entry
+        G = load_generator(_inside(folder, gen_file, manifest, "generator"), device=device)
     card = data.get("model_card")
     card_path = (folder / card) if isinstance(card, str) and (folder / card).is_file() else None
     return ModelBundle(
@@ -325,7 +339,7 @@ def load_bundle(spec: str | os.PathLike = "demo", device: str | torch.device = "
         folder=folder,
         manifest=data,
         generator=G,
-        inverter=_load_component(data, "inverter", folder, manifest, device),
+        inverter=inverter,
         predictor=_load_component(data, "predictor", folder, manifest, device),
         directions=_load_directions(data, folder, manifest, int(G.w_dim), device),
         stylespace=_load_stylespace(data, manifest, style_layers(G)),

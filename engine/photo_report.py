@@ -89,17 +89,29 @@ class PhotoInversion:
         return self.inversion.latent[0].detach().cpu().numpy().astype(np.float32)
 
 
-def load_inverter_spec(spec: str, device: torch.device | str = "cpu") -> Any:
-    """The inverter named by ``spec``: an inverter file (a released ReStyle ``.pt`` or a Charm Studio
-    inverter ``.safetensors``) or a model bundle ('demo', a bundle folder or its manifest.json)."""
-    p = Path(spec)
-    if spec == "demo" or p.is_dir() or p.name == "manifest.json":
-        from engine.models import inverter_for, load_bundle
+def load_inverter_spec(
+    spec: str, device: torch.device | str = "cpu", download: bool = False, ctl: JobControl | None = None
+) -> Any:
+    """The inverter of model ``spec`` (named as everywhere, :func:`engine.model_store.resolve_model`):
+    an encoder file is loaded as it is, a generator file gets optimisation, anything else its bundle's."""
+    from engine.bundle_build import file_kind
+    from engine.models import MANIFEST_NAME, inverter_for, load_bundle
 
-        return inverter_for(load_bundle(spec, device=device))
-    from engine.inversion import load_inverter
+    p = Path(spec).expanduser()
+    kind = file_kind(p) if p.is_file() and p.name != MANIFEST_NAME else None
+    if kind is not None:
+        if kind == "encoder":
+            from engine.inversion import load_inverter
 
-    return load_inverter(p, device=device)
+            return load_inverter(p, device=device)
+        if kind == "generator":
+            from engine.checkpoints import load_generator
+            from engine.inversion.optimize import OptimizationInverter
+
+            return OptimizationInverter(load_generator(p, device=device))
+    from engine.model_store import resolve_model
+
+    return inverter_for(load_bundle(resolve_model(spec, download=download, ctl=ctl), device=device))
 
 
 def invert_photo(

@@ -127,12 +127,20 @@ class Studio:
         return self.bundle
 
     def load_model(self, spec: str, ctl: JobControl | None = None) -> BundleInfo:
-        """Load model ``spec`` ('demo', 'random', a bundle folder or manifest) and make it current."""
+        """Load model ``spec`` and make it current: 'random' (the development bundle) or any name
+        :func:`engine.model_store.resolve_model` takes ('demo', a known name, a bundle folder, a model
+        file). A known model that is not downloaded raises
+        :class:`engine.model_store.ModelNotInstalledError` (the window offers the model manager)."""
+        from engine.model_store import resolve_model
         from engine.models import ensure_random_bundle, load_bundle
 
         ctl = ctl or JobControl()
         ctl.stage("Loading model")
-        source = ensure_random_bundle(self.cache_dir / "bundles") if spec == RANDOM_SPEC else spec
+        if spec == RANDOM_SPEC:
+            source = ensure_random_bundle(self.cache_dir / "bundles")
+        else:
+            source = resolve_model(spec, ctl=ctl)
+            ctl.stage("Loading model")
         bundle = load_bundle(source, device=self.device)
         ctl.check()
         with self._tuned_lock:

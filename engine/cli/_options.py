@@ -75,3 +75,24 @@ def check_out_dir(path: str | os.PathLike) -> Path:
     if not os.access(parent if parent.exists() else Path.cwd(), os.W_OK | os.X_OK):
         raise CharmError(f"cannot write into {str(parent)!r} (no permission) for --out; choose another folder")
     return out
+
+
+def add_model_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--model NAME`` (demo, a known name, a bundle folder or a model file) and ``--download``."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=f"{what}: 'demo', a known model name (see 'models list'), a bundle folder or a model file "
+        "(.pkl, .pt, .safetensors)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download the named known model first when it is not installed yet"
+    )
+
+
+def model_manifest(spec: str, download: bool) -> Path:
+    """The bundle manifest ``--model spec`` names, downloading or building it first (progress on stderr)."""
+    from engine.jobs import run_in_terminal
+    from engine.model_store import resolve_model
+
+    return run_in_terminal(lambda ctl: resolve_model(spec, download=download, ctl=ctl))

@@ -1,7 +1,7 @@
 """``python main.py invert PHOTO --model MODEL --out DIR``: align a face, invert it, optionally run PTI.
 
-MODEL is an inverter file (a released stylegan3-editing encoder ``.pt`` or a file written by
-``engine.inversion.save_inverter``) or a model bundle (``demo``, a bundle folder or its manifest).
+MODEL names a model as every command does (:mod:`engine.model_store`): 'demo', a known name, a bundle
+folder, or a model file (an encoder ``.pt``/``.safetensors``; a generator alone inverts by optimisation).
 What is written into DIR: :mod:`engine.photo_report`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from engine.cli._options import add_device_option, add_face_option, check_out_dir, resolve_device
+from engine.cli._options import add_device_option, add_face_option, add_model_option, check_out_dir, resolve_device
 
 COMMAND = "invert"
 HELP = "Align a face and invert it into the generator's latent space (ReStyle, optional PTI)."
@@ -18,12 +18,7 @@ HELP = "Align a face and invert it into the generator's latent space (ReStyle, o
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="photo to read (JPEG, PNG, WebP, BMP, TIFF)")
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="inverter checkpoint (restyle_pSp_ffhq.pt, restyle_e4e_ffhq.pt or a Charm Studio "
-        "inverter .safetensors) or a model bundle ('demo', folder or manifest.json)",
-    )
+    add_model_option(parser, "the model (with an encoder it inverts in a few passes; a generator alone optimises)")
     parser.add_argument("--out", required=True, help="folder to write the results into")
     parser.add_argument("--iters", type=int, default=3, help="ReStyle iterations (default 3)")
     parser.add_argument(
@@ -71,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         identity=not args.no_identity,
     )
     t0 = time.perf_counter()
-    inverter = load_inverter_spec(args.model, device)
+    inverter = run_in_terminal(lambda ctl: load_inverter_spec(args.model, device, download=args.download, ctl=ctl))
     load_s = time.perf_counter() - t0
     result = run_in_terminal(lambda ctl: invert_photo(args.input, inverter, settings, ctl, device=device))
     result.metrics["timings"]["load_s"] = load_s

@@ -3,15 +3,15 @@
 As in the release's gen_images: z = RandomState(seed).randn(1, z_dim), optional truncation toward
 w_avg, and the user transform (angle in degrees counter-clockwise, tx/ty in image widths, +tx right,
 +ty down). Writes DIR/seed0000.png ... as 8-bit PNGs of clamp(img * 127.5 + 128, 0, 255).
---model takes a checkpoint path or the name of a known model (see engine/download.py), which is
-downloaded into the model cache when missing.
+--model names a model as every command does (:mod:`engine.model_store`): 'demo', a known name (with
+--download to fetch it when missing), a bundle folder, or a model file.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from engine.cli._options import add_device_option, check_out_dir, resolve_device
+from engine.cli._options import add_device_option, add_model_option, check_out_dir, model_manifest, resolve_device
 
 COMMAND = "render"
 HELP = "Render images from seeds with a StyleGAN3 generator (writes seedNNNN.png)."
@@ -38,7 +38,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint (.pkl, .pt, .safetensors) or known model name")
+    add_model_option(parser, "the generator")
     parser.add_argument("--seeds", required=True, type=parse_seeds, help="seeds, e.g. 0-3 or 1,5,10-12")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1 = none; 0.7 is typical)")
@@ -50,43 +50,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser, "auto")
 
 
-def _resolve_model(spec: str):
-    import sys
+def load_render_generator(spec: str, download: bool, device):
+    """The generator ``--model`` names: a generator file is loaded as it is; anything else (demo, a
+    known name, a bundle) through its bundle."""
     from pathlib import Path
 
+    from engine.bundle_build import file_kind
+    from engine.checkpoints import load_generator
+    from engine.models import load_bundle
+
     p = Path(spec).expanduser()
-    if p.exists():
-        return p
-    from engine import download
-
-    try:
-        known = download.find_model(spec)
-    except download.DownloadError:
-        return p  # load_generator reports the missing file
-    dest = download.model_path(known.name)
-    if dest.exists():
-        return dest
-    print(f"downloading {known.name} to {dest} ...", file=sys.stderr)
-
-    def progress(done: int, total: int | None) -> None:
-        pct = f" {100 * done / total:5.1f}%" if total else ""
-        print(f"\r  {done / 2**20:8.1f} MiB{pct}", end="", file=sys.stderr, flush=True)
-
-    path = download.ensure_model(known.name, progress=progress)
-    print(file=sys.stderr)
-    return path
+    if p.is_file() and p.name != "manifest.json" and file_kind(p) == "generator":
+        return load_generator(p, device=device)
+    return load_bundle(model_manifest(spec, download), device=device, with_inverter=False).generator
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from engine import load_generator, make_transform
+    from engine import make_transform
     from engine.jobs import run_in_terminal
     from engine.render import render_seeds
 
     device = resolve_device(args.device)
     check_out_dir(args.out)
-    G = load_generator(_resolve_model(args.model), device=device)
+    G = load_render_generator(args.model, args.download, device)
     if G.c_dim == 0 and args.class_idx is not None:
         print("warning: --class ignored, the model is unconditional", file=sys.stderr)
     transform = make_transform(args.angle, args.tx, args.ty, device=device)
