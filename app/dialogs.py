@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QTextBrowser,
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.export import ExportOptions
+from engine.export import UPSCALES, ExportOptions
 from engine.studio import BundleInfo
 
 EXPORT_KINDS = (
@@ -33,11 +34,15 @@ EXPORT_KINDS = (
 
 
 class ExportDialog(QDialog):
-    """Choose the folder, the base name, PNG or JPEG and which images to write."""
+    """Choose the folder, the base name, PNG or JPEG, the size and which images to write.
 
-    def __init__(self, folder: str, basename: str, parent: QWidget | None = None):
+    resolution: the model's resolution in px, to show the aligned and framed images' size (optional).
+    """
+
+    def __init__(self, folder: str, basename: str, parent: QWidget | None = None, resolution: int | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export")
+        self.resolution = resolution
         self.folder = QLineEdit(folder)
         self.folder.setObjectName("exportFolder")
         browse = QToolButton()
@@ -49,6 +54,17 @@ class ExportDialog(QDialog):
         self.fmt.setObjectName("exportFormat")
         self.fmt.addItem("PNG (lossless)", "png")
         self.fmt.addItem("JPEG (quality 95)", "jpg")
+        self.upscale = QComboBox()
+        self.upscale.setObjectName("exportUpscale")
+        for factor in UPSCALES:
+            self.upscale.addItem("1x (model size)" if factor == 1 else f"{factor}x", factor)
+        self.upscale.setToolTip(
+            "Size of the aligned and framed images. 2x and 4x enlarge the model's render with Lanczos "
+            "interpolation: bigger, but no new detail. The pasted photo keeps the photo's size."
+        )
+        self.size_label = QLabel()
+        self.size_label.setObjectName("exportSize")
+        self.upscale.currentIndexChanged.connect(self._show_size)
         self.kinds: dict[str, QCheckBox] = {}
         form = QFormLayout()
         row = QHBoxLayout()
@@ -57,6 +73,10 @@ class ExportDialog(QDialog):
         form.addRow("Folder", row)
         form.addRow("Name", self.basename)
         form.addRow("Format", self.fmt)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.upscale)
+        size_row.addWidget(self.size_label, 1)
+        form.addRow("Upscale", size_row)
         for kind, label in EXPORT_KINDS:
             box = QCheckBox(label)
             box.setChecked(True)
@@ -66,19 +86,52 @@ class ExportDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        self.error = QLabel()  # why Save did not close the dialog
+        self.error.setObjectName("exportError")
+        self.error.setWordWrap(True)
+        self.error.hide()
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addWidget(self.error)
         lay.addWidget(buttons)
+        self._show_size()
+
+    def _show_size(self) -> None:
+        factor = int(self.upscale.currentData())
+        if self.resolution:
+            side = self.resolution * factor
+            note = "" if factor == 1 else f" (interpolated from {self.resolution} px)"
+            self.size_label.setText(f"{side} \u00d7 {side} px{note}")
+        else:
+            self.size_label.setText("model size" if factor == 1 else f"{factor} \u00d7 model size, interpolated")
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())
         if d:
             self.folder.setText(d)
 
+    def accept(self) -> None:
+        """Close only with valid options; otherwise say what is wrong and stay open."""
+        try:
+            self.options()
+        except ValueError as e:
+            self.error.setText(str(e)[:1].upper() + str(e)[1:] + ".")
+            self.error.show()
+            return
+        self.error.hide()
+        super().accept()
+
     def options(self) -> ExportOptions:
+        """The chosen options (raises ValueError when they are not valid, e.g. no folder)."""
         kinds = tuple(k for k, box in self.kinds.items() if box.isChecked())
         name = self.basename.text().strip() or "charm"
-        return ExportOptions(folder=self.folder.text().strip(), basename=name, fmt=self.fmt.currentData(), kinds=kinds)
+        return ExportOptions(
+            folder=self.folder.text().strip(),
+            basename=name,
+            fmt=self.fmt.currentData(),
+            kinds=kinds,
+            upscale=int(self.upscale.currentData()),
+        )
 
 
 def _dist_version(*names: str) -> str:

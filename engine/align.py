@@ -12,7 +12,7 @@ Typical use::
 
     from engine.align import align_face, paste_back
     face = align_face("photo.jpg")               # face.aligned -> encoder, face.transform -> G.synthesis
-    out = paste_back(photo, edited_crop, face.crop_quad)
+    out = paste_back(photo, edited_crop, face.crop_quad, landmarks=face.landmarks)  # face-shaped blend
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.face_mask import FACE_FEATHER, MaskProvider, face_mask
 from engine.faces import (
     DETECT_SIZE,
     FaceDetection,
@@ -166,6 +167,10 @@ def align_face(
 # Paste-back
 
 
+_WINDOW_FEATHER = 0.08  # paste_back's soft edge without landmarks, as a fraction of the crop width
+_MAX_MASK = 4096  # largest side of a face mask built for paste_back
+
+
 def _feathered_alpha(mask: np.ndarray | None, size: int, feather_px: float) -> np.ndarray:
     """[size,size] float32 alpha: the mask, faded to 0 over ``feather_px`` inside its edge and the window's."""
     m: np.ndarray
@@ -192,12 +197,23 @@ def _feathered_alpha(mask: np.ndarray | None, size: int, feather_px: float) -> n
     return m * np.clip((dist - 0.5) / feather_px, 0.0, 1.0)
 
 
+def _source_to_crop(quad: np.ndarray, size: int, x0: int, y0: int) -> np.ndarray:
+    """2x3 affine: ROI pixel (source px minus (x0, y0)) -> pixel of a size x size warp of ``quad``
+    (the inverse of the crop's sampling map, shifted into the ROI; for ``cv2.WARP_INVERSE_MAP``)."""
+    a, t = output_to_source(quad, size)
+    ai = np.linalg.inv(a)
+    return np.hstack([ai, (ai @ (np.array([x0, y0], dtype=np.float64) - t))[:, None]])
+
+
 def paste_back(
     original: np.ndarray,
     rendered_crop: np.ndarray,
     crop_quad: np.ndarray,
     mask: np.ndarray | None = None,
-    feather: float = 0.08,
+    feather: float | None = None,
+    *,
+    landmarks: np.ndarray | None = None,
+    mask_provider: MaskProvider | None = None,
 ) -> np.ndarray:
     """Put a rendered (edited) crop back into the photo or frame it was cut from.
 
@@ -205,9 +221,15 @@ def paste_back(
     ``crop_quad`` (float [4,2] source px; any square quad works, also an aligned ``quad``). mask:
     optional [S,S] weights in crop pixels (bool, uint8 0..255 or float 0..1; 1 = take the render),
     e.g. a face-parsing mask; default the whole window. feather: width of the soft edge, as a fraction
-    of the crop width, laid *inside* the mask so pixels outside it stay bit-exact.
-    Returns a new [H,W,3] uint8 array.
+    of the crop width, laid *inside* the mask so pixels outside it stay bit-exact (default 0.08; with
+    ``landmarks`` :data:`engine.face_mask.FACE_FEATHER`).
+    landmarks: instead of ``mask``, the face's 68 landmarks (float [68,2] source px): the render is
+    blended through :func:`engine.face_mask.face_mask` (face, forehead and hair; ``mask_provider``
+    replaces its default provider), whose soft edge is ``feather`` wide (and not feathered again).
+    Returns a new [H,W,3] uint8 array; pixels where the mask is 0 are exactly ``original``'s.
     """
+    if landmarks is not None and mask is not None:
+        raise ValueError("pass either mask or landmarks to paste_back, not both")
     orig = load_image(original)
     crop = load_image(rendered_crop)
     out = orig.copy()
@@ -217,27 +239,39 @@ def paste_back(
     s = crop.shape[0]
     if crop.shape[1] != s:
         raise ValueError(f"rendered_crop must be square, got {crop.shape[:2]}")
-    alpha = _feathered_alpha(mask, s, feather * s)
+    q = np.asarray(crop_quad, dtype=np.float64)
+    if landmarks is not None:
+        # Built at the footprint's resolution: the region's outline stays smooth however small the render.
+        sa = min(max(2, round(side)), _MAX_MASK)
+        f = FACE_FEATHER if feather is None else feather
+        alpha = face_mask(landmarks, q, sa, feather=f, provider=mask_provider)
+    else:
+        alpha = _feathered_alpha(mask, s, (_WINDOW_FEATHER if feather is None else feather) * s)
     if s / side > 1.5:  # the render is finer than its footprint: reduce it first so it doesn't alias
         ns = max(2, round(side))
         crop = cv2.resize(crop, (ns, ns), interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(alpha, (ns, ns), interpolation=cv2.INTER_AREA)
+        if landmarks is None:
+            alpha = cv2.resize(alpha, (ns, ns), interpolation=cv2.INTER_AREA)
         s = ns
-    q = np.asarray(crop_quad, dtype=np.float64)
     x0, y0 = max(int(math.floor(q[:, 0].min())), 0), max(int(math.floor(q[:, 1].min())), 0)
     x1, y1 = min(int(math.ceil(q[:, 0].max())) + 1, w), min(int(math.ceil(q[:, 1].max())) + 1, h)
     if x0 >= x1 or y0 >= y1:
         return out
-    # Source px -> crop px: the inverse of the crop's sampling map, shifted into the ROI.
-    a, t = output_to_source(q, s)
-    ai = np.linalg.inv(a)
-    mat = np.hstack([ai, (ai @ (np.array([x0, y0], dtype=np.float64) - t))[:, None]])
     roi = (x1 - x0, y1 - y0)
     warped = cv2.warpAffine(
-        crop, mat, roi, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        crop,
+        _source_to_crop(q, s, x0, y0),
+        roi,
+        flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
     )
     wa = cv2.warpAffine(
-        alpha, mat, roi, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+        alpha,
+        _source_to_crop(q, alpha.shape[0], x0, y0),
+        roi,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
     )
     wa = np.clip(wa, 0.0, 1.0)[:, :, None]
     base = out[y0:y1, x0:x1].astype(np.float32)

@@ -2,10 +2,16 @@
 
 A saved session is two files written side by side, each atomically (:func:`engine.imageio.atomic_write`):
 ``NAME.json`` (format ``charm-session/1``, the scalar fields) and ``NAME.npz`` (the arrays: ``latent``
-float32 [num_ws,w_dim], ``face_transform`` float32 [3,3], ``crop_quad`` float64 [4,2]), plus
+float32 [num_ws,w_dim], ``face_transform`` float32 [3,3], ``crop_quad`` float64 [4,2], ``landmarks``
+float32 [68,2] source px), plus
 ``NAME.generator.safetensors`` when the state uses a PTI-tuned generator (a copy of
 ``EditState.generator_file``, :mod:`engine.checkpoints` format). A reopened session renders
 bit-identically (:func:`engine.render.render_state`).
+
+Sessions saved before the face's landmarks were kept have no ``landmarks`` array and open with
+``state.landmarks = None``; exporting one detects the landmarks on the photo again, and when no
+detected face matches its crop window pastes the whole window with a soft edge as before (see
+:func:`engine.export.export_images`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ __all__ = [
 
 SESSION_FORMAT = "charm-session/1"
 
-_ARRAYS = ("latent", "face_transform", "crop_quad")
+_ARRAYS = ("latent", "face_transform", "crop_quad", "landmarks")
 
 
 class SessionError(CharmError):
@@ -71,6 +77,7 @@ def state_from_json(data: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | 
         latent=arrays.get("latent"),
         face_transform=arrays.get("face_transform"),
         crop_quad=arrays.get("crop_quad"),
+        landmarks=arrays.get("landmarks"),
         directions={str(k): float(v) for k, v in (data.get("directions") or {}).items()},
         channels={(str(row[0]), int(row[1])): float(row[2]) for row in (data.get("channels") or [])},
         angle_deg=float(data.get("angle_deg", 0.0)),

@@ -3,7 +3,7 @@
 An :class:`EditState` has two parts:
 
 - :class:`Subject`: what is being edited and its heavy arrays (the photo's path and face, the inverted
-  latent, the face's transform and crop window, a tuned generator file). It changes rarely (a new
+  latent, the face's transform, crop window and landmarks, a tuned generator file). It changes rarely (a new
   photo, an inversion, a PTI run) and is shared, never copied, between the states that edit it.
 - :class:`Edits`: the light values the user changes on every slider move (directions, StyleSpace
   channels, the rotation/translation knobs, the view). Undo/redo records and compares these.
@@ -49,7 +49,8 @@ class Subject:
     latent: float32 [num_ws,w_dim], the inverted face (None before inversion).
     face_transform: float32 [3,3], stored convention: aligned -> the photo's own framing (the face's
         alignment transform), used in the 'photo' view. crop_quad: float64 [4,2] source px of that
-        framing in the photo (for paste-back).
+        framing in the photo (for paste-back). landmarks: float32 [68,2] source px, the face's dlib
+        landmarks (the shape of the paste-back mask, :mod:`engine.face_mask`); None when unknown.
     generator_file: a tuned (PTI) generator to render with instead of the bundle's, or None.
     Arrays are read-only copies. Two subjects are the same only when they are the same object.
     """
@@ -61,6 +62,7 @@ class Subject:
     face_transform: np.ndarray | None = None
     crop_quad: np.ndarray | None = None
     generator_file: str | None = None
+    landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -69,6 +71,7 @@ class Subject:
             raise ValueError(f"latent must be [num_ws,w_dim], got {self.latent.shape}")
         set_(self, "face_transform", _frozen_array(self.face_transform, np.float32, (3, 3)))
         set_(self, "crop_quad", _frozen_array(self.crop_quad, np.float64, (4, 2)))
+        set_(self, "landmarks", _frozen_array(self.landmarks, np.float32, (68, 2)))
         set_(self, "face_index", int(self.face_index))
 
     def equals(self, other: Subject) -> bool:
@@ -154,6 +157,7 @@ class EditState:
     latent: np.ndarray | None
     face_transform: np.ndarray | None
     crop_quad: np.ndarray | None
+    landmarks: np.ndarray | None
     model_id: str
     input_path: str | None
     face_index: int
