@@ -31,18 +31,27 @@ from engine.imageio import ImageInput, load_image
 from engine.quads import face_quad, quad_frame, rot90
 
 __all__ = [
+    "BOX_BELOW",
+    "BOX_SIDE",
     "DETECT_SIZE",
     "FaceDetection",
     "FaceModels",
     "choose_face",
+    "detect_boxes",
     "detect_faces",
     "landmarks_model_path",
     "load_face_models",
+    "predict_landmarks",
+    "refine_landmarks",
 ]
 
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 DETECT_SIZE = 640  # long side of the copy the HOG detector scans first
 _MAX_DETECT_SIZE = 2048  # long side of the second, slower pass when the first finds nothing
+# Where the HOG detector puts its box on an upright face, in half-sizes h of the face's quad (measured
+# on ../shared/faces): centre BOX_BELOW * h below the quad's centre, side BOX_SIDE * h.
+BOX_BELOW = 0.18
+BOX_SIDE = 1.17
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +133,9 @@ class FaceDetection:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
-def _run_detector(rgb: np.ndarray, scale: float, upsample: int) -> list[tuple[np.ndarray, float]]:
+def _run_detector(
+    rgb: np.ndarray, scale: float, upsample: int, adjust_threshold: float = 0.0
+) -> list[tuple[np.ndarray, float]]:
     """HOG detections on ``rgb`` resized by ``scale``, boxes returned in ``rgb``'s pixels."""
     detector = load_face_models().detector
     if scale < 1.0:
@@ -134,7 +145,7 @@ def _run_detector(rgb: np.ndarray, scale: float, upsample: int) -> list[tuple[np
     else:
         small, sx, sy = rgb, 1.0, 1.0
     with _run_lock:
-        rects, scores, _ = detector.run(small, upsample, 0.0)
+        rects, scores, _ = detector.run(small, upsample, adjust_threshold)
     out = []
     for r, s in zip(rects, scores):
         # dlib boxes are inclusive pixel ranges; convert via pixel edges so the scale maps exactly.
@@ -185,10 +196,36 @@ def _refine_upright(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    bc = pc + np.array([0.0, 0.18 * h])
-    box = np.r_[bc - 0.585 * h, bc + 0.585 * h]
+    bc = pc + np.array([0.0, BOX_BELOW * h])
+    box = np.r_[bc - 0.5 * BOX_SIDE * h, bc + 0.5 * BOX_SIDE * h]
     lm_up = _predict_landmarks(patch, box)
     return (lm_up - pc) @ r.T + c
+
+
+def detect_boxes(
+    rgb: np.ndarray, scale: float = 1.0, upsample: int = 0, adjust_threshold: float = 0.0
+) -> list[tuple[np.ndarray, float]]:
+    """One pass of the HOG face detector over ``rgb`` ([H,W,3] uint8) reduced by ``scale`` (<= 1), no
+    landmarks: [(box float64 [4] (left, top, right, bottom) in ``rgb``'s pixels, score)], in the
+    detector's order. ``upsample``: 2x upsamplings first (finds smaller faces, slower);
+    ``adjust_threshold``: added to the detector's threshold (negative: more, less sure detections).
+    Faces smaller than about 80 px at the scanned scale are not found."""
+    return _run_detector(rgb, scale, upsample, adjust_threshold)
+
+
+def predict_landmarks(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The 68 landmarks (float64 [68,2] source px) that dlib's predictor finds in ``box`` (float [4]:
+    left, top, right, bottom, source px; a detector's box, or one placed where the detector would put it)."""
+    return _predict_landmarks(rgb, np.asarray(box, dtype=np.float64))
+
+
+def refine_landmarks(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 68 landmarks (float64 [68,2] source px) predicted again on an upright view around an estimate
+    of them (float [68,2]): the same face's landmarks in a nearby frame of a video, or a first estimate in
+    this photo. The estimate places the predictor's box (see :data:`BOX_BELOW`, :data:`BOX_SIDE`), so
+    it must lie within about a tenth of the face's size of the face; faces under 8 px come back as given.
+    """
+    return _refine_upright(rgb, np.asarray(landmarks, dtype=np.float64))
 
 
 def detect_faces(image: ImageInput, detect_size: int = DETECT_SIZE) -> list[FaceDetection]:

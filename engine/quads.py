@@ -235,15 +235,41 @@ def _frames(quads: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]
     return frames, ok
 
 
-def _fill_and_smooth(values: np.ndarray, ok: np.ndarray, sigma: float) -> np.ndarray:
+def _local_linear(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-weighted local linear fit of each column of ``values`` [N,K] over time, evaluated at
+    every frame (sigma in frames, support 4 sigma). Where the window lies inside the clip this is the
+    plain Gaussian average; near the ends a steady motion is followed instead of being pulled toward
+    the end frame's value, as padding by repetition does."""
+    from scipy.ndimage import correlate1d
+
+    r = int(4.0 * sigma + 0.5)
+    if r < 1 or len(values) < 2:
+        return values.copy()
+    d = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (d / sigma) ** 2)
+    ones = np.ones(len(values))
+    m0, m1, m2 = (correlate1d(ones, k * d**p, mode="constant") for p in (0, 1, 2))
+    y0 = correlate1d(values, k, axis=0, mode="constant")
+    y1 = correlate1d(values, k * d, axis=0, mode="constant")
+    det = m0 * m2 - m1 * m1
+    ok = det > 1e-9 * m0 * m0
+    out = y0 / m0[:, None]  # the plain weighted mean where a line cannot be fitted
+    out[ok] = (m2[ok, None] * y0[ok] - m1[ok, None] * y1[ok]) / det[ok, None]
+    return out
+
+
+def _fill_and_smooth(values: np.ndarray, ok: np.ndarray, sigma: float, keep_trend: bool = False) -> np.ndarray:
     """Per-frame values [N,K], rows where ``ok`` is False interpolated linearly from their neighbours
-    (held constant past the ends), then Gaussian-smoothed over time (sigma in frames; 0 = not at all)."""
+    (held constant past the ends), then Gaussian-smoothed over time (sigma in frames; 0 = not at all;
+    ``keep_trend``: by :func:`_local_linear`, else with the end values repeated past the ends)."""
     idx = np.arange(len(values))
     out = values.copy()
     for j in range(values.shape[1]):
         out[:, j] = np.interp(idx, idx[ok], values[ok, j])
     if sigma <= 0 or len(out) < 2:
         return out
+    if keep_trend:
+        return _local_linear(out, sigma)
     from scipy.ndimage import gaussian_filter1d
 
     return gaussian_filter1d(out, sigma, axis=0, mode="nearest")
@@ -263,17 +289,24 @@ def smooth_quads(quads: np.ndarray | Sequence[np.ndarray | None], sigma: float) 
 
 
 def crop_quads_for_clip(
-    landmarks: Sequence[np.ndarray | None], sigma: float = 3.0, scale_mode: ScaleMode = "eyes"
+    landmarks: Sequence[np.ndarray | None],
+    sigma: float = 3.0,
+    scale_mode: ScaleMode = "eyes",
+    *,
+    keep_trend: bool = False,
 ) -> np.ndarray:
     """Per-frame crop windows (float64 [N,4,2]) for a clip, from each frame's [68,2] landmarks.
 
     Window centres and sizes follow the face but are Gaussian-smoothed over time (sigma in frames;
     0 = no smoothing) so the crops do not jitter. Frames without a face (None) are interpolated from
-    their neighbours. Use the result as ``align_face(frame, crop_quad=quads[i])``.
+    their neighbours. Use the result as ``align_face(frame, crop_quad=quads[i])``. keep_trend: near the
+    clip's ends, follow the face's motion with a Gaussian-weighted local linear fit instead of holding
+    the windows back toward the end frame's (unbiased for steady motion, a little noisier there; the same
+    smoothing elsewhere).
     """
     frames, ok = _frames([None if lm is None else face_quad(lm, scale_mode) for lm in landmarks])
     if not ok.any():
         raise ValueError("no landmarks in any frame")
     sizes = np.c_[frames[:, :2], np.hypot(frames[:, 2], frames[:, 3])]  # centre and half-size
-    sizes = _fill_and_smooth(sizes, ok, sigma)
+    sizes = _fill_and_smooth(sizes, ok, sigma, keep_trend)
     return np.stack([_axis_aligned(f[:2], f[2]) for f in sizes])
