@@ -34,6 +34,10 @@ class ImageAccessError(ImageReadError):
     """The input image exists but cannot be opened (permissions, a device, a broken link...)."""
 
 
+class VideoReadError(CharmError):
+    """An input video cannot be read: not a video, no picture stream, or a damaged or truncated stream."""
+
+
 class NoFaceError(CharmError):
     """No face was found in an input image."""
 

@@ -14,6 +14,7 @@ from engine.errors import (
     ImageNotFoundError,
     ImageReadError,
     NoFaceError,
+    VideoReadError,
 )
 
 __all__ = ["Explanation", "explain"]
@@ -47,6 +48,11 @@ def _known() -> list[tuple[type[BaseException], str, str]]:
         ),
         (ImageIsFolderError, "Cannot read the image", "Choose an image file (JPEG or PNG) inside the folder."),
         (ImageAccessError, "Cannot read the image", "Check that the file exists and that you may read it."),
+        (
+            VideoReadError,
+            "Cannot read the video",
+            "Choose a video that plays in a video player (MP4, MOV, MKV or WebM are the usual kinds).",
+        ),
         (ImageReadError, "Cannot read the image", "Choose a JPEG or PNG photo; this file is damaged or not an image."),
         (
             CheckpointError,
