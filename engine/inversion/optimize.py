@@ -165,13 +165,23 @@ class OptimizationInverter(GeneratorSizes):
         transform: torch.Tensor | None = None,
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
+        *,
+        init: torch.Tensor | None = None,
     ) -> InversionResult:
         """images: float32 [N,3,H,W] in [-1,1], aligned. n_iters: optimisation steps. ``transform``
         ([3,3] or [N,3,3], stored convention) renders the result unaligned, as the encoder inverter does.
-        Raises :class:`engine.inversion.Cancelled` when cancel() returns True."""
+        init: starting latents [N,num_ws,w_dim] (a warm start, e.g. the previous video frame's); default
+        the average latent. Raises :class:`engine.inversion.Cancelled` when cancel() returns True."""
         transform = batch_transform(transform, images.shape[0], mapping_w_avg(self.generator).device)
         res = optimize_latent(
-            self.generator, images, steps=int(n_iters), lr=self.lr, lpips_weight=0.0, progress=progress, cancel=cancel
+            self.generator,
+            images,
+            init=init,
+            steps=int(n_iters),
+            lr=self.lr,
+            lpips_weight=0.0,
+            progress=progress,
+            cancel=cancel,
         )
         unaligned = None
         if transform is not None:

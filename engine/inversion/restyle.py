@@ -260,6 +260,7 @@ class Inverter(GeneratorSizes, nn.Module):
         *,
         batch_size: int | None = None,
         keep_images: bool = True,
+        init: torch.Tensor | None = None,
     ) -> InversionResult:
         """Invert aligned faces.
 
@@ -274,6 +275,9 @@ class Inverter(GeneratorSizes, nn.Module):
             batch_size: images per forward pass (all at once by default).
             keep_images: return every iteration's aligned render (all but the last are needed for the
                 next pass anyway; without them the last render is skipped).
+            init: starting latents [N,num_ws,w_dim] or [1,num_ws,w_dim] instead of the average latent
+                (a warm start, e.g. from the previous video frame: the first pass then sees the render
+                of ``init``, which costs one render per image).
 
         Returns:
             :class:`InversionResult` with latents per iteration [N,num_ws,w_dim] on the inverter's
@@ -297,8 +301,13 @@ class Inverter(GeneratorSizes, nn.Module):
         done = 0
         for s in starts:
             x = resize_images(images[s : s + bs].to(device, torch.float32), self.input_size)
-            codes = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1)
-            y_small = self.average_image().expand(x.shape[0], -1, -1, -1) if self.recurrent else None
+            if init is None:
+                codes = self.latent_avg.unsqueeze(0).expand(x.shape[0], -1, -1)
+                y_small = self.average_image().expand(x.shape[0], -1, -1, -1) if self.recurrent else None
+            else:
+                start = init.to(device, torch.float32)
+                codes = (start if start.shape[0] == 1 else start[s : s + bs]).expand(x.shape[0], -1, -1)
+                y_small = resize_images(self.render(codes), self.input_size) if self.recurrent else None
             for it in range(n_iters):
                 check_cancel(cancel, "inversion", done, total)
                 codes = self._encode(x, y_small) + codes
