@@ -60,11 +60,13 @@ def create_main_window(
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
     threads: int | None = None,
+    remember: bool = False,
 ) -> MainWindow:
-    """The studio window (a QApplication must exist). model: 'demo', 'random' or a bundle folder;
-    default the demo bundle, or random weights while the demo bundle is not installed."""
+    """The studio window (a QApplication must exist). model: any model name (:mod:`engine.model_store`);
+    default the model used last when ``remember``, else the demo bundle, or random weights while the demo
+    bundle is not installed."""
     preload_engine()
-    return MainWindow(model=model, cache_dir=cache_dir, device=device, threads=threads)
+    return MainWindow(model=model, cache_dir=cache_dir, device=device, threads=threads, remember=remember)
 
 
 def run_app(argv: list[str] | None = None) -> int:
@@ -75,7 +77,7 @@ def run_app(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationName(APP_NAME)
     apply_theme(app)
-    win = create_main_window()
+    win = create_main_window(remember=True)
     app.aboutToQuit.connect(win.shutdown)
     win.show()
     quit_ms = os.environ.get("CHARM_AUTOQUIT_MS")

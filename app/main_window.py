@@ -6,13 +6,19 @@ and the images it shows; everything that touches a model runs on the engine's th
 asks for a render; renders come back as signals (latest request wins). Long jobs are submitted with a
 handler for their result; progress, failures and cancels arrive through one set of signals.
 Configuration comes from the environment (:mod:`app.settings`).
+
+Models are named as everywhere else (:mod:`engine.model_store`): 'demo', 'random', an installed
+model's name, a kit or official file, a bundle folder or a model file. The model manager
+(:mod:`app.model_manager`, Models ▸ Manage… or the picker's "…") downloads and adds them on the
+models lane while editing goes on; a model that is not downloaded yet is offered there.
 """
 
 from __future__ import annotations
 
+import html
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +29,22 @@ from PySide6.QtWidgets import (
     QApplication,
     QDialog,
     QFileDialog,
+    QMessageBox,
 )
 
 from app.canvas import to_qimage
 from app.dialogs import AboutDialog, ExportDialog, error_box
+from app.model_manager import ModelManagerDialog
 from app.settings import (
     APP_NAME,
     DEMO_MISSING_NOTICE,
+    app_settings,
     default_cache_dir,
     default_device,
     default_model,
     default_threads,
+    remember_model,
+    remembered_model,
     threads_from_env,
 )
 from app.window_layout import WindowLayout
@@ -47,13 +58,16 @@ from engine.studio import RANDOM_SPEC, BundleInfo
 __all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "MainWindow"]
 
 RENDER_PROGRESS_AFTER_S = 0.5  # a render taking longer than this shows its layer progress in the status bar
+MODEL_FILE_SUFFIXES = (".pkl", ".pt", ".safetensors")  # dropped onto the window: loaded as a model
 
 
 class MainWindow(WindowLayout):
     """Charm Studio's window. Signals for tests and tools: ``resultShown(render_id)`` after a render
     is displayed, ``modelReady(BundleInfo)``, ``photoReady(PhotoFace)`` once a face is chosen,
     ``inversionFinished()``, ``errorShown(title, message)``, ``exported(list of paths)``,
-    ``sessionSaved(path)``, ``sessionOpened()``, ``jobsIdle()`` when no long job is left."""
+    ``sessionSaved(path)``, ``sessionOpened()``, ``jobsIdle()`` when no long job is left,
+    ``photoMissing(path)`` when the edit's photo file is not there (a moved session photo).
+    :meth:`open_model_manager` opens the model manager; ``dialog_hook`` sees every dialog opened."""
 
     resultShown = Signal(int)
     modelReady = Signal(object)
@@ -65,6 +79,7 @@ class MainWindow(WindowLayout):
     sessionSaved = Signal(str)
     sessionOpened = Signal()
     jobsIdle = Signal()
+    photoMissing = Signal(str)
 
     def __init__(
         self,
@@ -72,7 +87,10 @@ class MainWindow(WindowLayout):
         cache_dir: str | os.PathLike | None = None,
         device: str | None = None,
         threads: int | None = None,
+        remember: bool = False,
     ):
+        """remember: start on the model used last and remember the one loaded (:func:`app.settings.app_settings`);
+        without it (tests, tools) nothing is read or written."""
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.setObjectName("mainWindow")
@@ -86,6 +104,10 @@ class MainWindow(WindowLayout):
         self.last_latency: float | None = None
         self._pending_choice: PhotoFace | None = None
         self._photo_job = self._invert_job = self._refine_job = self._model_job = self._session_job = 0
+        self._locate_job = 0
+        self._manager: ModelManagerDialog | None = None
+        self._demo_notice_dismissed = False
+        self.settings = app_settings() if remember else None
         self._refine_steps = 0
         self._session_path = ""
         self._active: dict[int, str] = {}  # long jobs running or queued: job id -> what it does
@@ -104,9 +126,13 @@ class MainWindow(WindowLayout):
         self._build_ui()
         self._wire_panels()
         self._connect_worker()
-        spec, notice = (model, None) if model else default_model()
+        default_spec, default_notice = default_model()
+        spec, notice = (model, None) if model else (remembered_model(self.settings), None)
+        if not spec:
+            spec, notice = default_spec, default_notice
         self._model_notice = notice
-        self._fallback_tried = spec == RANDOM_SPEC
+        # Models to fall back on when the first one cannot be loaded: the default, then random weights.
+        self._fallbacks = [s for s in dict.fromkeys((default_spec, RANDOM_SPEC)) if s != spec]
         self._refresh_model_choices(spec)
         self.load_model(spec)
         QApplication.instance().installEventFilter(self)
@@ -127,7 +153,11 @@ class MainWindow(WindowLayout):
             panel.dragStarted.connect(self._drag_started)
             panel.dragFinished.connect(self._drag_finished)
         self.model_panel.modelChosen.connect(self.load_model)
-        self.model_panel.browseRequested.connect(self._browse_model)
+        self.model_panel.browseRequested.connect(self.open_model_manager)
+        self.demo_notice_button.clicked.connect(self.open_model_manager)
+        self.demo_notice_close.clicked.connect(self._dismiss_demo_notice)
+        self.models_activity.clicked.connect(self.open_model_manager)
+        self.photoReady.connect(self._photo_shown)
         self.inversion_panel.reinvertRequested.connect(lambda: self._start_inversion(record=True))
         self.inversion_panel.refineRequested.connect(self.refine)
         self.picker.faceChosen.connect(self.choose_face)
@@ -250,6 +280,8 @@ class MainWindow(WindowLayout):
     def _show_before(self) -> None:
         p = self.photo
         if p is None:
+            missing = self._missing_photo()
+            self.canvas.before_caption = f"Original missing \u2014 {Path(missing).name}" if missing else "Original"
             self.canvas.set_images(None, self.canvas.after)
             return
         photo_view = self.state.view == "photo"
@@ -323,17 +355,34 @@ class MainWindow(WindowLayout):
         if f.kind == "render":
             self.statusBar().showMessage(f"Render failed: {f.message}", 8000)
             return
-        self.show_error(f.title, f.message, f.hint)
+        if f.missing_model:
+            self.show_error(
+                "Model not downloaded",
+                f.message,
+                "Get it in the model manager: the download shows its progress, can be stopped, and resumes "
+                "where it stopped. Until then the previous model stays in use.",
+                [("Open the model manager\u2026", "openManager", self.open_model_manager)],
+            )
+        else:
+            self.show_error(f.title, f.message, f.hint)
         if f.kind == "model" and self.bundle is not None:
             self.model_panel.select(self.bundle.spec)  # the picker goes back to the model still in use
-        if f.kind == "model" and self.bundle is None and not self._fallback_tried:
-            self._fallback_tried = True
-            self._model_notice = "the model could not be loaded: random weights"
-            self.load_model(RANDOM_SPEC)
+        if f.kind == "model" and self.bundle is None and self._fallbacks:
+            spec = self._fallbacks.pop(0)
+            if spec == RANDOM_SPEC and not self._model_notice:
+                self._model_notice = "the model could not be loaded: random weights"
+            self.load_model(spec)
 
-    def show_error(self, title: str, message: str, hint: str) -> QDialog:
-        """Tell the user what happened and what to do, without blocking the app."""
+    def show_error(
+        self, title: str, message: str, hint: str, actions: Iterable[tuple[str, str, Callable[[], Any]]] = ()
+    ) -> QDialog:
+        """Tell the user what happened and what to do, without blocking the app. actions: extra buttons
+        (text, objectName, what clicking does)."""
         box = error_box(self, title, message, hint)
+        for text, name, fn in actions:
+            button = box.addButton(text, QMessageBox.ButtonRole.ActionRole)
+            button.setObjectName(name)
+            button.clicked.connect(fn)
         self.statusBar().showMessage(f"{title}: {message}", 10000)
         self.errorShown.emit(title, message)
         self._open_dialog_box(box)
@@ -349,6 +398,8 @@ class MainWindow(WindowLayout):
     # Model
 
     def _refresh_model_choices(self, current: str | None) -> None:
+        """The picker: the demo model, random weights, then every installed model by its title."""
+        from engine.model_store import installed_models
         from engine.models import DEMO_MANIFEST
 
         demo = DEMO_MANIFEST.is_file()
@@ -356,10 +407,11 @@ class MainWindow(WindowLayout):
             ("Demo model" if demo else "Demo model (missing)", "demo", demo),
             ("Random weights (development)", RANDOM_SPEC, True),
         ]
+        choices += [(m.title, m.name, True) for m in installed_models()]
         self.model_panel.set_choices(choices, current)
 
     def load_model(self, spec: str) -> int:
-        """Switch to model ``spec`` ('demo', 'random' or a bundle folder); the photo is inverted again."""
+        """Switch to model ``spec`` (any model name, :mod:`engine.model_store`); the photo is inverted again."""
         self._model_job = self._job(self.host.load_model(spec), "Loading model", self._on_model_loaded)
         return self._model_job
 
@@ -367,6 +419,43 @@ class MainWindow(WindowLayout):
         d = QFileDialog.getExistingDirectory(self, "Open a model bundle folder (with manifest.json)")
         if d:
             self.load_model(d)
+
+    def open_model_manager(self) -> ModelManagerDialog:
+        """Show the model manager (one per window, kept while hidden so a download goes on)."""
+        if self._manager is None:
+            m = ModelManagerDialog(self.host, self)
+            m.dialog_hook = lambda dlg: self.dialog_hook(dlg) if self.dialog_hook is not None else None
+            m.modelInstalled.connect(self._model_installed)
+            m.modelRemoved.connect(self._model_removed)
+            m.useRequested.connect(self.load_model)
+            m.activity.connect(self._models_activity)
+            self._manager = m
+        m = self._manager
+        m.current_model = self.bundle.spec if self.bundle else None
+        m.refresh()
+        self._refresh_model_choices(m.current_model)  # models may have come or gone meanwhile (the CLI)
+        m.show()
+        m.raise_()
+        m.activateWindow()
+        if self.dialog_hook is not None:
+            self.dialog_hook(m)
+        return m
+
+    def _models_activity(self, text: str) -> None:
+        self.models_activity.setText(text)
+        self.models_activity.setVisible(bool(text))
+
+    def _model_installed(self, name: str) -> None:
+        """A model was downloaded or added in the manager: list it and edit with it."""
+        self._refresh_model_choices(self.bundle.spec if self.bundle else None)
+        self.statusBar().showMessage(f"Model installed: {name}", 8000)
+        self.load_model(name)
+
+    def _model_removed(self, name: str) -> None:
+        in_use = self.bundle is not None and self.bundle.spec == name
+        self._refresh_model_choices(default_model()[0] if in_use or not self.bundle else self.bundle.spec)
+        if in_use:
+            self.load_model(default_model()[0])  # its files are gone: edit with the default model
 
     def _apply_bundle(self, info: BundleInfo) -> None:
         self.bundle = info
@@ -384,12 +473,16 @@ class MainWindow(WindowLayout):
         self.directions_panel.set_directions(info.directions)
         self.style_panel.set_model(info.style_layers, info.stylespace)
         self.inversion_panel.set_method(info.inverter, info.encoder, info.pti)
+        if self._manager is not None:
+            self._manager.set_current_model(info.spec)
+        self._update_demo_notice()
         self.modelReady.emit(info)
 
     def _on_model_loaded(self, job: int, info: BundleInfo) -> None:
         if job != self._model_job:
             return
         self._apply_bundle(info)
+        remember_model(self.settings, info.spec)
         self.statusBar().showMessage(f"Model: {info.title}", 5000)
         base = self.state.replace(model_id=info.spec, latent=None, generator_file=None).reset_edits()
         self.history.reset(base)
@@ -446,6 +539,7 @@ class MainWindow(WindowLayout):
                 face_index=info.face_index,
                 face_transform=info.face_transform,
                 crop_quad=info.crop_quad,
+                landmarks=info.face.landmarks,
                 view=self.state.view,
             )
         )
@@ -538,14 +632,88 @@ class MainWindow(WindowLayout):
         self.canvas.set_after(None)
         self._show_before()
         self._sync_controls()
-        if photo is None and state.input_path:
-            self.statusBar().showMessage(f"The session's photo {state.input_path} is missing; showing the edit only")
+        self._update_demo_notice()
+        self.request_render()
+        missing = self._missing_photo()
+        if missing:
+            self.show_missing_photo(missing, "The edit is kept; without the photo, export cannot paste it back.")
         else:
             self.statusBar().showMessage(f"Session opened: {Path(self._session_path).name}", 8000)
-        self.request_render()
         self.sessionOpened.emit()
 
-    def export_to(self, options: ExportOptions) -> int:
+    # ------------------------------------------------------------------------------------------
+    # A photo that is not where the edit says (a session opened after its photo was moved)
+
+    def _missing_photo(self) -> str | None:
+        """The edit's photo path when that file is not there any more, else None."""
+        path = self.state.input_path
+        return path if path and not Path(path).is_file() else None
+
+    def show_missing_photo(self, path: str, consequence: str) -> QMessageBox:
+        """Say which photo file is missing and offer to locate it (status bar and a dialog)."""
+        name = Path(path).name
+        self.statusBar().showMessage(f"The photo {path} is missing: locate it to continue")
+        box = QMessageBox(self)
+        box.setObjectName("missingPhotoBox")
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Photo not found")
+        box.setText(f"<b>The photo {html.escape(name)} is missing</b>")
+        box.setInformativeText(
+            f"{html.escape(path)} is not there any more: it may have been moved, renamed or deleted. "
+            f"{html.escape(consequence)} Locate the photo to continue."
+        )
+        locate = box.addButton("Locate\u2026", QMessageBox.ButtonRole.ActionRole)
+        locate.setObjectName("locatePhoto")
+        locate.clicked.connect(lambda: self._locate_dialog(path))
+        box.addButton(QMessageBox.StandardButton.Close)
+        self.photoMissing.emit(path)
+        self._open_dialog_box(box)
+        return box
+
+    def _locate_dialog(self, missing: str) -> QFileDialog:
+        near = Path(self._session_path).parent if self._session_path else Path(missing).parent
+        dlg = QFileDialog(self, f"Locate {Path(missing).name}", str(near if near.is_dir() else Path.home()))
+        dlg.setObjectName("locatePhotoDialog")
+        dlg.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dlg.setNameFilter("Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff);;All files (*)")
+        dlg.selectFile(Path(missing).name)
+        dlg.fileSelected.connect(self.locate_photo)
+        self._open_dialog_box(dlg)
+        return dlg
+
+    def locate_photo(self, path: str | os.PathLike) -> int:
+        """Use ``path`` as the edit's photo (its file was moved): the photo is loaded for the same face,
+        and the edit (latent, sliders, history) is kept."""
+        self._locate_job = self._job(
+            self.host.load_photo(str(path), self.state.face_index), "Loading the photo", self._on_photo_located
+        )
+        return self._locate_job
+
+    def _on_photo_located(self, job: int, info: PhotoFace) -> None:
+        if job != self._locate_job:
+            return
+        old = self.state.input_path
+        self.photo = info
+        self._pending_choice = None
+        self.stack.setCurrentWidget(self.canvas)
+        h = self.history
+        # Every step of the history names the new file (an undo must not bring the missing path back).
+        # History has no public way to rewrite all its steps; its undo/redo lists hold plain states.
+        for steps in (h._undo, h._redo):
+            steps[:] = [st.replace(input_path=info.path) if st.input_path == old else st for st in steps]
+        h.set(self.state.replace(input_path=info.path), record=False)
+        self._show_before()
+        self._sync_controls()
+        self.statusBar().showMessage(f"Photo found: {info.path}", 8000)
+        self.photoReady.emit(info)
+
+    def export_to(self, options: ExportOptions) -> int | None:
+        """Export the edit; None (and a dialog that offers to locate it) when the face must be pasted back
+        into a photo whose file is missing."""
+        missing = self._missing_photo()
+        if missing and "pasted" in options.kinds:
+            self.show_missing_photo(missing, "Export needs it to paste the edited face back into the photo.")
+            return None
         return self._job(self.host.export(self.state, options), "Exporting", self._on_exported)
 
     def _export_dialog(self) -> None:
@@ -570,10 +738,29 @@ class MainWindow(WindowLayout):
         if not path:
             return
         event.acceptProposedAction()
-        if Path(path).suffix.lower() == ".json":
+        suffix = Path(path).suffix.lower()
+        if suffix == ".json":
             self.open_session(path)
+        elif suffix in MODEL_FILE_SUFFIXES:
+            self.load_model(path)  # a model file, named as --model names it (a bundle is built for it once)
         else:
             self.open_photo(path)
+
+    # ------------------------------------------------------------------------------------------
+    # The demo model's notice: it draws procedural faces, real photos need a real model
+
+    def _photo_shown(self, _info: PhotoFace) -> None:
+        self._demo_notice_dismissed = False
+        self._update_demo_notice()
+
+    def _dismiss_demo_notice(self) -> None:
+        self._demo_notice_dismissed = True
+        self._update_demo_notice()
+
+    def _update_demo_notice(self) -> None:
+        """Shown while a photo is open on the demo model (until dismissed for that photo)."""
+        on_demo = self.bundle is not None and self.bundle.name == "demo"
+        self.demo_notice.setVisible(on_demo and self.photo is not None and not self._demo_notice_dismissed)
 
     # ------------------------------------------------------------------------------------------
     # Shutdown

@@ -122,7 +122,8 @@ class _Drags(QGroupBox):
 
 
 class ModelPanel(QGroupBox):
-    """Model picker: the demo bundle, the random development bundle, or a bundle folder."""
+    """Model picker: the demo bundle, the random development bundle and the installed models; the "…"
+    button asks for the model manager (``browseRequested``)."""
 
     modelChosen = Signal(str)
     browseRequested = Signal()
@@ -135,7 +136,8 @@ class ModelPanel(QGroupBox):
         self.combo.setMinimumContentsLength(18)
         self.browse = QToolButton()
         self.browse.setText("\u2026")
-        self.browse.setToolTip("Open a model bundle folder (with manifest.json)")
+        self.browse.setObjectName("manageModels")
+        self.browse.setToolTip("Manage models: get the official ones, add model files, open a bundle folder")
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setStyleSheet("color: palette(mid);")
@@ -155,13 +157,14 @@ class ModelPanel(QGroupBox):
         self.browse.clicked.connect(self.browseRequested)
 
     def set_choices(self, choices: list[tuple[str, str, bool]], current: str | None) -> None:
-        """choices: (label, spec, enabled)."""
+        """choices: (label, spec, enabled); the spec is shown as the item's tooltip."""
         self.combo.blockSignals(True)
         self.combo.clear()
         for label, spec, enabled in choices:
             self.combo.addItem(label, spec)
-            item = self.combo.model().item(self.combo.count() - 1)
-            item.setEnabled(enabled)
+            i = self.combo.count() - 1
+            self.combo.model().item(i).setEnabled(enabled)
+            self.combo.setItemData(i, f"--model {spec}", Qt.ItemDataRole.ToolTipRole)
         self.select(current)
         self.combo.blockSignals(False)
 

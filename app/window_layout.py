@@ -13,6 +13,8 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDockWidget,
+    QFrame,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
@@ -23,10 +25,14 @@ from PySide6.QtWidgets import (
     QStyle,
     QTabWidget,
     QTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.canvas import CompareCanvas, FacePicker
 from app.panels import DirectionsPanel, InversionPanel, ModelPanel, StyleSpacePanel, TransformPanel, make_scroll_column
+from app.settings import DEMO_PHOTO_NOTICE
 
 
 class WindowLayout(QMainWindow):
@@ -39,7 +45,13 @@ class WindowLayout(QMainWindow):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.canvas)
         self.stack.addWidget(self.picker)
-        self.setCentralWidget(self.stack)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self._build_demo_notice())
+        column.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
 
         self.model_panel = ModelPanel()
         self.directions_panel = DirectionsPanel()
@@ -72,6 +84,33 @@ class WindowLayout(QMainWindow):
 
         self._build_actions()
         self._build_status()
+
+    def _build_demo_notice(self) -> QFrame:
+        """A one-line bar above the photo: the demo model is not made for real photos (hidden until shown)."""
+        bar = QFrame()
+        bar.setObjectName("demoNotice")
+        bar.setStyleSheet(
+            "#demoNotice { background: #3a3220; border-bottom: 1px solid #6b5a2a; }"
+            "#demoNotice QLabel { color: #f0d79a; }"
+        )
+        text = QLabel(DEMO_PHOTO_NOTICE)
+        text.setObjectName("demoNoticeText")
+        self.demo_notice_button = QPushButton("Get real models\u2026")
+        self.demo_notice_button.setObjectName("demoNoticeButton")
+        self.demo_notice_button.setToolTip("Open the model manager: download the FFHQ models, or add model files")
+        self.demo_notice_close = QToolButton()
+        self.demo_notice_close.setObjectName("demoNoticeClose")
+        self.demo_notice_close.setText("\u00d7")
+        self.demo_notice_close.setAutoRaise(True)
+        self.demo_notice_close.setToolTip("Hide this notice for this photo")
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(10, 4, 6, 4)
+        row.addWidget(text, 1)
+        row.addWidget(self.demo_notice_button)
+        row.addWidget(self.demo_notice_close)
+        bar.hide()
+        self.demo_notice = bar
+        return bar
 
     def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "", checkable: bool = False) -> QAction:
         a = QAction(text, self)
@@ -132,6 +171,16 @@ class WindowLayout(QMainWindow):
             "Pick another face of the photo",
         )
         self.act_about = self._action("&About", self.show_about, None, SP.SP_MessageBoxInformation)
+        self.act_models = self._action(
+            "&Manage\u2026",
+            self.open_model_manager,
+            QKeySequence("Ctrl+M"),
+            SP.SP_DriveNetIcon,
+            "Get the official models (with progress, resumable), add model files, remove models",
+        )
+        self.act_open_bundle = self._action(
+            "Open a &bundle folder\u2026", self._browse_model, None, SP.SP_DirIcon, "Edit with a model bundle folder"
+        )
 
         bar = self.menuBar()
         m = bar.addMenu("&File")
@@ -147,6 +196,9 @@ class WindowLayout(QMainWindow):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.dock.toggleViewAction())
+        m = bar.addMenu("&Models")
+        m.addAction(self.act_models)
+        m.addAction(self.act_open_bundle)
         m = bar.addMenu("&Help")
         m.addAction(self.act_about)
 
@@ -191,7 +243,19 @@ class WindowLayout(QMainWindow):
         self.cancel_button.setObjectName("cancelButton")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_jobs)
-        for w in (self.notice_label, self.device_label, self.render_label, self.progress, self.cancel_button):
+        self.models_activity = QPushButton()  # a download or build of the model manager, while it runs
+        self.models_activity.setObjectName("modelsActivity")
+        self.models_activity.setFlat(True)
+        self.models_activity.setToolTip("Open the model manager")
+        self.models_activity.hide()
+        for w in (
+            self.models_activity,
+            self.notice_label,
+            self.device_label,
+            self.render_label,
+            self.progress,
+            self.cancel_button,
+        ):
             sb.addPermanentWidget(w)
         sb.showMessage("Drop a portrait photo onto the window, or use File \u25b8 Open.")
 

@@ -1,4 +1,5 @@
-"""The window's side of the engine: two background threads that run :class:`engine.studio.Studio`'s work.
+"""The window's side of the engine: three background threads that run :class:`engine.studio.Studio`'s
+work and the model library's.
 
 - The **job lane** runs long jobs one at a time, in order: loading a model or a photo, inversion, PTI,
   export, sessions. Each job is a function ``fn(ctl) -> result`` (:mod:`engine.jobs`); the lane reports
@@ -10,6 +11,10 @@
   abandons a running one between generator layers (emitting nothing for it), so dragging a slider never
   builds a backlog, and a render never waits behind a long job. Long renders report
   ``progress(request_id, Progress)`` in layers.
+- The **models lane** is a second job lane for the model library (:mod:`engine.model_store`):
+  downloads, bundle builds, imports and removals, so editing a photo goes on while a 1 GB kit
+  downloads. Its jobs take ids from the same counter as the job lane's, so :meth:`EngineHost.cancel`
+  takes either.
 
 Results are plain data (numpy arrays, dataclasses); the UI thread never touches a tensor. The UI thread
 never waits on these threads (requests are queued signals; only :meth:`EngineHost.shutdown` waits).
@@ -36,10 +41,13 @@ from engine.studio import Studio
 @dataclass(frozen=True)
 class Failure:
     job: int  # the job id (a render's is minus its request id)
-    kind: str  # what failed: 'model', 'photo', 'invert', 'refine', 'render', 'export', 'session'
+    kind: str  # what failed: 'model', 'photo', 'invert', 'refine', 'render', 'export', 'session', or a
+    # models-lane kind ('download', 'files', 'remove')
     title: str
     message: str
     hint: str
+    missing_model: str | None = None  # a known model that is not downloaded (ModelNotInstalledError.name)
+    download: bool = False  # a download failed (offline, blocked, quota): the files can be fetched by hand
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,18 @@ class RenderResult:
 
 
 def _failure(job: int, kind: str, exc: BaseException) -> Failure:
+    from engine.download import DownloadError
+    from engine.errors import CharmError
+    from engine.model_store import ModelNotInstalledError
+
+    if isinstance(exc, DownloadError):
+        hint = "Check the internet connection and try again, or download the files in a browser and add them."
+        return Failure(job, kind, "Download failed", str(exc), hint, download=True)
     e = explain(exc)
-    if not e.expected:
+    if not e.expected and not isinstance(exc, CharmError):  # CharmErrors are the user's to read, not defects
         traceback.print_exception(exc)
-    return Failure(job, kind, e.title, e.message, e.hint)
+    missing = exc.name if isinstance(exc, ModelNotInstalledError) else None
+    return Failure(job, kind, e.title, e.message, e.hint, missing_model=missing)
 
 
 class JobLane(QObject):
@@ -167,9 +183,10 @@ def _start_thread(name: str, obj: QObject, on_start: Callable[[], None] | None =
 
 
 class EngineHost(QObject):
-    """The UI side: owns the two lanes and the :class:`Studio`, issues job ids, queues requests."""
+    """The UI side: owns the three lanes and the :class:`Studio`, issues job ids, queues requests."""
 
     _submit = Signal(object)
+    _submit_models = Signal(object)
     _render = Signal(object)
 
     def __init__(
@@ -183,14 +200,17 @@ class EngineHost(QObject):
         self.threads = threads
         self.studio = Studio(cache_dir, device)
         self.jobs = JobLane()
+        self.models = JobLane()
         self.preview = PreviewLane(self.studio.render)
         self._submit.connect(self.jobs.run)
+        self._submit_models.connect(self.models.run)
         self._render.connect(self.preview.render)
         self._job = 0
         self._render_id = 0
         self._threads = [
             _start_thread("charm-jobs", self.jobs, self._set_torch_threads),
             _start_thread("charm-preview", self.preview, self._set_torch_threads),
+            _start_thread("charm-models", self.models, self._set_torch_threads),
         ]
 
     def _set_torch_threads(self) -> None:
@@ -208,6 +228,12 @@ class EngineHost(QObject):
         """Queue ``fn(ctl)`` on the job lane; returns its job id (``kind`` names it in failures)."""
         self._job += 1
         self._submit.emit(Task(self._job, kind, fn))
+        return self._job
+
+    def submit_models(self, kind: str, fn: Callable[[JobControl], Any]) -> int:
+        """Queue ``fn(ctl)`` on the models lane (downloads, builds); returns its job id."""
+        self._job += 1
+        self._submit_models.emit(Task(self._job, kind, fn))
         return self._job
 
     def render(self, state: EditState) -> int:
@@ -244,12 +270,14 @@ class EngineHost(QObject):
     # -- control ------------------------------------------------------------------------------------
 
     def cancel(self, jobs: Iterable[int] | None = None) -> None:
-        """Cancel ``jobs`` (default: every job issued so far); a running one stops at its next check,
-        queued ones never start."""
-        self.jobs.cancelled_jobs.update(range(1, self._job + 1) if jobs is None else (int(j) for j in jobs))
+        """Cancel ``jobs`` of either job lane (default: every job issued so far); a running one stops at
+        its next check, queued ones never start."""
+        ids = set(range(1, self._job + 1) if jobs is None else (int(j) for j in jobs))
+        self.jobs.cancelled_jobs.update(ids)
+        self.models.cancelled_jobs.update(ids)
 
     def shutdown(self, timeout_ms: int = 60000) -> bool:
-        """Cancel everything, stop both threads and wait for them; True when they stopped in time."""
+        """Cancel everything, stop the threads and wait for them; True when they stopped in time."""
         self.cancel()
         self.preview.latest = self._render_id + 1
         for t in self._threads:

@@ -19,7 +19,11 @@ def test_help_lists_commands():
 
 def test_window_opens_offscreen(tmp_path):
     env = dict(
-        os.environ, QT_QPA_PLATFORM="offscreen", CHARM_AUTOQUIT_MS="300", CHARM_CACHE_DIR=str(tmp_path / "cache")
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        CHARM_AUTOQUIT_MS="300",
+        CHARM_CACHE_DIR=str(tmp_path / "cache"),
+        CHARM_SETTINGS=str(tmp_path / "settings.ini"),  # the app remembers its last model: not in the user's
     )
     out = subprocess.run(
         [sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
