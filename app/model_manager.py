@@ -56,44 +56,14 @@ from engine import download as dl
 from engine import model_store as ms
 from engine.jobs import JobControl, Progress
 
-__all__ = ["MAX_RESUMES", "ModelManagerDialog", "get_with_resume"]
+__all__ = ["ModelManagerDialog"]
 
-MAX_RESUMES = 3  # automatic resumes of a download that broke off after making progress
 DROP_HINT = "or download them in a browser and drop the files here"
 
 
 def _known_of(name: str) -> tuple[dl.KnownModel, ...]:
     kit = ms.find_kit(name)
     return kit.known if kit is not None else (dl.find_model(name),)
-
-
-def _bytes_on_disk(name: str) -> int:
-    """Bytes of ``name``'s files in the cache, whole or partly downloaded (grows while a download
-    makes progress)."""
-    total = 0
-    for m in _known_of(name):
-        path = dl.model_path(m.name)
-        for p in (path, path.with_name(path.name + ".part")):
-            if p.is_file():
-                total += p.stat().st_size
-    return total
-
-
-def get_with_resume(name: str, ctl: JobControl) -> Path:
-    """:func:`engine.model_store.get_model`, resumed up to :data:`MAX_RESUMES` times when a download
-    breaks off after making progress (a dropped connection); a refusal (quota page, HTTP error,
-    offline) fails at once. Returns the bundle's manifest."""
-    resumes = 0
-    while True:
-        before = _bytes_on_disk(name)
-        try:
-            return ms.get_model(name, ctl)
-        except dl.DownloadError:
-            ctl.check()
-            if resumes >= MAX_RESUMES or _bytes_on_disk(name) <= before:
-                raise
-            resumes += 1
-            ctl.stage(f"Connection dropped: resuming ({resumes}/{MAX_RESUMES})")
 
 
 @dataclass(frozen=True)
@@ -452,7 +422,7 @@ class ModelManagerDialog(QDialog):
                 return job
         kit = ms.find_kit(name)
         title = kit.title if kit else name
-        return self._start("download", name, lambda ctl: get_with_resume(name, ctl), f"Getting {title}")
+        return self._start("download", name, lambda ctl: ms.get_model(name, ctl), f"Getting {title}")
 
     def add_files(self, paths: Iterable[str | Path]) -> int:
         """Files downloaded by hand: official files go into the model cache, the others are built into a

@@ -78,10 +78,9 @@ def _failure(job: int, kind: str, exc: BaseException) -> Failure:
     from engine.errors import CharmError
     from engine.model_store import ModelNotInstalledError
 
-    if isinstance(exc, DownloadError):
-        hint = "Check the internet connection and try again, or download the files in a browser and add them."
-        return Failure(job, kind, "Download failed", str(exc), hint, download=True)
     e = explain(exc)
+    if isinstance(exc, DownloadError):
+        return Failure(job, kind, e.title, e.message, e.hint, download=True)
     if not e.expected and not isinstance(exc, CharmError):  # CharmErrors are the user's to read, not defects
         traceback.print_exception(exc)
     missing = exc.name if isinstance(exc, ModelNotInstalledError) else None

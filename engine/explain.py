@@ -33,9 +33,23 @@ class Explanation:
 
 def _known() -> list[tuple[type[BaseException], str, str]]:
     """(error class, dialog title, what to do), most specific first."""
+    from engine.download import DownloadCancelled, DownloadError
+    from engine.model_store import ModelNotInstalledError
     from engine.session import SessionError
 
     return [
+        (
+            ModelNotInstalledError,
+            "Model not downloaded",
+            "Get it in Models > Manage... (or with the command in the message); the current model stays in use.",
+        ),
+        (DownloadCancelled, "Download cancelled", "What was downloaded is kept; getting the model again resumes."),
+        (
+            DownloadError,
+            "Download failed",
+            "A partial download is kept and the next try resumes. Or download the file in a browser and drop it "
+            "on the model manager.",
+        ),
         (
             NoFaceError,
             "No face found",

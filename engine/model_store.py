@@ -33,6 +33,7 @@ from engine.jobs import JobControl
 
 __all__ = [
     "KITS",
+    "MAX_RESUMES",
     "InstalledModel",
     "Kit",
     "ModelNotInstalledError",
@@ -301,10 +302,26 @@ def _download_all(known: Iterable[KnownModel], ctl: JobControl) -> None:
             raise
 
 
-def get_model(name: str, ctl: JobControl | None = None) -> Path:
+MAX_RESUMES = 3  # automatic resumes of a download that broke off after making progress
+
+
+def _bytes_on_disk(known: Iterable[KnownModel]) -> int:
+    """Bytes of these files in the cache, whole or partly downloaded (grows while a download progresses)."""
+    total = 0
+    for m in known:
+        path = dl.model_path(m.name)
+        for p in (path, path.with_name(path.name + ".part")):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
+
+
+def get_model(name: str, ctl: JobControl | None = None, resumes: int = MAX_RESUMES) -> Path:
     """Download (what is missing of) kit or known file ``name`` and build its bundle; returns the manifest.
 
-    Files already in the cache are not downloaded again; an interrupted download resumes.
+    Files already in the cache are not downloaded again. A download that breaks off after making
+    progress (a dropped connection) is resumed up to ``resumes`` times, from where it stopped; a refusal
+    (quota page, HTTP error, offline) fails at once, keeping the partial file for a later resume.
     """
     ctl = ctl or JobControl()
     kit = find_kit(name)
@@ -314,7 +331,18 @@ def get_model(name: str, ctl: JobControl | None = None) -> Path:
     else:
         m = dl.find_model(name)
         known, key, title, description = (m,), m.name, m.description, m.description
-    _download_all(known, ctl)
+    tries = 0
+    while True:
+        before = _bytes_on_disk(known)
+        try:
+            _download_all(known, ctl)
+            break
+        except dl.DownloadError:
+            ctl.check()
+            if tries >= resumes or _bytes_on_disk(known) <= before:
+                raise
+            tries += 1
+            ctl.stage(f"Connection dropped: resuming ({tries}/{resumes})")
     paths = [known_file_path(m) for m in known]
     if any(p is None for p in paths):
         raise CheckpointError(f"the files of '{key}' are incomplete after downloading; run the command again")

@@ -55,7 +55,11 @@ class ModelMirror:
             def do_GET(self) -> None:  # noqa: N802
                 mirror._serve(self)
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that hangs up mid-file (a cancelled download) is expected here
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 

@@ -78,7 +78,7 @@ def test_kit_download_resumes_records_checksums_and_builds_the_bundle(mirror, tm
     served = serve_kit(mirror, "ffhq", tmp_path / "src", G)
     mirror.behaviour["restyle_pSp_ffhq.pt"] = "drop_once"
     with pytest.raises(download.DownloadError, match="interrupted .* Run it again to resume"):
-        ms.get_model("ffhq")
+        ms.get_model("ffhq", resumes=0)
     part = model_cache / "restyle_pSp_ffhq.pt.part"
     kept = part.stat().st_size if part.is_file() else 0
     assert 0 < kept < len(served["restyle_pSp_ffhq.pt"])
@@ -102,6 +102,17 @@ def test_kit_download_resumes_records_checksums_and_builds_the_bundle(mirror, tm
     assert ms.resolve_model("ffhq") == manifest  # now installed: no download needed, none made
     n = len(mirror.requests)
     assert ms.resolve_model("FFHQ") == manifest and len(mirror.requests) == n
+
+
+def test_a_dropped_connection_is_resumed_automatically(mirror, tmp_path, model_cache, G):
+    served = serve_kit(mirror, "fast-cpu", tmp_path / "src", G)
+    mirror.behaviour["stylegan3-t-ffhqu-256x256.pkl"] = "drop_once"
+    ctl, seen = _stages()
+    ms.get_model("fast-cpu", ctl)
+    ranges = [r for _, r in mirror.requests_for("stylegan3-t-ffhqu-256x256.pkl")]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and len(ranges) == 2
+    assert (model_cache / "stylegan3-t-ffhqu-256x256.pkl").read_bytes() == served["stylegan3-t-ffhqu-256x256.pkl"]
+    assert any(p.stage == "Connection dropped: resuming (1/3)" for p in seen)
 
 
 def test_official_url_shapes_ngc_and_drive_confirm_page(tmp_path, model_cache, monkeypatch, G):
