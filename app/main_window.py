@@ -718,7 +718,12 @@ class MainWindow(WindowLayout):
 
     def _export_dialog(self) -> None:
         src = Path(self.state.input_path) if self.state.input_path else None
-        dlg = ExportDialog(str(src.parent if src else Path.home()), f"{src.stem}_edited" if src else "charm", self)
+        dlg = ExportDialog(
+            str(src.parent if src else Path.home()),
+            f"{src.stem}_edited" if src else "charm",
+            self,
+            resolution=self.bundle.resolution if self.bundle else None,
+        )
         dlg.accepted.connect(lambda: self.export_to(dlg.options()))
         self._open_dialog_box(dlg)
 

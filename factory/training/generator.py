@@ -41,7 +41,7 @@ class GeneratorConfig(TrainConfig, lr=1e-2, batch=8, steps=8000, seed=0):
     """Architecture and schedule of the demo generator (defaults: the shipped 64 px model).
 
     Learning rate: 1e-2 reached loss 0.76 at step 130 where 2e-3 was at 0.88 (batch 8, 64 px); see
-    MODEL_CARD.md."""
+    factory/TRAINING.md."""
 
     size: int = 64
     w_dim: int = 128
