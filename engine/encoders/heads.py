@@ -35,7 +35,10 @@ class EqualLinear(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features, device=device, dtype=dtype) / lr_mul)
+        weight = torch.randn(out_features, in_features, device=device, dtype=dtype)
+        # No arithmetic when lr_mul is 1: on the meta device (shells for loading) any op imports torch._dynamo
+        # (seconds, and it holds Python's lock while the window is drawing).
+        self.weight = nn.Parameter(weight / lr_mul if lr_mul != 1 else weight)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init), device=device, dtype=dtype))
         self.lr_mul = float(lr_mul)
         self.scale = self.lr_mul / math.sqrt(in_features)
