@@ -191,9 +191,11 @@ def test_no_audio_rotated_clip_comes_out_upright(tmp_path, frames):
 
 def test_25_fps_clip_keeps_its_rate(tmp_path, frames):
     clip = write_clip(tmp_path / "pal.mp4", frames[:12], fps=Fraction(25))
-    result = run_video(clip, tmp_path / "out.mp4", settings())
+    result = run_video(clip, tmp_path / "out.mp4", settings(expand=(8, 8, 4, 0), outputs=("full", "crop")))
     out = probe_video(result.outputs["full"])
     assert out.fps == Fraction(25) and out.frame_count == 12 and out.has_audio
+    crop = probe_video(result.outputs["crop"])  # the demo model's 64 px window, expanded by L+R and T+B
+    assert (crop.width, crop.height) == (64 + 16, 64 + 4) and crop.frame_count == 12
 
 
 def test_killed_during_inversion_resumes_without_tracking_again(tmp_path, clip, one_run):

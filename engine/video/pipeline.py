@@ -355,11 +355,7 @@ def _render_and_encode(
     ctl: JobControl,
 ) -> None:
     from engine.align import paste_back
-    from engine.editing import edit_transform
-    from engine.imageio import to_uint8
     from engine.quads import warp_quad
-    from engine.render import render_state, state_edits
-    from engine.state import EditState
     from engine.video.io import DEFAULT_CRF, VideoWriter
     from engine.video.smooth import smooth_series
 
@@ -370,8 +366,6 @@ def _render_and_encode(
     if any(a < 0 or a >= res for a in expand):
         raise CharmError(f"--expand amounts must be 0 to {res - 1} pixels (the model's resolution is {res})")
     expanding = any(expand)
-    if expanding:
-        from engine.video.expand import expand_frame
     # The paste-back mask follows landmarks smoothed over time, so its edge does not flicker.
     lm = np.stack([f.landmarks if f.landmarks is not None else np.full((68, 2), np.nan) for f in track.frames])
     have = np.isfinite(lm).all(axis=(1, 2))
@@ -391,68 +385,97 @@ def _render_and_encode(
             writers[kind] = VideoWriter(path, cw, ch, info.fps, crf=crf, time_base=tb, audio_from=audio)
         ctl.stage("Rendering and encoding", total=n)
         G = generator if generator is not None else bundle.generator
+        pending: list[Any] = []
+
+        def emit(batch: list[Any]) -> None:
+            windows = _render_windows(batch, track, bundle, G, latents, transforms, s.edits, expand)
+            for f, (centre, window) in zip(batch, windows):
+                i = f.index
+                ft = track.frames[i]
+                frame = f.image
+                quad = _expanded_quad(ft.crop_quad, expand, res) if expanding else ft.crop_quad
+                edited = frame
+                if centre is not None and s.paste and ("full" in writers or "side_by_side" in writers):
+                    # The mask covers the face, inside the window: the centre render is all it needs.
+                    lm_i = mask_lm[i] if have.any() else None
+                    edited = paste_back(frame, centre, ft.crop_quad, landmarks=lm_i)
+                if "full" in writers:
+                    writers["full"].write_frame(f, edited)
+                if "side_by_side" in writers:
+                    writers["side_by_side"].write_frame(f, np.concatenate([frame, edited], axis=1))
+                if "crop" in writers:
+                    writers["crop"].write_frame(
+                        f, window if window is not None else warp_quad(frame, quad, sizes["crop"][0])
+                    )
+                ctl.progress(i + 1)
+
         for f in frames():
             ctl.check()
-            i = f.index
-            ft = track.frames[i]
-            frame = f.image
-            edited_window: np.ndarray | None = None
-            if not ft.passthrough:
-                e = s.edits.at(i, view="photo")
-                angle, tx, ty, zoom = (float(v) for v in transforms[i])
-                state = EditState(
-                    latent=np.asarray(latents[i], dtype=np.float32),
-                    face_transform=frame_transform(angle, tx, ty, zoom),
-                    crop_quad=ft.crop_quad,
-                    directions=e.directions,
-                    channels=e.channels,
-                    angle_deg=e.angle_deg,
-                    tx=e.tx,
-                    ty=e.ty,
-                    view="photo",
-                )
-                img_t = render_state(state, bundle, generator=G)
-                window = to_uint8(img_t)[0]
-                quad = ft.crop_quad
-                if expanding:
-                    base = torch.from_numpy(np.array(state.face_transform)).to(bundle.device)
-                    tr = edit_transform(e.angle_deg, e.tx, e.ty, base=base, device=bundle.device)
-                    ws = torch.from_numpy(np.array(state.latent)).to(bundle.device).unsqueeze(0)
-                    latent_edits, channel_edits = state_edits(state, bundle)
-                    window = expand_frame(
-                        G,
-                        ws,
-                        tr,
-                        expand,
-                        centre=window,
-                        latent_edits=latent_edits,
-                        channel_edits=channel_edits,
-                    )
-                    quad = _expanded_quad(ft.crop_quad, expand, res)
-                edited_window = window
-                if s.paste and ("full" in writers or "side_by_side" in writers):
-                    landmarks = mask_lm[i] if have.any() else None
-                    edited = paste_back(frame, window, quad, landmarks=landmarks)
-                else:
-                    edited = frame
-            else:
-                edited = frame
-            if "full" in writers:
-                writers["full"].write_frame(f, edited)
-            if "side_by_side" in writers:
-                writers["side_by_side"].write_frame(f, np.concatenate([frame, edited], axis=1))
-            if "crop" in writers:
-                if edited_window is None:
-                    quad = ft.crop_quad if not expanding else _expanded_quad(ft.crop_quad, expand, res)
-                    edited_window = warp_quad(frame, quad, sizes["crop"][0])
-                writers["crop"].write_frame(f, edited_window)
-            ctl.progress(i + 1)
+            pending.append(f)
+            if len(pending) >= max(1, s.batch):
+                emit(pending)
+                pending = []
+        emit(pending)
         for wr in writers.values():
             wr.close()
         writers.clear()
     finally:
         for wr in writers.values():
             wr.abort()
+
+
+def _render_windows(
+    batch: list[Any],
+    track: Track,
+    bundle: ModelBundle,
+    G: torch.nn.Module,
+    latents: np.ndarray,
+    transforms: np.ndarray,
+    edits: ClipEdits,
+    expand: tuple[int, int, int, int],
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """(the edited crop window [R,R,3] uint8, the window as shown: expanded by ``expand`` or the same)
+    for each frame of a batch; (None, None) for frames passed through. Frames without StyleSpace edits
+    render in one batched call, each with its own latent edits and transform."""
+    from engine.editing import apply_latent_edits, edit_transform, render_edited
+    from engine.imageio import to_uint8
+    from engine.render import state_edits
+    from engine.state import EditState
+
+    device = bundle.device
+    out: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(batch)
+    plain: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (position, edited ws [1,...], transform [3,3])
+    for k, f in enumerate(batch):
+        i = f.index
+        if track.frames[i].passthrough:
+            continue
+        e = edits.at(i, view="photo")
+        state = EditState(latent=np.asarray(latents[i], dtype=np.float32), directions=e.directions, channels=e.channels)
+        base = torch.from_numpy(frame_transform(*(float(v) for v in transforms[i]))).to(device)
+        tr = edit_transform(e.angle_deg, e.tx, e.ty, base=base, device=device)
+        ws = torch.from_numpy(np.array(state.latent)).to(device).unsqueeze(0)
+        latent_edits, channel_edits = state_edits(state, bundle)
+        with torch.no_grad():
+            if channel_edits or any(expand):
+                img = render_edited(G, ws, latent_edits, channel_edits, transform=tr)  # type: ignore[arg-type]
+                centre = window = to_uint8(img)[0]
+                if any(expand):
+                    from engine.video.expand import expand_frame
+
+                    window = expand_frame(
+                        G, ws, tr, expand, centre=centre, latent_edits=latent_edits, channel_edits=channel_edits
+                    )
+                out[k] = (centre, window)
+            else:
+                plain.append((k, apply_latent_edits(ws, latent_edits), tr))
+    if plain:
+        with torch.no_grad():
+            ws = torch.cat([p[1] for p in plain])
+            tr = torch.stack([p[2] for p in plain])
+            images = to_uint8(G.synthesis(ws, transform=tr))  # type: ignore[operator]
+        for (k, _, _), img in zip(plain, images):
+            out[k] = (img, img)
+    return out
 
 
 def _check_edits(edits: ClipEdits, bundle: ModelBundle) -> None:
