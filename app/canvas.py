@@ -37,6 +37,7 @@ class CompareCanvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
         self.before: QImage | None = None
+        self.aspect = 1.0  # width / height of the images (video frames: the clip's)
         self.after: QImage | None = None
         self.mode = "side"
         self.show_original = False
@@ -76,17 +77,26 @@ class CompareCanvas(QWidget):
 
     # -- geometry ---------------------------------------------------------------------------------
 
+    def set_aspect(self, aspect: float) -> None:
+        """Width / height of the images shown (1 for faces; a video frame's own for video mode)."""
+        self.aspect = max(0.05, float(aspect))
+        self.update()
+
     def pane_rects(self) -> list[QRectF]:
-        """Square image rects: two for 'side', one for 'split'."""
+        """Image rects of ``aspect`` (square for faces): two for 'side', one for 'split'."""
         margin, caption = 16.0, 26.0
         w, h = float(self.width()), float(self.height())
+        a = self.aspect
+        avail_h = h - 2 * margin - caption
         if self.mode == "side":
-            side = max(16.0, min((w - 3 * margin) / 2, h - 2 * margin - caption))
-            top = (h - side + caption) / 2
-            left = (w - 2 * side - margin) / 2
-            return [QRectF(left, top, side, side), QRectF(left + side + margin, top, side, side)]
-        side = max(16.0, min(w - 2 * margin, h - 2 * margin - caption))
-        return [QRectF((w - side) / 2, (h - side + caption) / 2, side, side)]
+            pw = max(16.0, min((w - 3 * margin) / 2, avail_h * a))
+            ph = pw / a
+            top = (h - ph + caption) / 2
+            left = (w - 2 * pw - margin) / 2
+            return [QRectF(left, top, pw, ph), QRectF(left + pw + margin, top, pw, ph)]
+        pw = max(16.0, min(w - 2 * margin, avail_h * a))
+        ph = pw / a
+        return [QRectF((w - pw) / 2, (h - ph + caption) / 2, pw, ph)]
 
     # -- painting ---------------------------------------------------------------------------------
 

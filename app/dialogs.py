@@ -1,4 +1,4 @@
-"""Dialogs: export options, About (versions and model card), and user-facing error messages."""
+"""Dialogs: export options (photo and video), About (versions and model card), and user-facing error messages."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QSpinBox,
     QTextBrowser,
     QToolButton,
     QVBoxLayout,
@@ -180,6 +181,84 @@ def about_html(bundle: BundleInfo | None, device: str, notice: str | None = None
             f"Folder: {html.escape(bundle.folder)}</p>"
         )
     return "".join(parts)
+
+
+VIDEO_KINDS = (
+    ("full", "Full frame (edited face pasted back)"),
+    ("crop", "Face window (crop, with the field-of-view expansion)"),
+    ("side_by_side", "Side by side (original | edited)"),
+)
+
+
+class ExportVideoDialog(QDialog):
+    """Choose the output file, what it shows (:data:`VIDEO_KINDS`), quality (x264 CRF) and whether the
+    source's audio is kept. :meth:`choice` gives ``(path, options)`` for
+    :meth:`app.main_window.MainWindow.export_video`."""
+
+    def __init__(self, path: str, parent: QWidget | None = None, has_audio: bool = True):
+        super().__init__(parent)
+        self.setWindowTitle("Export video")
+        self.path = QLineEdit(path)
+        self.path.setObjectName("videoPath")
+        browse = QToolButton()
+        browse.setText("\u2026")
+        browse.clicked.connect(self._browse)
+        self.kind = QComboBox()
+        self.kind.setObjectName("videoKind")
+        for kind, label in VIDEO_KINDS:
+            self.kind.addItem(label, kind)
+        self.crf = QSpinBox()
+        self.crf.setObjectName("videoCrf")
+        self.crf.setRange(0, 51)
+        self.crf.setValue(18)
+        self.crf.setToolTip("x264 CRF: lower is better and bigger; 18 is about visually lossless")
+        self.audio = QCheckBox("Keep the audio")
+        self.audio.setObjectName("videoAudio")
+        self.audio.setChecked(True)
+        self.audio.setEnabled(has_audio)
+        if not has_audio:
+            self.audio.setText("Keep the audio (the clip has none)")
+        form = QFormLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form.addRow("File", row)
+        form.addRow("Shows", self.kind)
+        form.addRow("Quality (CRF)", self.crf)
+        form.addRow("", self.audio)
+        self.error = QLabel()
+        self.error.setObjectName("exportError")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.error)
+        lay.addWidget(buttons)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export video", self.path.text(), "MP4 video (*.mp4 *.mov *.m4v)")
+        if path:
+            self.path.setText(path)
+
+    def accept(self) -> None:
+        try:
+            self.choice()
+        except ValueError as e:
+            self.error.setText(str(e))
+            self.error.show()
+            return
+        super().accept()
+
+    def choice(self) -> tuple[str, dict]:
+        path = self.path.text().strip()
+        if not path:
+            raise ValueError("Choose a file to write.")
+        if Path(path).suffix.lower() not in (".mp4", ".mov", ".m4v"):
+            raise ValueError("The file name must end in .mp4, .mov or .m4v.")
+        return path, {"kind": self.kind.currentData(), "crf": self.crf.value(), "keep_audio": self.audio.isChecked()}
 
 
 class AboutDialog(QDialog):

@@ -7,6 +7,10 @@ asks for a render; renders come back as signals (latest request wins). Long jobs
 handler for their result; progress, failures and cancels arrive through one set of signals.
 Configuration comes from the environment (:mod:`app.settings`).
 
+Videos (File ▸ Open video, or a dropped mp4/mov/webm/mkv) switch the window to video mode
+(:mod:`app.video_mode`): the canvas shows the frame at the playhead, the Timeline dock opens, and the
+edit panels edit the clip (the whole clip, or keyframes at the playhead).
+
 Models are named as everywhere else (:mod:`engine.model_store`): 'demo', 'random', an installed
 model's name, a kit or official file, a bundle folder or a model file. The model manager
 (:mod:`app.model_manager`, Models ▸ Manage… or the picker's "…") downloads and adds them on the
@@ -33,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.canvas import to_qimage
-from app.dialogs import AboutDialog, ExportDialog, error_box
+from app.dialogs import AboutDialog, ExportDialog, ExportVideoDialog, error_box
 from app.model_manager import ModelManagerDialog
 from app.settings import (
     APP_NAME,
@@ -47,6 +51,7 @@ from app.settings import (
     remembered_model,
     threads_from_env,
 )
+from app.video_mode import VideoMode, preload_video
 from app.window_layout import WindowLayout
 from app.worker import EngineHost, Failure, RenderResult
 from engine.export import ExportOptions
@@ -54,6 +59,7 @@ from engine.jobs import Progress
 from engine.photo import PhotoFace
 from engine.state import EditState, History
 from engine.studio import RANDOM_SPEC, BundleInfo
+from engine.video.session import VIDEO_SUFFIXES, FrameRequest, is_video_session, project_input
 
 __all__ = ["APP_NAME", "DEMO_MISSING_NOTICE", "MainWindow"]
 
@@ -67,7 +73,12 @@ class MainWindow(WindowLayout):
     ``inversionFinished()``, ``errorShown(title, message)``, ``exported(list of paths)``,
     ``sessionSaved(path)``, ``sessionOpened()``, ``jobsIdle()`` when no long job is left,
     ``photoMissing(path)`` when the edit's photo file is not there (a moved session photo).
-    :meth:`open_model_manager` opens the model manager; ``dialog_hook`` sees every dialog opened."""
+    :meth:`open_model_manager` opens the model manager; ``dialog_hook`` sees every dialog opened.
+
+    Video mode (:mod:`app.video_mode`): :meth:`open_video`, :meth:`seek`, :meth:`set_edit`,
+    :meth:`export_video`; ``videoReady(frame count)`` once a clip is open, ``stageFinished(name)``
+    ('track', 'invert', 'tune', 'export'), ``frameShown(index)`` when the edited frame at that index is
+    on the canvas."""
 
     resultShown = Signal(int)
     modelReady = Signal(object)
@@ -80,6 +91,9 @@ class MainWindow(WindowLayout):
     sessionOpened = Signal()
     jobsIdle = Signal()
     photoMissing = Signal(str)
+    videoReady = Signal(int)
+    stageFinished = Signal(str)
+    frameShown = Signal(int)
 
     def __init__(
         self,
@@ -126,6 +140,9 @@ class MainWindow(WindowLayout):
         self._build_ui()
         self._wire_panels()
         self._connect_worker()
+        self.video = VideoMode(self)
+        preload_video()
+        self.video._ensure_dock()
         default_spec, default_notice = default_model()
         spec, notice = (model, None) if model else (remembered_model(self.settings), None)
         if not spec:
@@ -140,14 +157,14 @@ class MainWindow(WindowLayout):
 
     def _wire_panels(self) -> None:
         p = self.directions_panel
-        p.directionEdited.connect(lambda n, v, rec: self.set_state(self.state.with_direction(n, v), rec))
-        p.reset_all.clicked.connect(lambda: self.set_state(self.state.replace(directions={}), True))
+        p.directionEdited.connect(self._direction_edited)
+        p.reset_all.clicked.connect(lambda: self._reset(("direction",), directions={}))
         s = self.style_panel
         s.channelsEdited.connect(self._channels_edited)
-        s.clearRequested.connect(lambda: self.set_state(self.state.replace(channels={}), True))
+        s.clearRequested.connect(lambda: self._reset(("channel",), channels={}))
         t = self.transform_panel
-        t.transformEdited.connect(lambda a, x, y, rec: self.set_state(self.state.replace(angle_deg=a, tx=x, ty=y), rec))
-        t.resetRequested.connect(lambda: self.set_state(self.state.replace(angle_deg=0.0, tx=0.0, ty=0.0), True))
+        t.transformEdited.connect(self._transform_edited)
+        t.resetRequested.connect(lambda: self._reset(("transform",), angle_deg=0.0, tx=0.0, ty=0.0))
         t.viewChosen.connect(self.set_view)
         for panel in (p, s, t):
             panel.dragStarted.connect(self._drag_started)
@@ -196,27 +213,64 @@ class MainWindow(WindowLayout):
         self._sync_controls()
         self.request_render()
 
+    def _direction_edited(self, name: str, value: float, record: bool) -> None:
+        if self.video.active:
+            self.video.edit("direction", name, value, record)
+        else:
+            self.set_state(self.state.with_direction(name, value), record)
+
+    def _transform_edited(self, angle: float, tx: float, ty: float, record: bool) -> None:
+        if self.video.active:
+            self.video.edit_transform(angle, tx, ty, record)
+        else:
+            self.set_state(self.state.replace(angle_deg=angle, tx=tx, ty=ty), record)
+
+    def _reset(self, kinds: tuple[str, ...], **fields: Any) -> None:
+        if self.video.active:
+            self.video.clear(kinds)
+        else:
+            self.set_state(self.state.replace(**fields), True)
+
+    def reset_edits(self) -> None:
+        if self.video.active:
+            self.video.clear(("direction", "channel", "transform"))
+        else:
+            self.set_state(self.state.reset_edits(), True)
+
     def _channels_edited(self, values: dict, record: bool) -> None:
+        if self.video.active:
+            self.video.edit_channels(values, record)
+            return
         s = self.state
         for (layer, ch), v in values.items():
             s = s.with_channel(layer, ch, v)
         self.set_state(s, record)
 
     def _drag_started(self) -> None:
+        if self.video.active:
+            self.video.drag_started()
+            return
         self._drag_origin = self.state
 
     def _drag_finished(self) -> None:
+        if self.video.active:
+            self.video.drag_finished()
+            return
         origin, self._drag_origin = self._drag_origin, None
         if origin is not None:
             self.history.record_from(origin)
         self._sync_actions()
 
     def undo(self) -> None:
-        if self.history.undo():
+        if self.video.active:
+            self.video.undo()
+        elif self.history.undo():
             self._after_history()
 
     def redo(self) -> None:
-        if self.history.redo():
+        if self.video.active:
+            self.video.redo()
+        elif self.history.redo():
             self._after_history()
 
     def _after_history(self) -> None:
@@ -225,9 +279,19 @@ class MainWindow(WindowLayout):
         self.request_render()
 
     def set_view(self, view: str) -> None:
+        if self.video.active:
+            return  # a clip is always edited in its frames' framing
         self.set_state(self.state.replace(view=view), True)
 
     def _sync_actions(self) -> None:
+        if self.video.active:
+            inverted = bool(self.video.done.get("invert"))
+            self.act_export.setEnabled(inverted)
+            self.act_save_session.setEnabled(self.video.clip is not None)
+            self.act_faces.setEnabled(False)
+            self.act_undo.setEnabled(bool(self.video.history.undo))
+            self.act_redo.setEnabled(bool(self.video.history.redo))
+            return
         self.act_undo.setEnabled(self.history.can_undo)
         self.act_redo.setEnabled(self.history.can_redo)
         has_result = self.state.latent is not None and self.bundle is not None
@@ -236,6 +300,10 @@ class MainWindow(WindowLayout):
         self.act_faces.setEnabled(self.photo is not None and len(self.photo.boxes) > 1)
 
     def _sync_controls(self) -> None:
+        if self.video.active:
+            self.video.sync_controls()
+            self._sync_actions()
+            return
         s = self.state
         self.directions_panel.set_values(dict(s.directions))
         self.style_panel.set_values(dict(s.channels))
@@ -248,6 +316,8 @@ class MainWindow(WindowLayout):
     def request_render(self) -> int | None:
         """Ask the worker for the current state's render; returns the request id (None: nothing to render).
         The canvas keeps the previous image until the new one arrives."""
+        if self.video.active:
+            return self.video.request_frame()
         if self.state.latent is None or self.bundle is None:
             return None
         self._render_asked_at = time.perf_counter()
@@ -264,6 +334,11 @@ class MainWindow(WindowLayout):
         self.statusBar().showMessage(self._render_status)
 
     def _on_rendered(self, res: RenderResult) -> None:
+        if isinstance(res.state, FrameRequest):
+            self.video.on_rendered(res)
+            return
+        if self.video.active:
+            return  # a photo render finished after a clip was opened
         if res.request_id < self._shown_render:
             return
         self._shown_render = res.request_id
@@ -487,6 +562,9 @@ class MainWindow(WindowLayout):
         base = self.state.replace(model_id=info.spec, latent=None, generator_file=None).reset_edits()
         self.history.reset(base)
         self._sync_controls()
+        if self.video.active:
+            self.video.model_changed()
+            return
         if self.photo is not None:
             self.canvas.set_after(None)
             self._start_inversion(record=False)
@@ -500,6 +578,7 @@ class MainWindow(WindowLayout):
 
     def open_photo(self, path: str | os.PathLike) -> int:
         """Load a photo: find its faces, then align and invert the chosen one (asynchronously)."""
+        self.video.close()
         self._cancel_photo_jobs()
         self._photo_job = self._job(self.host.load_photo(str(path)), "Finding faces", self._on_photo_loaded)
         return self._photo_job
@@ -596,9 +675,18 @@ class MainWindow(WindowLayout):
             self.open_photo(path)
 
     def save_session(self, path: str | os.PathLike) -> int:
+        if self.video.active:
+            saved = self.video.save_session(path)  # a small JSON file: written here
+            self.statusBar().showMessage(f"Session saved: {saved}", 8000)
+            self.sessionSaved.emit(str(saved))
+            return 0
         return self._job(self.host.save_session(self.state, str(path)), "Saving session", self._on_session_saved)
 
     def open_session(self, path: str | os.PathLike) -> int:
+        if is_video_session(path):
+            self._session_path = str(path)
+            return self.video.open_session(path)
+        self.video.close()
         self._cancel_photo_jobs()
         self._session_path = str(path)
         self._session_job = self._job(self.host.open_session(str(path)), "Opening session", self._on_session_opened)
@@ -606,6 +694,8 @@ class MainWindow(WindowLayout):
 
     def _save_session_dialog(self) -> None:
         start = str(Path(self.state.input_path).with_suffix(".json")) if self.state.input_path else ""
+        if self.video.active and self.video.clip is not None:
+            start = str(Path(self.video.clip.path).with_suffix(".json"))
         path, _ = QFileDialog.getSaveFileName(self, "Save session", start, "Charm sessions (*.json)")
         if path:
             self.save_session(path)
@@ -717,6 +807,9 @@ class MainWindow(WindowLayout):
         return self._job(self.host.export(self.state, options), "Exporting", self._on_exported)
 
     def _export_dialog(self) -> None:
+        if self.video.active:
+            self._export_video_dialog()
+            return
         src = Path(self.state.input_path) if self.state.input_path else None
         dlg = ExportDialog(
             str(src.parent if src else Path.home()),
@@ -731,6 +824,66 @@ class MainWindow(WindowLayout):
         self.statusBar().showMessage(f"Exported {len(paths)} file(s) to {paths[0].parent if paths else '?'}", 8000)
         self.exported.emit(paths)
 
+    # ------------------------------------------------------------------------------------------
+    # Video mode (app.video_mode)
+
+    def open_video(self, path: str | os.PathLike, work: str | os.PathLike | None = None) -> int:
+        """Open a clip (or a video project folder): video mode, the Timeline, Track and Invert start."""
+        return self.video.open(path, str(work) if work else None)
+
+    def seek(self, frame: int) -> None:
+        """Move the playhead to ``frame`` (raw frame at once, the edited one when rendered)."""
+        self.video.seek(frame)
+
+    def set_edit(self, name: str, value: float, record: bool = True) -> None:
+        """Set edit ``name`` (a direction, 'angle'/'tx'/'ty', or 'LAYER:CHANNEL') on the whole clip, or at
+        the playhead with keyframing on."""
+        if name in ("angle", "tx", "ty"):
+            self.video.edit("transform", name, value, record)
+        elif ":" in name:
+            self.video.edit("channel", name, value, record)
+        else:
+            self.video.edit("direction", name, value, record)
+
+    def set_keyframing(self, on: bool) -> None:
+        self.video.set_keyframing(on)
+
+    def export_video(
+        self, path: str | os.PathLike, kind: str = "full", crf: int | None = None, keep_audio: bool = True
+    ) -> int:
+        """Export the edited clip (full frame pasted back, 'crop' or 'side_by_side'); the audio is kept."""
+        return self.video.export(path, kind=kind, crf=crf, keep_audio=keep_audio)
+
+    def enter_video_mode(self) -> None:
+        self._cancel_photo_jobs()
+        self.photo = None
+        self._pending_choice = None
+        self.stack.setCurrentWidget(self.canvas)
+        self.demo_notice.hide()
+        self.canvas.before_caption = "Original"
+        self.canvas.after_caption = "Edited"
+        self.act_step_back.setEnabled(True)
+        self.act_step_on.setEnabled(True)
+
+    def _open_video_dialog(self) -> None:
+        patterns = " ".join(f"*{s}" for s in VIDEO_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a video", "", f"Videos ({patterns});;All files (*)")
+        if path:
+            self.open_video(path)
+
+    def _export_video_dialog(self) -> None:
+        clip = self.video.clip
+        if clip is None:
+            return
+        src = Path(clip.path)
+        dlg = ExportVideoDialog(str(src.with_name(f"{src.stem}_edited.mp4")), self, has_audio=clip.has_audio)
+        dlg.accepted.connect(lambda: self.export_video(dlg.choice()[0], **dlg.choice()[1]))
+        self._open_dialog_box(dlg)
+
+    def step_frame(self, delta: int) -> None:
+        if self.video.active:
+            self.video.step(delta)
+
     def show_about(self) -> None:
         device = self.bundle.device if self.bundle else "not known yet"
         self._open_dialog_box(AboutDialog(self.bundle, device, self.notice_label.text() or None, self))
@@ -744,7 +897,9 @@ class MainWindow(WindowLayout):
             return
         event.acceptProposedAction()
         suffix = Path(path).suffix.lower()
-        if suffix == ".json":
+        if suffix in VIDEO_SUFFIXES or (Path(path).is_dir() and project_input(path)):
+            self.open_video(path)
+        elif suffix == ".json":
             self.open_session(path)
         elif suffix in MODEL_FILE_SUFFIXES:
             self.load_model(path)  # a model file, named as --model names it (a bundle is built for it once)

@@ -128,6 +128,18 @@ class WindowLayout(QMainWindow):
         self.act_open = self._action(
             "&Open photo\u2026", self._open_dialog, QKeySequence.StandardKey.Open, SP.SP_DialogOpenButton
         )
+        self.act_open_video = self._action(
+            "Open &video\u2026",
+            self._open_video_dialog,
+            QKeySequence("Ctrl+Shift+V"),
+            SP.SP_MediaPlay,
+            "Open a video (mp4, mov, webm, mkv): track, invert and edit it on a timeline",
+        )
+        self.act_step_back = self._action("Previous frame", lambda: self.step_frame(-1), QKeySequence(Qt.Key.Key_Left))
+        self.act_step_on = self._action("Next frame", lambda: self.step_frame(1), QKeySequence(Qt.Key.Key_Right))
+        for a in (self.act_step_back, self.act_step_on):
+            a.setEnabled(False)
+            self.addAction(a)
         self.act_open_session = self._action(
             "Open &session\u2026", self._open_session_dialog, QKeySequence("Ctrl+Shift+O"), SP.SP_DirOpenIcon
         )
@@ -144,7 +156,7 @@ class WindowLayout(QMainWindow):
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_undo = self._action("&Undo", self.undo, QKeySequence.StandardKey.Undo, SP.SP_ArrowBack)
         self.act_redo = self._action("&Redo", self.redo, QKeySequence.StandardKey.Redo, SP.SP_ArrowForward)
-        self.act_reset = self._action("Reset &all edits", lambda: self.set_state(self.state.reset_edits(), True))
+        self.act_reset = self._action("Reset &all edits", self.reset_edits)
         self.act_original = self._action(
             "Show &original",
             self._original_toggled,
@@ -184,7 +196,7 @@ class WindowLayout(QMainWindow):
 
         bar = self.menuBar()
         m = bar.addMenu("&File")
-        for a in (self.act_open, self.act_open_session, self.act_save_session, self.act_export):
+        for a in (self.act_open, self.act_open_video, self.act_open_session, self.act_save_session, self.act_export):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.act_quit)
@@ -208,6 +220,7 @@ class WindowLayout(QMainWindow):
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         for a in (
             self.act_open,
+            self.act_open_video,
             self.act_open_session,
             self.act_save_session,
             self.act_export,

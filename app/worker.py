@@ -16,6 +16,12 @@ work and the model library's.
   downloads. Its jobs take ids from the same counter as the job lane's, so :meth:`EngineHost.cancel`
   takes either.
 
+Video (:class:`engine.video.session.ClipSession`, ``EngineHost.clip``): opening a clip and its stages
+(track, invert, tune, export) are jobs on the job lane; a frame's edited preview
+(:class:`engine.video.session.FrameRequest`) goes through the preview lane like a photo render, latest
+request wins; its :class:`RenderResult` carries the request as ``state`` and a
+:class:`engine.video.session.FrameResult` (or None: not renderable yet) as ``image``.
+
 Results are plain data (numpy arrays, dataclasses); the UI thread never touches a tensor. The UI thread
 never waits on these threads (requests are queued signals; only :meth:`EngineHost.shutdown` waits).
 """
@@ -36,6 +42,7 @@ from engine.explain import explain
 from engine.jobs import Cancelled, JobControl, Progress
 from engine.state import EditState
 from engine.studio import Studio
+from engine.video.session import ClipOptions, ClipSession, FrameRequest
 
 
 @dataclass(frozen=True)
@@ -200,7 +207,8 @@ class EngineHost(QObject):
         self.studio = Studio(cache_dir, device)
         self.jobs = JobLane()
         self.models = JobLane()
-        self.preview = PreviewLane(self.studio.render)
+        self.clip = ClipSession(cache_dir, lambda: (self.studio.bundle, self.studio.spec))
+        self.preview = PreviewLane(self._render_any)
         self._submit.connect(self.jobs.run)
         self._submit_models.connect(self.models.run)
         self._render.connect(self.preview.render)
@@ -211,6 +219,11 @@ class EngineHost(QObject):
             _start_thread("charm-preview", self.preview, self._set_torch_threads),
             _start_thread("charm-models", self.models, self._set_torch_threads),
         ]
+
+    def _render_any(self, state: Any, ctl: JobControl) -> Any:
+        if isinstance(state, FrameRequest):
+            return self.clip.render_frame(state, ctl)
+        return self.studio.render(state, ctl)
 
     def _set_torch_threads(self) -> None:
         # Per thread: torch's CPU thread count (OpenMP's) is a setting of the thread that sets it.
@@ -242,6 +255,45 @@ class EngineHost(QObject):
         self.preview.latest = self._render_id  # before queuing: older queued renders are skipped
         self._render.emit(RenderRequest(self._render_id, state))
         return self._render_id
+
+    def render_frame(self, req: FrameRequest) -> int:
+        """Queue an edited preview of a video frame on the preview lane (latest request wins, with
+        photo renders too)."""
+        self._render_id += 1
+        self.preview.latest = self._render_id
+        self._render.emit(RenderRequest(self._render_id, req))  # type: ignore[arg-type]
+        return self._render_id
+
+    # -- the clip's jobs ----------------------------------------------------------------------------
+
+    def open_video(self, path: str, work: str | None = None) -> int:
+        return self.submit("video", lambda ctl: self.clip.open(path, work, ctl))
+
+    def _clip_stage(self, fn: Callable[[JobControl], Any]) -> Callable[[JobControl], Any]:
+        """A stage queued behind the opening of a clip: dropped (cancelled) when that opening failed, so
+        one failure makes one message."""
+
+        def run(ctl: JobControl) -> Any:
+            if not self.clip.is_open:
+                raise Cancelled("the stage: the video did not open")
+            return fn(ctl)
+
+        return run
+
+    def track_video(self) -> int:
+        return self.submit("track", self._clip_stage(lambda ctl: self.clip.track(ctl)))
+
+    def invert_video(self, options: ClipOptions) -> int:
+        return self.submit("invert", self._clip_stage(lambda ctl: self.clip.invert(options, ctl)))
+
+    def smooth_video(self, options: ClipOptions) -> int:
+        return self.submit("smooth", lambda ctl: self.clip.resmooth(options, ctl))
+
+    def tune_video(self, steps: int) -> int:
+        return self.submit("tune", lambda ctl: self.clip.tune(steps, ctl))
+
+    def export_video(self, path: str, edits: Any, options: ClipOptions, **kw: Any) -> int:
+        return self.submit("export", lambda ctl: self.clip.export(path, edits, options, ctl=ctl, **kw))
 
     # -- the studio's jobs --------------------------------------------------------------------------
 

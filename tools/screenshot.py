@@ -1,7 +1,12 @@
 """Screenshot of the studio: start the app, load a photo, apply an edit, save the window as a PNG.
 
-    python tools/screenshot.py [--photo PATH | --synthetic SEED] [--out PNG] [--model demo|random|FOLDER]
-                               [--edit smile=2,age=-1] [--angle 10] [--split] [--size 1400x860]
+    python tools/screenshot.py [--photo PATH | --synthetic SEED | --video SEED] [--out PNG]
+                               [--model demo|random|FOLDER] [--edit smile=2,age=-1] [--angle 10] [--split]
+                               [--size 1400x860]
+
+``--video SEED`` shows video mode: a procedural clip (``factory.synthetic.render_clip``, 640x360) is
+opened, tracked and inverted; the edits are keyframed from 0 at the first frame to their value at the
+last, and the playhead stands at three quarters of the clip.
 
 Runs under Xvfb when ``--xvfb`` is given and ``xvfb-run`` exists (the real X11 code path), else on
 Qt's offscreen platform; either way the image is ``QWidget.grab()`` of the main window, so it does not
@@ -89,10 +94,58 @@ class StudioDriver:
     def wait_for_model(self) -> None:
         self.wait_for(lambda: self.win.bundle is not None, "the model")
 
+    def open_video(self, clip: str | Path) -> None:
+        """Open ``clip`` and wait until it is tracked and inverted and an edited frame is shown."""
+        done: list[str] = []
+        shown: list[int] = []
+        self.win.stageFinished.connect(done.append)
+        self.win.frameShown.connect(shown.append)
+        self.win.open_video(clip)
+        self.wait_for(lambda: "invert" in done and bool(shown), "the inverted clip")
+
     def open_photo(self, photo: str | Path) -> None:
         """Open ``photo`` and wait until it is inverted and its render shown."""
         self.win.open_photo(photo)
         self.wait_for(self.settled, "the inverted photo")
+
+
+def write_clip(path: Path, seed: int, frames: int = 48) -> Path:
+    """A procedural face moving in a 640x360 clip at 25 fps (no audio)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from engine.video.io import VideoWriter
+    from factory.synthetic import render_clip, sample_factors
+
+    clip, _, _ = render_clip(sample_factors(1, seed=seed), n_frames=frames, size=256, seed=seed, motion=0.6)
+    with VideoWriter(path, 640, 360, Fraction(25), crf=14) as w:
+        for f in clip:
+            frame = np.full((360, 640, 3), 90, np.uint8)
+            frame[52:308, 192:448] = f
+            w.write(frame)
+    return path
+
+
+def video_shot(studio: StudioDriver, seed: int, edits: dict[str, float], split: bool) -> str:
+    """Video mode on a procedural clip, edits keyframed from 0 to their value; returns a description."""
+    win = studio.win
+    clip = write_clip(Path(tempfile.mkdtemp()) / f"synthetic_clip_{seed}.mp4", seed)
+    studio.open_video(clip)
+    n = win.video.clip.frames
+    win.set_keyframing(True)
+    known = {k: v for k, v in edits.items() if k in win.directions_panel.sliders}
+    for frame, scale in ((0, 0.0), (n - 1, 1.0)):
+        win.seek(frame)
+        for name, value in known.items():
+            win.set_edit(name, value * scale)
+    win.set_compare_mode("split" if split else "side")
+    shown: list[int] = []
+    win.frameShown.connect(shown.append)
+    target = (3 * n) // 4
+    win.seek(target)
+    studio.wait_for(lambda: target in shown and not win.busy, "the edited frame")
+    return f"video mode, frame {target + 1} of {n}; keyframed {known}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="SEED",
         help="use a 512 px photo of a procedural face (factory.synthetic, the demo model's domain)",
+    )
+    ap.add_argument(
+        "--video",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="video mode on a procedural 640x360 clip; --edit values are keyframed from 0 to them",
     )
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--model", default=None, help="'demo', 'random' or a bundle folder (default: as the app)")
@@ -131,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     studio = StudioDriver(model=args.model, size=(w, h), timeout=args.timeout)
     win = studio.win
     studio.wait_for_model()
+    if args.video is not None:
+        what = video_shot(studio, args.video, parse_edits(args.edit), args.split)
+        studio.app.processEvents()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not win.grab().save(str(out)):
+            raise SystemExit(f"could not write {out}")
+        print(f"{out} ({win.bundle.title}; {what})")
+        win.close()
+        return 0
     photo = args.photo
     if args.synthetic is not None:
         from factory.synthetic import write_photo

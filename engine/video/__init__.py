@@ -11,4 +11,6 @@ Modules:
 - ``project``: a video project's state on disk.
 - ``pipeline``: the whole run, from a source video to the edited output.
 - ``pti``: pivotal tuning on frames of the video.
+- ``session``: a clip open in the studio window (preview cache, the stages as jobs, frame previews,
+  export), headless.
 """

@@ -37,7 +37,23 @@ if TYPE_CHECKING:
     from engine.models import ModelBundle
     from engine.video.track import Track
 
-__all__ = ["OUTPUT_KINDS", "VideoResult", "VideoSettings", "default_work_dir", "frame_transform", "run_video"]
+__all__ = [
+    "OUTPUT_KINDS",
+    "Frames",
+    "VideoResult",
+    "VideoSettings",
+    "check_edits",
+    "default_work_dir",
+    "fill_missing",
+    "frame_transform",
+    "invert_stage",
+    "render_and_encode",
+    "render_windows",
+    "run_video",
+    "smooth_stage",
+    "track_stage",
+    "tune_stage",
+]
 
 OUTPUT_KINDS = ("full", "crop", "side_by_side")
 
@@ -98,7 +114,7 @@ def frame_transform(angle_deg: float, tx: float, ty: float, zoom: float = 1.0) -
     return np.linalg.inv(m).astype(np.float32)
 
 
-def _fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """values [N,...] with rows where ``ok`` is False linearly interpolated from the nearest ok rows
     (held constant before the first and after the last)."""
     out = np.array(values, dtype=np.float32, copy=True)
@@ -113,7 +129,7 @@ def _fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return flat.reshape(out.shape)
 
 
-class _Frames:
+class Frames:
     """Decoding the input again, from any frame (each pass streams; nothing is kept)."""
 
     def __init__(self, path: Path) -> None:
@@ -135,7 +151,7 @@ def _model_key(bundle: ModelBundle, spec: str) -> dict[str, Any]:
 # Stages
 
 
-def _track(project: Project, frames: _Frames, info: Any, s: VideoSettings, ctl: JobControl) -> tuple[Track, str]:
+def track_stage(project: Project, frames: Frames, info: Any, s: VideoSettings, ctl: JobControl) -> tuple[Track, str]:
     from engine.video.track import Track, track_clip
 
     params = {"face_index": s.face_index, "smoothing": s.window_smoothing, "max_gap": s.max_gap, "scale": "eyes"}
@@ -175,8 +191,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).cpu().numpy()
 
 
-def _invert(
-    project: Project, frames: _Frames, track: Track, bundle: ModelBundle, s: VideoSettings, prev: str, ctl: JobControl
+def invert_stage(
+    project: Project, frames: Frames, track: Track, bundle: ModelBundle, s: VideoSettings, prev: str, ctl: JobControl
 ) -> tuple[np.ndarray, np.ndarray, str]:
     from engine.models import inverter_for
 
@@ -237,7 +253,7 @@ def _invert(
     return project.load_array("latents.npy"), project.load_array("quality.npy"), key
 
 
-def _smooth(
+def smooth_stage(
     project: Project, track: Track, latents: np.ndarray, s: VideoSettings, prev: str, ctl: JobControl
 ) -> tuple[np.ndarray, np.ndarray, str]:
     from engine.imageio import write_npy
@@ -250,7 +266,7 @@ def _smooth(
     project.start("smooth", key, params)
     ctl.stage("Smoothing")
     ok = np.array([f.found and not f.passthrough for f in track.frames]) & np.isfinite(latents).all(axis=(1, 2))
-    filled = _fill_missing(np.asarray(latents), ok)
+    filled = fill_missing(np.asarray(latents), ok)
     smooth = smooth_latents(filled, method=s.latent_smoothing, sigma=s.latent_sigma, fine_mean=s.fine_mean)
     params3 = np.array([[f.angle_deg, f.tx, f.ty] for f in track.frames], dtype=np.float64)
     zoom = np.log(np.array([[max(f.zoom, 1e-6)] for f in track.frames], dtype=np.float64))
@@ -263,9 +279,9 @@ def _smooth(
     return project.load_array("latents_smooth.npy"), project.load_array("transforms_smooth.npy"), key
 
 
-def _tune(
+def tune_stage(
     project: Project,
-    frames: _Frames,
+    frames: Frames,
     track: Track,
     bundle: ModelBundle,
     latents: np.ndarray,
@@ -341,9 +357,9 @@ def _expanded_quad(crop_quad: np.ndarray, amounts: tuple[int, int, int, int], re
     )
 
 
-def _render_and_encode(
+def render_and_encode(
     project: Project,
-    frames: _Frames,
+    frames: Frames,
     info: Any,
     track: Track,
     bundle: ModelBundle,
@@ -369,7 +385,7 @@ def _render_and_encode(
     # The paste-back mask follows landmarks smoothed over time, so its edge does not flicker.
     lm = np.stack([f.landmarks if f.landmarks is not None else np.full((68, 2), np.nan) for f in track.frames])
     have = np.isfinite(lm).all(axis=(1, 2))
-    mask_lm = smooth_series(_fill_missing(lm, have), method="gaussian", sigma=1.5) if have.any() else lm
+    mask_lm = smooth_series(fill_missing(lm, have), method="gaussian", sigma=1.5) if have.any() else lm
     crf = DEFAULT_CRF if s.crf is None else s.crf
     audio = info.path if (s.keep_audio and info.has_audio) else None
     h, w = info.height, info.width
@@ -388,7 +404,7 @@ def _render_and_encode(
         pending: list[Any] = []
 
         def emit(batch: list[Any]) -> None:
-            windows = _render_windows(batch, track, bundle, G, latents, transforms, s.edits, expand)
+            windows = render_windows(batch, track, bundle, G, latents, transforms, s.edits, expand)
             for f, (centre, window) in zip(batch, windows):
                 i = f.index
                 ft = track.frames[i]
@@ -424,7 +440,7 @@ def _render_and_encode(
             wr.abort()
 
 
-def _render_windows(
+def render_windows(
     batch: list[Any],
     track: Track,
     bundle: ModelBundle,
@@ -478,7 +494,7 @@ def _render_windows(
     return out
 
 
-def _check_edits(edits: ClipEdits, bundle: ModelBundle) -> None:
+def check_edits(edits: ClipEdits, bundle: ModelBundle) -> None:
     """Every edit names something the model has (checked before any long stage runs)."""
     layers = bundle.style_layers()
     for e in edits.edits:
@@ -525,7 +541,7 @@ def run_video(
         else:
             outputs[kind] = (extra_outputs or {}).get(kind) or out.with_name(f"{out.stem}_{kind}{out.suffix or '.mp4'}")
     project = Project(Path(work) if work else default_work_dir(out), file_identity(src))
-    frames = _Frames(src)
+    frames = Frames(src)
     seconds: dict[str, float] = {}
     reused: list[str] = []
 
@@ -540,18 +556,18 @@ def run_video(
 
     ctl.stage("Loading the model")
     bundle = load_bundle(resolve_model(settings.model, ctl=ctl), device=settings.device)
-    _check_edits(settings.edits, bundle)
-    track, key = timed("track", lambda: _track(project, frames, info, settings, ctl))
-    latents, quality, key = timed("invert", lambda: _invert(project, frames, track, bundle, settings, key, ctl))
-    smooth, transforms, key = timed("smooth", lambda: _smooth(project, track, latents, settings, key, ctl))
+    check_edits(settings.edits, bundle)
+    track, key = timed("track", lambda: track_stage(project, frames, info, settings, ctl))
+    latents, quality, key = timed("invert", lambda: invert_stage(project, frames, track, bundle, settings, key, ctl))
+    smooth, transforms, key = timed("smooth", lambda: smooth_stage(project, track, latents, settings, key, ctl))
     generator, key = timed(
-        "tune", lambda: _tune(project, frames, track, bundle, smooth, transforms, settings, key, ctl)
+        "tune", lambda: tune_stage(project, frames, track, bundle, smooth, transforms, settings, key, ctl)
     )
     from engine.imageio import write_text
 
     write_text(project.path("edits.json"), json.dumps(settings.edits.to_json(), indent=2) + "\n")
     t = time.perf_counter()
-    _render_and_encode(project, frames, info, track, bundle, generator, smooth, transforms, settings, outputs, ctl)
+    render_and_encode(project, frames, info, track, bundle, generator, smooth, transforms, settings, outputs, ctl)
     seconds["render"] = time.perf_counter() - t
     q = np.asarray(quality[:, 0])
     good = np.isfinite(q)
