@@ -49,8 +49,16 @@ def test_render_command_never_imports_qt(tmp_path):
 
 def _import_graph() -> dict[str, set[str]]:
     """Module -> the project modules it imports (at the top or inside functions), for app/, engine/,
-    kernels/, factory/ and main.py; ``from a.b import c`` counts as ``a.b.c`` when that is a module."""
+    kernels/, factory/ and main.py; ``from a.b import c`` counts as ``a.b.c`` when that is a module.
+    Imports under ``if TYPE_CHECKING:`` are left out: they never run (annotations only)."""
     import ast
+
+    def type_only(tree: ast.AST) -> set[int]:
+        ids: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+                ids.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+        return ids
 
     files = {"main": ROOT / "main.py"}
     for pkg in ("app", "engine", "kernels", "factory"):
@@ -60,7 +68,11 @@ def _import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         package = name if path.stem == "__init__" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = type_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
