@@ -148,6 +148,26 @@ def _activate_(t: torch.Tensor, gain: float, slope: float, clamp: float | None, 
     return t
 
 
+def _chain_taps(
+    x: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    up: int,
+    down: int,
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The up and down taps of a filtered_lrelu chain (the up filter carries the up**2 gain); a single
+    tap stands in for a missing filter where the chain still resamples or pads."""
+    if fu is None and (up > 1 or any(padding)):
+        fu = torch.ones(1)
+    hu = _as_taps(fu, up**2, flip_filter, x.dtype)
+    hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
+    if hd is None and down > 1:
+        hd = torch.ones(1, dtype=x.dtype)
+    return hu, hd
+
+
 def _filtered_lrelu_bands(
     x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
@@ -155,12 +175,7 @@ def _filtered_lrelu_bands(
     n, c, h, w = x.shape
     up, down, padding, gain, slope, clamp, flip_filter = args
     px0, px1, py0, py1 = padding
-    if fu is None and (up > 1 or any(padding)):
-        fu = torch.ones(1)
-    hu = _as_taps(fu, up**2, flip_filter, x.dtype)
-    hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
-    if hd is None and down > 1:
-        hd = torch.ones(1, dtype=x.dtype)
+    hu, hd = _chain_taps(x, fu, fd, up, down, padding, flip_filter)
     grad = _records_grad(x, b)
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
@@ -231,12 +246,7 @@ def _chain_plan(
     n, c, h, w = x.shape
     up, down, padding, gain, _slope, _clamp, flip_filter = args
     px0, px1, py0, py1 = padding
-    if fu is None and (up > 1 or any(padding)):
-        fu = torch.ones(1)
-    hu = _as_taps(fu, up**2, flip_filter, x.dtype)
-    hd = _as_taps(fd, 1.0, flip_filter, x.dtype)
-    if hd is None and down > 1:
-        hd = torch.ones(1, dtype=x.dtype)
+    hu, hd = _chain_taps(x, fu, fd, up, down, padding, flip_filter)
     if hu is None and hd is None:
         return None
     # The activation's gain goes into the vertical up taps (lrelu(g*z) = g*lrelu(z) for g > 0): one
