@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from engine.errors import CheckpointError
-from engine.imageio import atomic_write, write_text
+from engine.imageio import write_text
 from engine.jobs import JobControl
 
 if TYPE_CHECKING:
@@ -172,26 +172,6 @@ def _link_or_none(src: Path, dst: Path) -> bool:
         return False
 
 
-def _write_directions(folder: Path, directions: Mapping[str, Direction]) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
-    tensors = {n: (d.vector / d.vector.norm()).detach().to("cpu", torch.float32) for n, d in directions.items()}
-    tensors = {n: t.contiguous() for n, t in tensors.items()}
-    atomic_write(
-        folder / "directions.safetensors",
-        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"}),
-    )
-    return {
-        n: {
-            "range": [float(d.range[0]), float(d.range[1])],
-            "description": d.description,
-            "layers": None if d.layers is None else list(d.layers),
-            "attribute": d.attribute,
-        }
-        for n, d in directions.items()
-    }
-
-
 def _model_card(title: str, files: ModelFiles, G: Generator, encoder: bool, directions: Mapping[str, Any]) -> str:
     cfg = "R" if G.init_kwargs.get("use_radial_filters") else "T"
     lines = [
@@ -247,7 +227,7 @@ def build_bundle(
     from engine.checkpoints import load_generator, save_generator
     from engine.ganspace import DEFAULT_SAMPLES, ganspace_directions
     from engine.inversion import load_inverter, save_inverter
-    from engine.models import BUNDLE_FORMAT, MANIFEST_NAME
+    from engine.models import BUNDLE_FORMAT, MANIFEST_NAME, write_directions
 
     ctl = ctl or JobControl()
     folder = Path(folder)
@@ -297,7 +277,7 @@ def build_bundle(
                 save_inverter(inverter, tmp / "inverter.safetensors", source=files.encoder.name)
                 inv_entry = {"file": "inverter.safetensors"}
         ctl.check()
-        items = _write_directions(tmp, directions)
+        items = write_directions(tmp, directions)
         title = title or name
         write_text(tmp / "MODEL_CARD.md", _model_card(title, files, G, inverter is not None, items))
         data = {

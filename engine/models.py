@@ -353,6 +353,27 @@ def load_bundle(
 # Writing
 
 
+def write_directions(folder: Path, directions: Mapping[str, Direction]) -> dict[str, Any]:
+    """Write ``folder/directions.safetensors`` (unit vectors, atomically); returns the manifest's items."""
+    from safetensors.torch import save_file
+
+    tensors = {n: (d.vector / d.vector.norm()).detach().to("cpu", torch.float32) for n, d in directions.items()}
+    tensors = {n: t.contiguous() for n, t in tensors.items()}
+    atomic_write(
+        folder / "directions.safetensors",
+        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"}),
+    )
+    return {
+        n: {
+            "range": [float(d.range[0]), float(d.range[1])],
+            "description": d.description,
+            "layers": None if d.layers is None else list(d.layers),
+            "attribute": d.attribute,
+        }
+        for n, d in directions.items()
+    }
+
+
 def save_bundle(
     folder: str | os.PathLike,
     generator: Generator,
@@ -373,29 +394,13 @@ def save_bundle(
     the folder (``inverter_file``: its name; ``predictor``: the manifest's predictor entry). Each file
     appears atomically, the manifest last.
     """
-    from safetensors.torch import save_file
 
     from engine.checkpoints import save_generator
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_generator(generator, folder / "generator.safetensors", source=name)
-    tensors = {
-        n: (d.vector / d.vector.norm()).detach().to("cpu", torch.float32).contiguous() for n, d in directions.items()
-    }
-    items = {
-        n: {
-            "range": [float(d.range[0]), float(d.range[1])],
-            "description": d.description,
-            "layers": None if d.layers is None else list(d.layers),
-            "attribute": d.attribute,
-        }
-        for n, d in directions.items()
-    }
-    atomic_write(
-        folder / "directions.safetensors",
-        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "charm-studio/directions", "format_version": "1"}),
-    )
+    items = write_directions(folder, directions)
     data = {
         "format": BUNDLE_FORMAT,
         "name": name,
