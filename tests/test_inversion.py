@@ -102,6 +102,26 @@ def test_restyle_follows_the_recipe(G):
         torch.testing.assert_close(res.latents[1], codes, rtol=0, atol=1e-5)
 
 
+def test_restyle_warm_start_renders_a_shared_start_once(G, monkeypatch):
+    """A warm start from one latent (the previous video frame) renders it once for the whole batch,
+    and the first pass sees that render, as the recipe says."""
+    enc = tiny_encoder("restyle_psp", G)
+    inv = Inverter(enc, G)
+    x = faces(3, 64)
+    start = inv.latent_avg[None] + 0.1 * torch.randn(1, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(5))
+    batches: list[int] = []
+    render = inv.render
+    monkeypatch.setattr(inv, "render", lambda codes, *a: batches.append(codes.shape[0]) or render(codes, *a))
+    res = inv.invert(x, n_iters=2, init=start)
+    assert batches == [1, 3, 3]  # the start once, then each pass's renders
+    eye = torch.eye(3)
+    with torch.no_grad():
+        xs = torch.nn.functional.avg_pool2d(x, 2)
+        y0 = G.synthesis(start, transform=eye).expand(3, -1, -1, -1)
+        codes = enc(torch.cat([xs, y0], 1)) + start
+    torch.testing.assert_close(res.latents[0], codes, rtol=0, atol=1e-6)
+
+
 def test_average_image_is_cached_and_refreshed(G, monkeypatch):
     inv = Inverter(tiny_encoder("restyle_e4e", G), G)
     calls = []

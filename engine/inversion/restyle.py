@@ -306,8 +306,14 @@ class Inverter(GeneratorSizes, nn.Module):
                 y_small = self.average_image().expand(x.shape[0], -1, -1, -1) if self.recurrent else None
             else:
                 start = init.to(device, torch.float32)
-                codes = (start if start.shape[0] == 1 else start[s : s + bs]).expand(x.shape[0], -1, -1)
-                y_small = resize_images(self.render(codes), self.input_size) if self.recurrent else None
+                start = start if start.shape[0] == 1 else start[s : s + bs]
+                codes = start.expand(x.shape[0], -1, -1)
+                # one shared starting latent: one render, seen by every image of the batch
+                y_small = (
+                    resize_images(self.render(start), self.input_size).expand(x.shape[0], -1, -1, -1)
+                    if self.recurrent
+                    else None
+                )
             for it in range(n_iters):
                 check_cancel(cancel, "inversion", done, total)
                 codes = self._encode(x, y_small) + codes
