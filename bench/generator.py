@@ -40,6 +40,11 @@ def run_case(cfg: str, batch: int, impl: str, repeat: int, threads: int, out: st
 
     torch.set_num_threads(threads)
     device = "cuda" if impl == "cuda" else "cpu"
+    cpu_kernel = False
+    if impl == "fast":  # the fused C++ filtered_lrelu, unless CHARM_CPU_KERNELS=0 (then the Python chain)
+        from kernels import cpu_ext
+
+        cpu_kernel = cpu_ext.ensure_built()
     torch.manual_seed(0)
     G = release_generator(cfg).eval().to(device)
     z = torch.from_numpy(np.random.RandomState(1).randn(batch, 512)).float().to(device)
@@ -57,7 +62,7 @@ def run_case(cfg: str, batch: int, impl: str, repeat: int, threads: int, out: st
     np.save(out, img.float().cpu().numpy())
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     gpu_gb = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else None
-    return dict(time_s=min(times), times=times, peak_rss_gb=peak_gb, gpu_peak_gb=gpu_gb)
+    return dict(time_s=min(times), times=times, peak_rss_gb=peak_gb, gpu_peak_gb=gpu_gb, cpu_kernel=cpu_kernel)
 
 
 def main() -> int:

@@ -21,7 +21,14 @@ records gradients for a big layer (more than ``RECOMPUTE_ELEMENTS`` upsampled el
 only its input and recomputes a slice of channels at a time during the backward pass, so the memory
 of a training or PTI step at 1024 px stays bounded (the same gradients).
 
-Arguments are normalised as in kernels._ref. Imports: kernels._ref and kernels._polyphase only.
+Float32 CPU calls go to the fused C++ kernel (kernels.cpu_ext) once it is built: without gradients
+``_chain`` calls it; recording gradients, ``filtered_lrelu`` wraps it in ``_RecomputedFilteredLReLU``
+(forward: the kernel; backward: recomputes through the Python chain, ``_python_chain``), so gradients
+are those of the Python chain. Until it is built, when it is turned off or fails to build, and for
+other dtypes, the Python chains below run.
+
+Arguments are normalised as in kernels._ref. Imports: kernels._ref, kernels._polyphase and
+kernels.cpu_ext only.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from kernels import _ref
+from kernels import _ref, cpu_ext
 from kernels._polyphase import (
     BandedBank,
     banded_bank,
@@ -477,7 +484,42 @@ def _gemm_chain_grad(x: torch.Tensor, b: torch.Tensor | None, ch: _Chain, args: 
     return y.reshape(n, c, ch.ho, ch.wo)
 
 
+def _uses_cpp(x: torch.Tensor) -> bool:
+    """Whether a float32 CPU call goes to the fused C++ kernel (built and not turned off); the first
+    such call starts its background build (kernels.cpu_ext.available never blocks)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and cpu_ext.available()
+
+
+def _cpp_chain(
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
+) -> torch.Tensor | None:
+    """The fused C++ kernel on the chain's prepared taps (the same taps and gain folding as the banded
+    chain); None for a chain with no resampling (ToRGB: the Python activation is as fast) and for
+    factors the kernel does not take (up other than 1, 2, 4 or down other than 1, 2)."""
+    if args.up not in (1, 2, 4) or args.down not in (1, 2):
+        return None
+    ch = _chain_plan(x, fu, fd, args)
+    if ch is None:
+        return None
+    size = (ch.hz, ch.wz, ch.ho, ch.wo)
+    return cpu_ext.filtered_lrelu(
+        x, b, ch.hv, ch.hh, ch.hd, ch.hd2, args.up, args.down, args.padding, size, ch.gain, args.slope, args.clamp
+    )
+
+
 def _chain(
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
+) -> torch.Tensor:
+    """The fused C++ kernel for float32 CPU tensors without gradients (once built), else the
+    banded-product chain where it applies, else the per-phase polyphase chain."""
+    if not _records_grad(x, b) and _uses_cpp(x):
+        y = _cpp_chain(x, fu, fd, b, args)
+        if y is not None:
+            return y
+    return _python_chain(x, fu, fd, b, args)
+
+
+def _python_chain(
     x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
     """The banded-product chain where it applies, else the per-phase polyphase chain."""
@@ -487,9 +529,9 @@ def _chain(
 
 
 class _RecomputedFilteredLReLU(torch.autograd.Function):
-    """The banded chain with a memory-bounded backward: saves x and b only; the backward recomputes
-    the chain for a slice of channels at a time (channels are independent) and backpropagates through
-    it."""
+    """The banded chain (or the C++ kernel) with a memory-bounded backward: saves x and b only; the
+    backward recomputes the Python chain for a slice of channels at a time (channels are independent)
+    and backpropagates through it; under create_graph, for all channels at once and differentiably."""
 
     @staticmethod
     def forward(
@@ -511,6 +553,10 @@ class _RecomputedFilteredLReLU(torch.autograd.Function):
         x, b = ctx.saved_tensors
         fu, fd, args, chunk = ctx.args
         need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():  # create_graph: a differentiable backward (higher-order gradients)
+            inputs = [t for t, need in ((x, need_x), (b, need_b)) if need and t is not None]
+            grads = list(torch.autograd.grad(_python_chain(x, fu, fd, b, args), inputs, gy, create_graph=True))
+            return (grads.pop(0) if need_x else None), (grads.pop(0) if need_b else None), None, None, None, None
         gx = torch.empty_like(x) if need_x else None
         gb = torch.zeros_like(b) if need_b else None
         for c0 in range(0, x.shape[1], chunk):
@@ -518,7 +564,7 @@ class _RecomputedFilteredLReLU(torch.autograd.Function):
             with torch.enable_grad():
                 xs = x[:, c0:c1].detach().requires_grad_(need_x)
                 bs = None if b is None else b[c0:c1].detach().requires_grad_(need_b)
-                ys = _chain(xs, fu, fd, bs, args)
+                ys = _python_chain(xs, fu, fd, bs, args)
                 inputs = [t for t, need in ((xs, need_x), (bs, need_b)) if need and t is not None]
                 grads = list(torch.autograd.grad(ys, inputs, gy[:, c0:c1]))
             if gx is not None:
@@ -537,10 +583,15 @@ def _upsampled_elements(x: torch.Tensor, up: int, padding: tuple[int, int, int, 
 def filtered_lrelu(
     x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
-    """The banded chain; big layers that record gradients recompute channel slices in the backward."""
+    """The fused C++ kernel or the banded chain; calls that record gradients with the C++ kernel, and
+    big layers that record gradients, recompute (channel slices of) the Python chain in the backward,
+    so the gradients are the Python chain's."""
     elements = _upsampled_elements(x, args.up, args.padding)
-    if _records_grad(x, b) and elements > RECOMPUTE_ELEMENTS:
-        per_channel = max(1, elements // x.shape[1])
-        chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
-        return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, chunk)
+    if _records_grad(x, b):
+        if elements > RECOMPUTE_ELEMENTS:
+            per_channel = max(1, elements // x.shape[1])
+            chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
+            return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, chunk)
+        if _uses_cpp(x) and (fu is not None or fd is not None):
+            return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, x.shape[1])
     return _chain(x, fu, fd, b, args)

@@ -88,9 +88,11 @@ def test_kernel_modules_import_one_way():
     order = topological_order(graph)  # raises on any cycle, self-imports included
     assert set(order) == set(graph)
     # The layering the package docstring describes: reference math at the bottom, the CUDA extension
-    # on the reference math only, the selector never on the dispatchers, the package on top.
+    # on the reference math only, the C++ CPU kernel on nothing, the selector never on the
+    # dispatchers, the package on top.
     assert graph["kernels._ref"] == set() and graph["kernels._polyphase"] == set()
-    assert graph["kernels._fast"] == {"kernels._ref", "kernels._polyphase"}
+    assert graph["kernels._fast"] == {"kernels._ref", "kernels._polyphase", "kernels.cpu_ext"}
+    assert graph["kernels.cpu_ext"] == set()
     assert graph["kernels.cuda_ext"] == {"kernels._ref"}
     assert graph["kernels._select"] == {"kernels.cuda_ext"}
     assert graph["kernels"] == {f"kernels.{op}" for op in OPS}

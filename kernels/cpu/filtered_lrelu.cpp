@@ -1,0 +1,422 @@
+// Fused filtered_lrelu forward for CPUs, float32 (kernels/cpu_ext.py builds, loads and calls it).
+//
+// y = down(clamp(gain * lrelu(up(x + b)))), the chain of kernels/_ref.py's filtered_lrelu. Work is
+// split into (plane = image x channel, band of output rows) items, run in parallel with OpenMP; a
+// thread streams through its band one upsampled row at a time, so nothing is ever held at full
+// resolution and every upsampled row is computed once per band (bands are tall: neighbours only
+// recompute the down filter's overlap):
+//
+//   1. the input rows that row reads, plus the bias (a small ring of rows; no copy without a bias),
+//   2. vertical polyphase upsampling (only the non-zero taps of the row's phase) -> one row V,
+//   3. horizontal polyphase upsampling of V, stored by phase ("phase planes": P[p][m] is upsampled
+//      column R*m + p, R = lcm(up, down)), each phase a sliding dot product over V's contiguous
+//      values, the activation (leaky ReLU, gain, clamp) applied as it is stored,
+//   4a. separable down filter: along x, only the kept columns (each output phase s reads contiguous
+//       runs of the phase planes) -> a ring of td rows; when the last row an output row needs is in,
+//       the vertical filter makes that output row;
+//   4b. 2-D (radial) down filter: a ring of td activated rows; each output row is one sum over the
+//       td x td taps, every tap a contiguous run of a phase plane.
+//
+// Every pass is a sum of contiguous runs times scalar taps; the loop over a run's elements
+// vectorises (blocks of 32 accumulators kept in registers, FMA). The taps come in prepared (flipped,
+// gains folded in) from Python; padding may be negative (crops); a missing filter is a single unit
+// tap. Plain C++17, no torch headers; the entry point is charm_filtered_lrelu_f32 (extern "C").
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // v8 values passed without AVX (the baseline build)
+
+namespace {
+
+struct Act {
+    float gain;
+    float slope;
+    float clamp;  // < 0: none
+};
+
+inline float activate(float v, const Act& a) {
+    v = v >= 0.0f ? v : v * a.slope;
+    v *= a.gain;
+    if (a.clamp >= 0.0f) v = std::min(std::max(v, -a.clamp), a.clamp);
+    return v;
+}
+
+// 8 floats in a vector register (GCC/Clang vector extensions: AVX with -mavx2, else two SSE halves).
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int i8 __attribute__((vector_size(32)));
+
+inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+
+inline v8 activate(v8 v, const Act& a) {
+    const v8 zero = splat(0.0f);
+    v = v >= zero ? v : v * splat(a.slope);
+    v *= splat(a.gain);
+    if (a.clamp >= 0.0f) {
+        const v8 hi = splat(a.clamp), lo = splat(-a.clamp);
+        v = v > hi ? hi : v;
+        v = v < lo ? lo : v;
+    }
+    return v;
+}
+
+// out[x + i] = sum_t coef[t] * ptr[t][x + i], i < 8 * NV (T >= 1), optionally activated; the NV
+// accumulators stay in registers.
+template <bool ACT, int NV>
+inline void combine_block(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T,
+                          int x, const Act& act) {
+    v8 acc[NV];
+    {
+        const float* s = ptr[0] + x;
+        const v8 c = splat(coef[0]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[i] = c * load(s + 8 * i);
+    }
+    for (int t = 1; t < T; ++t) {
+        const float* s = ptr[t] + x;
+        const v8 c = splat(coef[t]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[i] += c * load(s + 8 * i);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) store(out + x + 8 * i, ACT ? activate(acc[i], act) : acc[i]);
+}
+
+// out[i] = sum_t coef[t] * ptr[t][i], i < n (T >= 1), optionally activated.
+template <bool ACT>
+void combine(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T, int n,
+             const Act& act) {
+    int x = 0;
+    for (; x + 64 <= n; x += 64) combine_block<ACT, 8>(out, ptr, coef, T, x, act);
+    for (; x + 32 <= n; x += 32) combine_block<ACT, 4>(out, ptr, coef, T, x, act);
+    for (; x + 8 <= n; x += 8) combine_block<ACT, 1>(out, ptr, coef, T, x, act);
+    for (; x < n; ++x) {
+        float a = coef[0] * ptr[0][x];
+        for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x];
+        out[x] = ACT ? activate(a, act) : a;
+    }
+}
+
+// The same with runs read at a stride (the rare up 1, down 2 chains: phase planes of a row that was
+// not upsampled).
+template <bool ACT>
+void combine_strided(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T, int n,
+                     int stride, const Act& act) {
+    for (int x = 0; x < n; ++x) {
+        float a = coef[0] * ptr[0][x * stride];
+        for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x * stride];
+        out[x] = ACT ? activate(a, act) : a;
+    }
+}
+
+inline int posmod(int a, int b) { return ((a % b) + b) % b; }
+inline int ceildiv(int a, int b) { return (a + b - 1) / b; }
+inline int round8(int a) { return (a + 7) & ~7; }
+
+// Output j of a polyphase upsampling pass (taps h[0..tu), correlation, padding p0 before) reads input
+// i = (j - p0 + k) / up for the taps k = k0 + t * up, k0 = (p0 - j) mod up: the phase's taps.
+struct Phases {
+    int up = 1;
+    int count[4] = {0, 0, 0, 0};
+    std::vector<float> coef[4];  // coef[ph][t] = h[ph + t * up]
+    void init(const float* h, int tu, int up_) {
+        up = up_;
+        for (int ph = 0; ph < up; ++ph) {
+            coef[ph].clear();
+            for (int k = ph; k < tu; k += up) coef[ph].push_back(h[k]);
+            count[ph] = static_cast<int>(coef[ph].size());
+        }
+    }
+    // For output j: the input index of its first tap, the taps kept within [0, n) and their coefficients.
+    inline void taps_for(int j, int p0, int n, int& i0, int& t0, int& t1, const float*& c) const {
+        const int m = j - p0;
+        const int ph = posmod(-m, up);
+        i0 = (m + ph) / up;  // exact: m + ph is a multiple of up
+        t0 = std::max(0, -i0);
+        t1 = std::min(count[ph], n - i0);
+        c = coef[ph].data();
+    }
+};
+
+struct Problem {
+    const float* x;
+    float* y;
+    const float* bias;
+    int channels, h, w;
+    int up, px0, py0, tu;
+    Phases pv;  // vertical up taps by phase
+    // Horizontal up into R phase planes: plane p uses taps hcoef[p] (hcount[p] of them) on V[hoff[p] +
+    // t + (R / up) * m].
+    int R;
+    int hcount[4];
+    int hoff[4];
+    std::vector<float> hcoef[4];
+    int mw;                          // values per phase plane (ceil(wz / R))
+    int vlo, vlen;                   // V's zero margin before column 0, and its stored length
+    int mws;                         // stride of the phase planes
+    const float* hd;                 // separable down taps (td), or null
+    int td;
+    const float* hd2;                // 2-D down taps [td2y][td2x], or null
+    int td2y, td2x;
+    int down, hz, wz, ho, wo;
+    int S, rw, rws;                  // output column phases (R / down), values per phase, their stride
+    bool sym;                        // hd2's rows ky and td2y - 1 - ky are equal
+    Act act;
+    int band;  // output rows per band
+};
+
+struct Buffer {
+    std::vector<float> data;
+    float* get(std::size_t n) {
+        if (data.size() < n) data.assign(n, 0.0f);
+        return data.data();
+    }
+};
+
+// Make the output row y[0..wo) from its S phases (phase s, value r -> column S * r + s).
+inline void store_row(float* __restrict y, const float* __restrict ph, int S, int rws, int wo) {
+    if (S == 1) {
+        std::memcpy(y, ph, sizeof(float) * wo);
+        return;
+    }
+    if (S == 2) {
+        const float* a = ph;
+        const float* b = ph + rws;
+        const int n = wo / 2;
+        for (int r = 0; r < n; ++r) {
+            y[2 * r] = a[r];
+            y[2 * r + 1] = b[r];
+        }
+        if (wo & 1) y[wo - 1] = a[n];
+        return;
+    }
+    for (int o = 0; o < wo; ++o) y[o] = ph[(o % S) * rws + o / S];
+}
+
+void run_band(const Problem& P, int plane, int o0, int o1) {
+    static thread_local Buffer xring_b, v_b, p_b, ring_b, tmp_b, pair_b;
+    static thread_local std::vector<const float*> ptrs;
+    static thread_local std::vector<float> coefs;
+    const Act none{1.0f, 1.0f, -1.0f};
+    const int w = P.w, h = P.h, down = P.down, R = P.R;
+    const bool radial = P.hd2 != nullptr;
+    const int tdy = radial ? P.td2y : P.td;
+    const int z0 = o0 * down, z1 = (o1 - 1) * down + tdy;
+    const float* xin = P.x + static_cast<std::size_t>(plane) * h * w;
+    float* yout = P.y + static_cast<std::size_t>(plane) * P.ho * P.wo;
+
+    // Ring of input rows plus bias (row i in slot i % xcap), filled in order.
+    const int xcap = P.pv.count[0] + 1;
+    const int ws = round8(w);
+    float* xring = P.bias ? xring_b.get(static_cast<std::size_t>(xcap) * ws) : nullptr;
+    const float b = P.bias ? P.bias[plane % P.channels] : 0.0f;
+    int loaded = -1;  // highest input row in the ring (rows only go up)
+
+    float* V = v_b.get(static_cast<std::size_t>(P.vlen));  // zero margins stay zero
+    float* Vrow = V + P.vlo;
+    const std::size_t psz = static_cast<std::size_t>(R) * P.mws;
+    // Ring of the rows the vertical down pass reads: activated phase planes (2-D filter) or rows
+    // filtered along x (separable), tdy rows.
+    const std::size_t rsz = radial ? psz : static_cast<std::size_t>(P.S) * P.rws;
+    float* ring = ring_b.get(rsz * tdy);
+    float* Pb = radial ? nullptr : p_b.get(psz);
+    float* tmp = tmp_b.get(static_cast<std::size_t>(P.S) * P.rws);
+    ptrs.resize(std::max(P.tu, radial ? P.td2y * P.td2x : P.td) + 4);
+    coefs.resize(ptrs.size());
+    std::memset(V, 0, sizeof(float) * P.vlen);
+
+    for (int j = z0; j < z1; ++j) {
+        // 1-2. vertical upsampling -> V[0..w)
+        int i0, t0, t1;
+        const float* c;
+        P.pv.taps_for(j, P.py0, h, i0, t0, t1, c);
+        if (t0 >= t1) {
+            std::memset(Vrow, 0, sizeof(float) * w);
+        } else {
+            if (P.bias && loaded < i0 + t0 - 1) loaded = i0 + t0 - 1;  // rows below are never read again
+            for (int t = t0; t < t1; ++t) {
+                const int i = i0 + t;
+                if (P.bias) {
+                    while (loaded < i) {
+                        ++loaded;
+                        float* dst = xring + static_cast<std::size_t>(loaded % xcap) * ws;
+                        const float* src = xin + static_cast<std::size_t>(loaded) * w;
+                        for (int q = 0; q < w; ++q) dst[q] = src[q] + b;
+                    }
+                    ptrs[t - t0] = xring + static_cast<std::size_t>(i % xcap) * ws;
+                } else {
+                    ptrs[t - t0] = xin + static_cast<std::size_t>(i) * w;
+                }
+            }
+            combine<false>(Vrow, ptrs.data(), c + t0, t1 - t0, w, none);
+        }
+        // 3. horizontal upsampling into phase planes, activated
+        float* Pj = radial ? ring + static_cast<std::size_t>(posmod(j, tdy)) * psz : Pb;
+        for (int p = 0; p < R; ++p) {
+            float* dst = Pj + static_cast<std::size_t>(p) * P.mws;
+            const int T = P.hcount[p];
+            if (T == 0) {
+                std::fill(dst, dst + P.mw, activate(0.0f, P.act));
+                continue;
+            }
+            const int istride = R / P.up;
+            for (int t = 0; t < T; ++t) ptrs[t] = Vrow + P.hoff[p] + t;
+            if (istride == 1)
+                combine<true>(dst, ptrs.data(), P.hcoef[p].data(), T, P.mw, P.act);
+            else
+                combine_strided<true>(dst, ptrs.data(), P.hcoef[p].data(), T, P.mw, istride, P.act);
+        }
+        if (!radial) {
+            // 4a. down filter along x: output phase s (columns S * r + s) reads upsampled column
+            // R * r + down * s + k, i.e. phase plane (down * s + k) % R at r + (down * s + k) / R.
+            float* Hj = ring + static_cast<std::size_t>(posmod(j, tdy)) * rsz;
+            for (int s = 0; s < P.S; ++s) {
+                for (int k = 0; k < P.td; ++k) {
+                    const int q = down * s + k;
+                    ptrs[k] = Pj + static_cast<std::size_t>(q % R) * P.mws + q / R;
+                }
+                combine<false>(Hj + static_cast<std::size_t>(s) * P.rws, ptrs.data(), P.hd, P.td, P.rw, none);
+            }
+        }
+        // The output row whose last input row this was.
+        const int o = j - tdy + 1;
+        if (o < z0 || o % down != 0) continue;
+        const int oy = o / down;
+        if (!radial) {
+            for (int k = 0; k < P.td; ++k) ptrs[k] = ring + static_cast<std::size_t>(posmod(o + k, tdy)) * rsz;
+            combine<false>(tmp, ptrs.data(), P.hd, P.td, static_cast<int>(rsz), none);
+        } else {
+            // A filter symmetric along y (radial filters are) reads rows ky and td2y - 1 - ky with the
+            // same taps: their sum once, then half the taps.
+            const int half = P.sym ? P.td2y / 2 : 0;
+            float* pairs = half ? pair_b.get(static_cast<std::size_t>(half) * psz) : nullptr;
+            for (int ky = 0; ky < half; ++ky) {
+                const float* a = ring + static_cast<std::size_t>(posmod(o + ky, tdy)) * psz;
+                const float* c2 = ring + static_cast<std::size_t>(posmod(o + P.td2y - 1 - ky, tdy)) * psz;
+                float* dst = pairs + static_cast<std::size_t>(ky) * psz;
+                for (std::size_t q = 0; q < psz; ++q) dst[q] = a[q] + c2[q];
+            }
+            for (int s = 0; s < P.S; ++s) {
+                int t = 0;
+                for (int ky = 0; ky < P.td2y - half; ++ky) {
+                    const float* row = ky < half ? pairs + static_cast<std::size_t>(ky) * psz
+                                                 : ring + static_cast<std::size_t>(posmod(o + ky, tdy)) * psz;
+                    for (int kx = 0; kx < P.td2x; ++kx, ++t) {
+                        const int q = down * s + kx;
+                        ptrs[t] = row + static_cast<std::size_t>(q % R) * P.mws + q / R;
+                        coefs[t] = P.hd2[ky * P.td2x + kx];
+                    }
+                }
+                combine<false>(tmp + static_cast<std::size_t>(s) * P.rws, ptrs.data(), coefs.data(), t, P.rw, none);
+            }
+        }
+        store_row(yout + static_cast<std::size_t>(oy) * P.wo, tmp, P.S, P.rws, P.wo);
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Returns 0 on success, a negative code for arguments it does not take.
+//
+// x: [planes][h][w] contiguous; y: [planes][ho][wo]; bias: [channels] or null (plane p uses
+// bias[p % channels]); hv, hh: tu up taps (correlation order, the up gain included) along y and x
+// (the activation gain may be folded into hv); padding before: px0, py0 (negative crops); hd: td
+// separable down taps, or hd2: [td2y][td2x] 2-D down taps (then hd is ignored). hz, wz: upsampled
+// size; ho, wo: output size (as the caller computed them). clamp < 0: none. band: output rows per
+// work item (<= 0: automatic). threads: OpenMP threads.
+int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int planes, int channels, int h, int w,
+                             const float* hv, const float* hh, int tu, int up, int px0, int py0, const float* hd,
+                             int td, const float* hd2, int td2y, int td2x, int down, int hz, int wz, int ho, int wo,
+                             float gain, float slope, float clamp, int band, int threads) {
+    if (up < 1 || up > 4 || down < 1 || down > 4 || tu < 1 || planes < 0 || h < 1 || w < 1) return -1;
+    if (ho < 1 || wo < 1 || hz < 1 || wz < 1) return -1;
+    if (!hd2 && (!hd || td < 1)) return -2;
+    if (hd2 && (td2y < 1 || td2x < 1)) return -2;
+    Problem P;
+    P.x = x;
+    P.y = y;
+    P.bias = bias;
+    P.channels = channels > 0 ? channels : 1;
+    P.h = h;
+    P.w = w;
+    P.up = up;
+    P.px0 = px0;
+    P.py0 = py0;
+    P.tu = tu;
+    P.pv.init(hv, tu, up);
+    P.hd = hd2 ? nullptr : hd;
+    P.td = hd2 ? 0 : td;
+    P.hd2 = hd2;
+    P.td2y = td2y;
+    P.td2x = td2x;
+    P.down = down;
+    P.hz = hz;
+    P.wz = wz;
+    P.ho = ho;
+    P.wo = wo;
+    P.act = Act{gain, slope, clamp};
+    P.sym = hd2 != nullptr;
+    for (int ky = 0; hd2 && ky < td2y; ++ky)
+        for (int kx = 0; kx < td2x; ++kx)
+            if (hd2[ky * td2x + kx] != hd2[(td2y - 1 - ky) * td2x + kx]) P.sym = false;
+
+    // Phase planes: R = lcm(up, down) phases of the upsampled row.
+    int R = up;
+    while (R % down != 0) R += up;
+    if (R > 4) return -3;
+    P.R = R;
+    P.mw = ceildiv(wz, R);
+    P.S = R / down;
+    P.rw = ceildiv(wo, P.S);
+    P.rws = round8(P.rw + 8);
+    const int tdx = hd2 ? td2x : td;
+    // The down pass reads phase plane values up to rw - 1 + (down * (S - 1) + tdx - 1) / R.
+    const int need = P.rw + (down * (P.S - 1) + tdx - 1) / R + 1;
+    P.mws = round8(std::max(P.mw, need) + 8);
+    // Phase plane p of upsampled column j = R * m + p: taps k = k0 + t * up, k0 = (px0 - p) mod up, on
+    // V column (R / up) * m + (p - px0 + k0) / up + t; V is zero outside [0, w).
+    const int istride = R / up;
+    int lo = 0, hi = w;
+    int off[4];
+    for (int p = 0; p < R; ++p) {
+        const int k0 = posmod(px0 - p, up);
+        off[p] = (p - px0 + k0) / up;
+        P.hcoef[p].clear();
+        for (int k = k0; k < tu; k += up) P.hcoef[p].push_back(hh[k]);
+        P.hcount[p] = static_cast<int>(P.hcoef[p].size());
+        lo = std::min(lo, off[p]);
+        hi = std::max(hi, istride * (P.mw - 1) + off[p] + P.hcount[p]);
+    }
+    P.vlo = round8(-lo);
+    for (int p = 0; p < R; ++p) P.hoff[p] = off[p];
+    P.vlen = P.vlo + round8(hi) + 8;
+
+    if (band <= 0) {
+        // Tall bands (each recomputes td - down upsampled rows of its neighbour), at least 4 items
+        // per thread so that the threads finish together.
+        const int nt = threads > 0 ? threads : 1;
+        const int per_plane = std::max(1, (4 * nt + planes - 1) / std::max(1, planes));
+        band = std::max(16, ceildiv(ho, per_plane));
+    }
+    band = std::max(1, std::min(band, ho));
+    P.band = band;
+    const int bands = ceildiv(ho, band);
+    const std::int64_t items = static_cast<std::int64_t>(planes) * bands;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : 1)
+    for (std::int64_t it = 0; it < items; ++it) {
+        const int plane = static_cast<int>(it / bands);
+        const int b = static_cast<int>(it % bands);
+        const int o0 = b * band;
+        run_band(P, plane, o0, std::min(ho, o0 + band));
+    }
+    return 0;
+}
+
+}  // extern "C"
