@@ -12,6 +12,10 @@ import importlib
 import pkgutil
 import sys
 
+from engine.openmp import configure_openmp
+
+configure_openmp()  # before anything imports torch: how its threads wait (see engine/openmp.py)
+
 
 def _commands() -> dict:
     """Subcommand name -> module, from the studio's commands (engine.cli) and the demo-model factory's

@@ -27,6 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.openmp import configure_openmp  # noqa: E402
+
+configure_openmp()  # the studio's OpenMP settings (main.py makes the same call before torch loads)
+
 from _networks import RELEASE_CONFIGS, release_generator  # noqa: E402 (bench/ is the script's folder)
 
 # Peak RSS of the reference path at batch 1 (GB), measured on the 2-core CPU machine; it grows

@@ -44,8 +44,10 @@ LOADS = {
 }
 
 
-def run_case(cfg: str, impl: str, repeat: int, threads: int, out: str) -> list[float]:
+def run_case(cfg: str, impl: str, repeat: int, threads: int, out: str, spincount: str | None) -> list[float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if spincount is not None:  # else the studio's setting (engine/openmp.py), applied by generator.py
+        env["GOMP_SPINCOUNT"] = spincount
     cmd = [
         sys.executable,
         str(ROOT / "generator.py"),
@@ -68,6 +70,12 @@ def main() -> int:
     ap.add_argument("--loads", default="torch,busy")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--spincount",
+        default=None,
+        help="GOMP_SPINCOUNT for the timed processes (default: the studio's, engine/openmp.py; "
+        "300000 is GNU OpenMP's own default)",
+    )
     args = ap.parse_args()
 
     rows = []
@@ -75,13 +83,14 @@ def main() -> int:
         out = str(Path(tmp) / "img.npy")
         for cfg in args.configs.split(","):
             for impl in args.impls.split(","):
-                idle = statistics.median(run_case(cfg, impl, args.repeat, args.threads, out))
+                case = (cfg, impl, args.repeat, args.threads, out, args.spincount)
+                idle = statistics.median(run_case(*case))
                 row = {"config": cfg, "impl": impl, "idle": idle, "load_avg_idle": os.getloadavg()[0]}
                 for load in args.loads.split(","):
                     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for cmd in LOADS[load]]
                     try:
                         time.sleep(1.0)
-                        row[load] = statistics.median(run_case(cfg, impl, args.repeat, args.threads, out))
+                        row[load] = statistics.median(run_case(*case))
                     finally:
                         for p in procs:
                             p.kill()
@@ -94,7 +103,7 @@ def main() -> int:
     print()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, {args.threads} threads, batch 1, "
-        f"median of {args.repeat}"
+        f"median of {args.repeat}, GOMP_SPINCOUNT {args.spincount or 'the studio default'}"
     )
     print("| config | kernels | idle (s) | " + " | ".join(f"{ld} load (s) | k ({ld})" for ld in loads) + " |")
     print("|---|---|---:|" + "---:|---:|" * len(loads))

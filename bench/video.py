@@ -26,6 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.openmp import configure_openmp  # noqa: E402
+
+configure_openmp()  # the studio's OpenMP settings (main.py makes the same call before torch loads)
+
 
 def procedural_clip(path: Path, frames: int, size: tuple[int, int], seed: int = 0) -> Path:
     """A clip of one procedural face moving over a still background, with a sine tone."""

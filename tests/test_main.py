@@ -17,6 +17,21 @@ def test_help_lists_commands():
     assert "Charm Studio" in out.stdout
 
 
+def test_openmp_settings_are_in_place_before_torch_loads():
+    """main.py sets how OpenMP threads wait (engine/openmp.py) before anything imports torch, so the
+    runtime sees it; a user's own setting wins."""
+    probe = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); import main; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["10000", "False"], out.stderr
+    env["GOMP_SPINCOUNT"] = "5"
+    out = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["5", "False"], out.stderr
+
+
 def test_window_opens_offscreen(tmp_path):
     env = dict(
         os.environ,
