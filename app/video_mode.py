@@ -385,6 +385,8 @@ class VideoMode(QObject):
             return
         if out.index != self.frame and not playing:
             return  # the playhead moved on: its own render is on the way
+        if res.state.paste != self.state.options.paste and not playing:
+            return  # rendered before paste-back was switched: the other framing's render is on the way
         self._shown = res.request_id
         self._shown_frame = out.index
         c = self.win.canvas

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -171,6 +172,32 @@ def test_keyframes_markers_interpolation_and_undo(win, opened):
     win.undo()
     assert v.panel.scrubber.keys == (0, N - 1)
     win.set_keyframing(False)
+
+
+def test_a_render_from_before_the_paste_switch_is_not_shown(win, opened, qtbot_module):
+    """A frame rendered with paste-back on that arrives after paste-back was switched off (it was in
+    flight) is dropped: the canvas never shows the framing the checkbox no longer says."""
+    qtbot = qtbot_module
+    v = win.video
+    results = []
+    win.host.preview.rendered.connect(results.append)
+    try:
+        with qtbot.waitSignal(win.frameShown, timeout=10_000):
+            v.request_frame()
+        old = results[-1]
+        assert old.state.paste is True and win.canvas.aspect == pytest.approx(640 / 360)
+        shown: list[int] = []
+        win.frameShown.connect(shown.append)
+        v.panel.paste.setChecked(False)
+        qtbot.waitUntil(lambda: win.canvas.aspect == 1.0, timeout=10_000)
+        count = len(shown)
+        win._on_rendered(replace(old, request_id=v._shown + 1))  # the stale one, arriving late
+        assert win.canvas.aspect == 1.0 and len(shown) == count
+    finally:
+        win.host.preview.rendered.disconnect(results.append)
+        win.undo()
+    qtbot.waitUntil(lambda: win.canvas.aspect == pytest.approx(640 / 360), timeout=10_000)
+    assert v.state.options.paste is True
 
 
 def test_play_step_and_paste_back_off(win, opened, qtbot_module):
