@@ -22,9 +22,9 @@ only its input and recomputes a slice of channels at a time during the backward 
 of a training or PTI step at 1024 px stays bounded (the same gradients).
 
 Float32 CPU calls go to the fused C++ kernel (kernels.cpu_ext) once it is built: without gradients
-``_chain`` calls it; recording gradients, ``filtered_lrelu`` wraps it in ``_RecomputedFilteredLReLU``
-(forward: the kernel; backward: recomputes through the Python chain, ``_python_chain``), so gradients
-are those of the Python chain. Until it is built, when it is turned off or fails to build, and for
+``_chain`` calls it; recording gradients, only big layers use it, as the forward of
+``_RecomputedFilteredLReLU`` (the backward recomputes through the Python chain, ``_python_chain``),
+so gradients are those of the Python chain. Until it is built, when it is turned off or fails to build, and for
 other dtypes, the Python chains below run.
 
 Arguments are normalised as in kernels._ref. Imports: kernels._ref, kernels._polyphase and
@@ -583,15 +583,18 @@ def _upsampled_elements(x: torch.Tensor, up: int, padding: tuple[int, int, int, 
 def filtered_lrelu(
     x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
-    """The fused C++ kernel or the banded chain; calls that record gradients with the C++ kernel, and
-    big layers that record gradients, recompute (channel slices of) the Python chain in the backward,
-    so the gradients are the Python chain's."""
+    """The fused C++ kernel or the banded chain without gradients. Recording gradients, big layers run
+    the forward once (the C++ kernel when built) and recompute channel slices of the Python chain in
+    the backward (bounded memory); smaller ones run the Python chain under autograd. Either way the
+    gradients are the Python chain's."""
     elements = _upsampled_elements(x, args.up, args.padding)
     if _records_grad(x, b):
         if elements > RECOMPUTE_ELEMENTS:
             per_channel = max(1, elements // x.shape[1])
             chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
             return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, chunk)
-        if _uses_cpp(x) and (fu is not None or fd is not None):
-            return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, x.shape[1])
+        # Smaller layers keep plain autograd through the Python chain: a C++ forward plus a recomputed
+        # Python forward in the backward made a demo training step slower (bench/train_step.py,
+        # demo-6L-c48: 19.3 -> 14.7 images/s).
+        return _python_chain(x, fu, fd, b, args)
     return _chain(x, fu, fd, b, args)

@@ -156,8 +156,24 @@ def test_dispatch_uses_the_kernel_for_float32_only(built, calls):
     assert len(calls) == 1  # float64 keeps the Python chain
 
 
+def test_small_layers_with_gradients_keep_autograd_through_the_python_chain(built, calls, monkeypatch):
+    """Training and PTI steps: a small layer recording gradients runs the Python chain under autograd
+    (a C++ forward plus a recomputed forward was slower per step), a big one the C++ forward."""
+    monkeypatch.setattr(_fast, "RECOMPUTE_ELEMENTS", 100_000)  # "big" at a test's size
+    g = torch.Generator().manual_seed(5)
+    fu = torch.randn(12, generator=g)
+    x = torch.randn(2, 4, 14, 15, generator=g, requires_grad=True)
+    filtered_lrelu(x, fu=fu, fd=fu, up=2, down=2, padding=[7, 4, 6, 5], impl="fast")
+    assert not calls
+    big = torch.randn(1, 2, 300, 300, generator=g, requires_grad=True)
+    assert _fast._upsampled_elements(big, 2, (7, 4, 6, 5)) > _fast.RECOMPUTE_ELEMENTS
+    filtered_lrelu(big, fu=fu, fd=fu, up=2, down=2, padding=[7, 4, 6, 5], impl="fast")
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("radial", [False, True])
-def test_gradients_with_the_kernel_match_the_reference(built, calls, radial):
+def test_gradients_with_the_kernel_match_the_reference(built, calls, radial, monkeypatch):
+    monkeypatch.setattr(_fast, "RECOMPUTE_ELEMENTS", 0)  # every layer takes the C++ forward + recompute
     g = torch.Generator().manual_seed(3)
     fu = torch.randn(12, generator=g)
     fd = torch.randn(12, 12, generator=g) if radial else torch.randn(12, generator=g)
@@ -176,9 +192,10 @@ def test_gradients_with_the_kernel_match_the_reference(built, calls, radial):
         assert _rel(a, r) <= 1e-4
 
 
-def test_second_order_gradients_with_the_kernel(built, calls):
+def test_second_order_gradients_with_the_kernel(built, calls, monkeypatch):
     """create_graph through the kernel's Function (e.g. a path-length penalty): the gradient of a
     gradient norm with respect to the backpropagated weights, against the reference."""
+    monkeypatch.setattr(_fast, "RECOMPUTE_ELEMENTS", 0)
     g = torch.Generator().manual_seed(4)
     fu = torch.randn(12, generator=g)
     x0 = torch.randn(1, 3, 10, 9, generator=g)
