@@ -424,41 +424,31 @@ class VideoMode(QObject):
         self.history.set(ClipState(edits, self.state.options), record)
         self._after_change()
 
+    def _with(self, e: ClipEdits, kind: str, target: str, value: float) -> ClipEdits:
+        """``e`` with one edit set: at the playhead with keyframing on, else on the whole clip (0
+        removes it)."""
+        if self.keyframing:
+            return e.with_key(kind, target, self.frame, float(value))
+        if value == 0:
+            return e.remove(kind, target)
+        return e.set(ClipEdit.constant(kind, target, float(value)))
+
     def edit(self, kind: str, target: str, value: float, record: bool = True) -> None:
         """Set an edit: at the playhead with keyframing on, else on the whole clip (0 removes it)."""
-        e = self.state.edits
-        if self.keyframing:
-            e = e.with_key(kind, target, self.frame, float(value))
-        elif value == 0:
-            e = e.remove(kind, target)
-        else:
-            e = e.set(ClipEdit.constant(kind, target, float(value)))
-        self._edited(e, record)
+        self._edited(self._with(self.state.edits, kind, target, value), record)
 
     def edit_channels(self, values: dict, record: bool) -> None:
         e = self.state.edits
         for (layer, ch), v in values.items():
-            target = f"{layer}:{int(ch)}"
-            if self.keyframing:
-                e = e.with_key("channel", target, self.frame, float(v))
-            elif v == 0:
-                e = e.remove("channel", target)
-            else:
-                e = e.set(ClipEdit.constant("channel", target, float(v)))
+            e = self._with(e, "channel", f"{layer}:{int(ch)}", v)
         self._edited(e, record)
 
     def edit_transform(self, angle: float, tx: float, ty: float, record: bool) -> None:
         now = self.state.edits.at(self.frame)
-        changed = {"angle": angle, "tx": tx, "ty": ty}
         e = self.state.edits
-        for target, v in changed.items():
+        for target, v in {"angle": angle, "tx": tx, "ty": ty}.items():
             if abs(getattr(now, _TRANSFORM_FIELDS[target]) - v) > 1e-9:
-                if self.keyframing:
-                    e = e.with_key("transform", target, self.frame, float(v))
-                elif v == 0:
-                    e = e.remove("transform", target)
-                else:
-                    e = e.set(ClipEdit.constant("transform", target, float(v)))
+                e = self._with(e, "transform", target, v)
         self._edited(e, record)
 
     def clear(self, kinds: tuple[str, ...]) -> None:

@@ -174,6 +174,40 @@ def test_keyframes_markers_interpolation_and_undo(win, opened):
     win.set_keyframing(False)
 
 
+def test_rotation_knob_and_stylespace_channels_on_a_clip(win, opened, qtbot_module):
+    """The transform knobs and StyleSpace channels edit the clip: constant without keyframing (0 removes
+    them), keyed at the playhead with it, and only the knob that moved gets a key."""
+    qtbot = qtbot_module
+    v = win.video
+    layer = next(name for name, n in win.bundle.style_layers.items() if n > 7)
+
+    def knob_edits() -> set[tuple[str, str]]:
+        return {(e.kind, e.target) for e in v.state.edits if e.kind in ("transform", "channel")}
+
+    before = list(v.state.edits)
+    win.seek(5)
+    win._transform_edited(12.0, 0.0, 0.0, True)  # the rotation knob
+    win._channels_edited({(layer, 7): 3.0}, True)  # a StyleSpace channel
+    at = v.state.edits.at(30)
+    assert at.angle_deg == 12.0 and at.tx == 0.0 and at.channels == {(layer, 7): 3.0}
+    assert knob_edits() == {("transform", "angle"), ("channel", f"{layer}:7")}
+    shown: list[int] = []
+    win.frameShown.connect(shown.append)
+    qtbot.waitUntil(lambda: bool(shown), timeout=10_000)  # the edited frame renders
+    win.set_keyframing(True)
+    win.seek(20)
+    win._transform_edited(12.0, 0.1, 0.0, True)  # only tx moved: only tx is keyed
+    assert v.state.edits.get("transform", "tx").frames == (20,)
+    assert v.state.edits.get("transform", "angle").frames == (0,)  # still the constant edit
+    win.set_keyframing(False)
+    win._transform_edited(0.0, 0.0, 0.0, True)
+    win._channels_edited({(layer, 7): 0.0}, True)
+    assert knob_edits() == set()
+    for _ in range(5):
+        win.undo()
+    assert list(v.state.edits) == before
+
+
 def test_a_render_from_before_the_paste_switch_is_not_shown(win, opened, qtbot_module):
     """A frame rendered with paste-back on that arrives after paste-back was switched off (it was in
     flight) is dropped: the canvas never shows the framing the checkbox no longer says."""
