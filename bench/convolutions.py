@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _networks import RELEASE_CONFIGS, release_generator  # noqa: E402 (bench/ is the script's folder)
+from _timing import median_times  # noqa: E402
 
 
 def layer_shapes(cfg: str, batch: int) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
@@ -48,16 +47,6 @@ def layer_shapes(cfg: str, batch: int) -> list[tuple[tuple[int, ...], tuple[int,
     finally:
         sg.conv2d = real
     return seen
-
-
-def timed(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -85,8 +74,8 @@ def main() -> int:
         for xs, ws, pad in layer_shapes(cfg, args.batch):
             x, w = torch.randn(xs), torch.randn(ws) / (ws[1] * ws[2] * ws[3]) ** 0.5
             runs = 3 if x.numel() * ws[0] > 5e7 else 10
-            t_ref = timed(lambda: F.conv2d(x, w, padding=pad), runs)
-            t_new = timed(lambda: conv2d(x, w, pad), runs)
+            t_ref = median_times(lambda: F.conv2d(x, w, padding=pad), runs)[0]
+            t_new = median_times(lambda: conv2d(x, w, pad), runs)[0]
             exact = F.conv2d(x.double(), w.double(), padding=pad)
 
             def err(y):
