@@ -3,10 +3,14 @@
 Plain script, prints tables::
 
     python3 bench/video.py [--clip PATH] [--frames 96] [--threads 2] [--model demo] [--rss 300,3000]
+    python3 bench/video.py --device cuda --model ffhq-random --frames 96   # a GPU, FFHQ-size networks
 
 Without ``--clip`` the clip is ``../shared/video/clip.mp4`` (640x360, 96 frames) when it exists, else a
 procedural 640x360 clip (a factory.synthetic face moving over a still background) of ``--frames``
-frames. Every stage runs from scratch in a fresh project folder (no PTI, one edit). ``--rss`` runs the
+frames. Every stage runs from scratch in a fresh project folder (no PTI, one edit). ``--model`` is a
+model name or manifest path, or ``ffhq-random``: an FFHQ-size bundle with random weights (StyleGAN3-R
+1024 px, ReStyle-pSp IR-SE50 encoder; bench/_networks.ffhq_random_bundle), written to a temporary folder
+first (not timed). ``--device`` runs the networks there (``cuda`` on a GPU machine). ``--rss`` runs the
 whole pipeline on procedural 256x256 clips of each length in a child process and reports its peak
 resident memory (``ru_maxrss``), the number the bounded-memory target is about.
 """
@@ -56,7 +60,7 @@ def procedural_clip(path: Path, frames: int, size: tuple[int, int], seed: int = 
     return path
 
 
-def run_once(clip: Path, model: str, threads: int) -> dict:
+def run_once(clip: Path, model: str, threads: int, device: str = "cpu") -> dict:
     import torch
 
     from engine.jobs import JobControl
@@ -75,7 +79,7 @@ def run_once(clip: Path, model: str, threads: int) -> dict:
             current.update(name=p.stage, t=now)
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = VideoSettings(model=model, edits=ClipEdits((parse_edit("smile=1.5"),)))
+        settings = VideoSettings(model=model, edits=ClipEdits((parse_edit("smile=1.5"),)), device=device)
         t = time.perf_counter()
         result = run_video(clip, Path(tmp) / "out.mp4", settings, work=Path(tmp) / "work", ctl=JobControl(report))
         total = time.perf_counter() - t
@@ -89,12 +93,13 @@ def main() -> int:
     ap.add_argument("--clip", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="demo")
+    ap.add_argument("--model", default="demo", help="a model name or manifest, or ffhq-random")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--rss", default="", help="clip lengths for the memory table, e.g. 300,3000")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # one run, then report peak memory
-        out = run_once(args.clip, args.model, args.threads)
+        out = run_once(args.clip, args.model, args.threads, args.device)
         out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return 0
@@ -105,12 +110,20 @@ def main() -> int:
             clip = shared if shared.is_file() else procedural_clip(Path(tmp) / "clip.mp4", args.frames, (640, 360))
         from engine.video.io import probe_video
 
+        if args.model == "ffhq-random":
+            sys.path.insert(0, str(ROOT / "bench"))
+            from _networks import ffhq_random_bundle
+
+            t = time.perf_counter()
+            args.model = str(ffhq_random_bundle(Path(tmp) / "ffhq-random"))
+            print(f"wrote the FFHQ-size random bundle in {time.perf_counter() - t:.0f} s")
+
         info = probe_video(clip)
         print(
             f"clip {clip.name}: {info.width}x{info.height}, {info.frame_count} frames at {info.fps} fps; "
-            f"model {args.model}; {args.threads} threads"
+            f"model {args.model}; {args.threads} threads; device {args.device}"
         )
-        r = run_once(clip, args.model, args.threads)
+        r = run_once(clip, args.model, args.threads, args.device)
         print("| stage | seconds | frames/s |")
         print("|---|---:|---:|")
         for name, sec in r["stages"].items():
@@ -131,6 +144,8 @@ def main() -> int:
                     args.model,
                     "--threads",
                     str(args.threads),
+                    "--device",
+                    args.device,
                 ]
                 res = json.loads(
                     subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]

@@ -432,43 +432,48 @@ def make_random_bundle(
     channel_base: int = 1024,
     direction_names: Mapping[str, tuple[float, float]] | None = None,
     with_inverter: bool | None = None,
+    generator_kwargs: Mapping[str, Any] | None = None,
+    encoder: tuple[str, str, int] | None = None,
 ) -> Path:
-    """Write a tiny random-weight bundle (for tests and development) and return its manifest path.
+    """Write a random-weight bundle (for tests, development and benchmarks) and return its manifest path.
 
     The generator is our StyleGAN3 (config T) with ``num_layers`` synthesis layers, small channel
-    counts and ``output_scale`` 1 (so random outputs are not washed out); its ``w_avg`` is the mean of
-    512 mapped samples. Directions are random unit vectors, StyleSpace attributes random channels.
-    with_inverter: also write a random-weight inverter with ``engine.inversion`` (None: when that
-    module is available). The same arguments give the same files.
+    counts and ``output_scale`` 1 (so random outputs are not washed out), or exactly
+    ``generator_kwargs`` (``Generator``'s keywords, e.g. a released configuration) when given; its
+    ``w_avg`` is the mean of 512 mapped samples. Directions are random unit vectors, StyleSpace
+    attributes random channels. with_inverter: also write a random-weight inverter with
+    ``engine.inversion`` (None: when that module is available); ``encoder`` = (kind, backbone, input
+    size) of its encoder (default: ReStyle-e4e on the small IR-SE at the model's resolution, at least
+    64 px). The same arguments give the same files.
     """
     from engine.networks.stylegan3 import Generator
 
     names = dict(direction_names or RANDOM_DIRECTIONS)
     gen = torch.Generator().manual_seed(int(seed))
+    kwargs: dict[str, Any] = dict(
+        z_dim=w_dim,
+        c_dim=0,
+        w_dim=w_dim,
+        img_resolution=resolution,
+        img_channels=3,
+        channel_base=channel_base,
+        channel_max=channel_max,
+        num_layers=num_layers,
+        num_critical=2,
+        margin_size=4,
+        output_scale=1.0,
+        num_fp16_res=0,
+        mapping_kwargs=dict(num_layers=2),
+    )
+    if generator_kwargs is not None:
+        kwargs = dict(generator_kwargs)
+        resolution, w_dim = int(kwargs["img_resolution"]), int(kwargs["w_dim"])
     # Parameter initialisers draw from torch's global generator; fork it so the caller's stream is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        G = (
-            Generator(
-                z_dim=w_dim,
-                c_dim=0,
-                w_dim=w_dim,
-                img_resolution=resolution,
-                img_channels=3,
-                channel_base=channel_base,
-                channel_max=channel_max,
-                num_layers=num_layers,
-                num_critical=2,
-                margin_size=4,
-                output_scale=1.0,
-                num_fp16_res=0,
-                mapping_kwargs=dict(num_layers=2),
-            )
-            .eval()
-            .requires_grad_(False)
-        )
+        G = Generator(**kwargs).eval().requires_grad_(False)
         with torch.no_grad():
-            z = torch.randn(512, w_dim, generator=gen)
+            z = torch.randn(512, int(G.z_dim), generator=gen)
             G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(dim=0))
     directions = {}
     for n, rng in names.items():
@@ -495,14 +500,14 @@ def make_random_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     inverter_file = None
     if with_inverter or with_inverter is None:
-        inverter_file = _write_random_inverter(folder, G, seed, required=bool(with_inverter))
+        inverter_file = _write_random_inverter(folder, G, seed, required=bool(with_inverter), encoder=encoder)
     card = folder / "MODEL_CARD.md"
     write_text(
         card,
         (
             f"# Random development bundle\n\nRandom weights (seed {seed}), {resolution} px, w_dim {w_dim}, "
-            f"{num_layers} synthesis layers. Written by `engine.models.make_random_bundle` for tests and for "
-            "development until the demo model is installed. Edits change the image but mean nothing.\n"
+            f"{G.synthesis.num_layers} synthesis layers. Written by `engine.models.make_random_bundle` for tests "
+            "and for development until the demo model is installed. Edits change the image but mean nothing.\n"
         ),
     )
     return save_bundle(
@@ -519,8 +524,11 @@ def make_random_bundle(
     )
 
 
-def _write_random_inverter(folder: Path, G: Generator, seed: int, required: bool) -> str | None:
-    """A ReStyle-e4e inverter with random weights (small IR-SE backbone), written with engine.inversion."""
+def _write_random_inverter(
+    folder: Path, G: Generator, seed: int, required: bool, encoder: tuple[str, str, int] | None = None
+) -> str | None:
+    """An inverter with random weights, written with engine.inversion: ``encoder`` = (kind, backbone,
+    input size), by default ReStyle-e4e on the small IR-SE backbone at the model's resolution."""
     try:
         from engine.encoders import build_encoder
         from engine.inversion import Inverter, save_inverter
@@ -530,13 +538,9 @@ def _write_random_inverter(folder: Path, G: Generator, seed: int, required: bool
         return None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed) + 1)
+        kind, backbone, size = encoder or ("restyle_e4e", "ir_se_small", max(64, int(G.img_resolution)))
         enc = build_encoder(
-            "restyle_e4e",
-            input_nc=6,
-            n_styles=int(G.num_ws),
-            backbone="ir_se_small",
-            input_size=max(64, int(G.img_resolution)),
-            w_dim=int(G.w_dim),
+            kind, input_nc=6, n_styles=int(G.num_ws), backbone=backbone, input_size=size, w_dim=int(G.w_dim)
         )
     save_inverter(Inverter(enc, G).eval(), folder / "inverter.safetensors", source="random")
     return "inverter.safetensors"

@@ -113,6 +113,21 @@ def test_random_bundle_inverter(bundle_dir):
     assert seen == [(1, 3), (2, 3), (3, 3)] and res.latent.shape == (2, b.num_ws, b.w_dim)
 
 
+def test_random_bundle_of_a_given_configuration_and_encoder(tmp_path):
+    """bench/_networks.ffhq_random_bundle's route: exact Generator keywords and the encoder's kind,
+    backbone and input size are what the bundle holds."""
+    pytest.importorskip("engine.inversion")
+    kwargs = dict(z_dim=24, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, channel_base=512, channel_max=16)
+    kwargs.update(num_layers=4, margin_size=4, mapping_kwargs={"num_layers": 1})
+    m = make_random_bundle(tmp_path / "b", seed=1, generator_kwargs=kwargs, encoder=("restyle_psp", "ir_se_small", 64))
+    b = load_bundle(m)
+    G = b.generator
+    assert (G.z_dim, G.w_dim, G.img_resolution, G.num_ws, G.mapping.num_layers) == (24, 32, 32, 6, 1)
+    assert b.inverter is not None and b.inverter.kind == "restyle_psp"
+    res = b.inverter.invert(torch.zeros(1, 3, 32, 32), n_iters=1)
+    assert res.latent.shape == (1, 6, 32)
+
+
 def test_optimization_inverter_progress_and_cancel(bundle_dir):
     inversion = pytest.importorskip("engine.inversion")
     b = load_bundle(bundle_dir)
