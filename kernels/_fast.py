@@ -22,10 +22,10 @@ only its input and recomputes a slice of channels at a time during the backward 
 of a training or PTI step at 1024 px stays bounded (the same gradients).
 
 Float32 CPU calls go to the fused C++ kernel (kernels.cpu_ext) once it is built: without gradients
-``_chain`` calls it; recording gradients, only big layers use it, as the forward of
-``_RecomputedFilteredLReLU`` (the backward recomputes through the Python chain, ``_python_chain``),
-so gradients are those of the Python chain. Until it is built, when it is turned off or fails to build, and for
-other dtypes, the Python chains below run.
+``_chain`` calls it; recording gradients, ``_CppFilteredLReLU`` runs its forward and its backward
+(which recomputes the upsampled pre-activation band by band, so it saves only x and b at any size).
+Under create_graph the backward goes through the Python chain, differentiably. Until it is built,
+when it is turned off or fails to build, and for other dtypes, the Python chains below run.
 
 Arguments are normalised as in kernels._ref. Imports: kernels._ref, kernels._polyphase and
 kernels.cpu_ext only.
@@ -490,21 +490,30 @@ def _uses_cpp(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu" and cpu_ext.available()
 
 
-def _cpp_chain(
-    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
-) -> torch.Tensor | None:
-    """The fused C++ kernel on the chain's prepared taps (the same taps and gain folding as the banded
+def _cpp_plan(
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, args: FilteredLReluArgs
+) -> _Chain | None:
+    """The chain's prepared taps for the fused C++ kernel (the same taps and gain folding as the banded
     chain); None for a chain with no resampling (ToRGB: the Python activation is as fast) and for
     factors the kernel does not take (up other than 1, 2, 4 or down other than 1, 2)."""
     if args.up not in (1, 2, 4) or args.down not in (1, 2):
         return None
-    ch = _chain_plan(x, fu, fd, args)
-    if ch is None:
-        return None
+    return _chain_plan(x, fu, fd, args)
+
+
+def _cpp_forward(x: torch.Tensor, b: torch.Tensor | None, ch: _Chain, args: FilteredLReluArgs) -> torch.Tensor:
     size = (ch.hz, ch.wz, ch.ho, ch.wo)
     return cpu_ext.filtered_lrelu(
         x, b, ch.hv, ch.hh, ch.hd, ch.hd2, args.up, args.down, args.padding, size, ch.gain, args.slope, args.clamp
     )
+
+
+def _cpp_chain(
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
+) -> torch.Tensor | None:
+    """The fused C++ kernel, or None where it does not apply (``_cpp_plan``)."""
+    ch = _cpp_plan(x, fu, fd, args)
+    return None if ch is None else _cpp_forward(x, b, ch, args)
 
 
 def _chain(
@@ -526,6 +535,56 @@ def _python_chain(
     if x.dtype in GEMM_DTYPES and (fd is None or fd.ndim == 1 or not _records_grad(x, b)):
         return _filtered_lrelu_gemm(x, fu, fd, b, args)
     return _filtered_lrelu_bands(x, fu, fd, b, args)
+
+
+def _differentiable_grads(
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    need: tuple[bool, bool],
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    args: FilteredLReluArgs,
+    gy: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward under create_graph (higher-order gradients): autograd through the Python chain,
+    all channels at once, differentiably."""
+    inputs = [t for t, n in ((x, need[0]), (b, need[1])) if n and t is not None]
+    grads = list(torch.autograd.grad(_python_chain(x, fu, fd, b, args), inputs, gy, create_graph=True))
+    return (grads.pop(0) if need[0] else None), (grads.pop(0) if need[1] else None)
+
+
+class _CppFilteredLReLU(torch.autograd.Function):
+    """The fused C++ forward and backward (float32 CPU). Saves x and b only: the C++ backward
+    recomputes the upsampled pre-activation band by band (bounded memory at any size) and returns
+    d/dx, whose sum over images and pixels is d/db."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        b: torch.Tensor | None,
+        fu: torch.Tensor | None,
+        fd: torch.Tensor | None,
+        args: FilteredLReluArgs,
+        ch: _Chain,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, b)
+        ctx.args = fu, fd, args, ch
+        return _cpp_forward(x, b, ch, args)
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, b = ctx.saved_tensors
+        fu, fd, args, ch = ctx.args
+        need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            gx, gb = _differentiable_grads(x, b, (need_x, need_b), fu, fd, args, gy)
+            return gx, gb, None, None, None, None
+        size = (ch.hz, ch.wz, ch.ho, ch.wo)
+        up, down, padding, _gain, slope, clamp, _flip = args
+        taps = ch.hv, ch.hh, ch.hd, ch.hd2
+        g = cpu_ext.filtered_lrelu_backward(x, b, gy, *taps, up, down, padding, size, ch.gain, slope, clamp)
+        return (g if need_x else None), (g.sum(dim=(0, 2, 3)) if need_b else None), None, None, None, None
 
 
 class _RecomputedFilteredLReLU(torch.autograd.Function):
@@ -553,10 +612,9 @@ class _RecomputedFilteredLReLU(torch.autograd.Function):
         x, b = ctx.saved_tensors
         fu, fd, args, chunk = ctx.args
         need_x, need_b = ctx.needs_input_grad[0], b is not None and ctx.needs_input_grad[1]
-        if torch.is_grad_enabled():  # create_graph: a differentiable backward (higher-order gradients)
-            inputs = [t for t, need in ((x, need_x), (b, need_b)) if need and t is not None]
-            grads = list(torch.autograd.grad(_python_chain(x, fu, fd, b, args), inputs, gy, create_graph=True))
-            return (grads.pop(0) if need_x else None), (grads.pop(0) if need_b else None), None, None, None, None
+        if torch.is_grad_enabled():
+            gx, gb = _differentiable_grads(x, b, (need_x, need_b), fu, fd, args, gy)
+            return gx, gb, None, None, None, None
         gx = torch.empty_like(x) if need_x else None
         gb = torch.zeros_like(b) if need_b else None
         for c0 in range(0, x.shape[1], chunk):
@@ -583,18 +641,18 @@ def _upsampled_elements(x: torch.Tensor, up: int, padding: tuple[int, int, int, 
 def filtered_lrelu(
     x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, b: torch.Tensor | None, args: FilteredLReluArgs
 ) -> torch.Tensor:
-    """The fused C++ kernel or the banded chain without gradients. Recording gradients, big layers run
-    the forward once (the C++ kernel when built) and recompute channel slices of the Python chain in
-    the backward (bounded memory); smaller ones run the Python chain under autograd. Either way the
-    gradients are the Python chain's."""
+    """The fused C++ kernel (once built, float32 CPU) forward and backward, with or without gradients.
+    Otherwise the Python chains: without gradients as they are; recording gradients, big layers run
+    the forward once and recompute channel slices in the backward (bounded memory), smaller ones run
+    under plain autograd."""
     elements = _upsampled_elements(x, args.up, args.padding)
     if _records_grad(x, b):
+        ch = _cpp_plan(x, fu, fd, args) if _uses_cpp(x) else None
+        if ch is not None:
+            return _CppFilteredLReLU.apply(x, b, fu, fd, args, ch)
         if elements > RECOMPUTE_ELEMENTS:
             per_channel = max(1, elements // x.shape[1])
             chunk = max(1, min(x.shape[1], RECOMPUTE_ELEMENTS // (4 * per_channel)))
             return _RecomputedFilteredLReLU.apply(x, b, fu, fd, args, chunk)
-        # Smaller layers keep plain autograd through the Python chain: a C++ forward plus a recomputed
-        # Python forward in the backward made a demo training step slower (bench/train_step.py,
-        # demo-6L-c48: 19.3 -> 14.7 images/s).
         return _python_chain(x, fu, fd, b, args)
     return _chain(x, fu, fd, b, args)

@@ -1,9 +1,10 @@
-// Fused filtered_lrelu forward for CPUs, float32 (kernels/cpu_ext.py builds, loads and calls it).
+// Fused filtered_lrelu for CPUs, float32, forward and backward (kernels/cpu_ext.py builds, loads and
+// calls it).
 //
-// y = down(clamp(gain * lrelu(up(x + b)))), the chain of kernels/_ref.py's filtered_lrelu. Work is
-// split into (plane = image x channel, band of output rows) items, run in parallel with OpenMP; a
-// thread streams through its band one upsampled row at a time, so nothing is ever held at full
-// resolution and every upsampled row is computed once per band (bands are tall: neighbours only
+// Forward: y = down(clamp(gain * lrelu(up(x + b)))), the chain of kernels/_ref.py's filtered_lrelu.
+// Work is split into (plane = image x channel, band of output rows) items, run in parallel with
+// OpenMP; a thread streams through its band one upsampled row at a time, so nothing is ever held at
+// full resolution and every upsampled row is computed once per band (bands are tall: neighbours only
 // recompute the down filter's overlap):
 //
 //   1. the input rows that row reads, plus the bias (a small ring of rows; no copy without a bias),
@@ -17,10 +18,29 @@
 //   4b. 2-D (radial) down filter: a ring of td activated rows; each output row is one sum over the
 //       td x td taps, every tap a contiguous run of a phase plane.
 //
+// Backward (charm_filtered_lrelu_backward_f32): gx = dL/dx = dL/d(x + b) = Up^T(act'(Z) * Down^T(gy)),
+// with Z, the upsampled plane before the activation, recomputed from x and b (steps 1-3 above without
+// the activation); the caller sums gx for the bias gradient. Items are (plane, band of gx rows); a
+// thread makes the upsampled rows its band needs in order, each once:
+//
+//   a. Z row j as phase planes (steps 1-3),
+//   b. Down^T(gy) row j: the gy rows that read row j (a ring, each stored by output column phase with
+//      zero margins), combined with their vertical taps (separable), then per phase plane p the
+//      polyphase transposed filter along x (every tap a contiguous run); a 2-D filter does both in one
+//      sum over the (gy row, tap) pairs; times act'(Z) (gain * (z > 0 ? 1 : slope), 0 where the clamp
+//      cuts) as it is stored,
+//   c. Up_x^T: the transposed horizontal up pass (a strided down-sampling by `up` with every tap, read
+//      from the phase planes as contiguous runs) -> row j of gV, in a ring of tu rows,
+//   d. when the last gV row a gx row reads is in, Up_y^T: that gx row, a sum of up to tu gV rows.
+//
+// Every gx row is computed alike whatever the bands and threads, so gx does not depend on them. Memory
+// stays bounded by per-thread buffers of a few rows, as in the forward.
+//
 // Every pass is a sum of contiguous runs times scalar taps; the loop over a run's elements
 // vectorises (blocks of 32 accumulators kept in registers, FMA). The taps come in prepared (flipped,
 // gains folded in) from Python; padding may be negative (crops); a missing filter is a single unit
-// tap. Plain C++17, no torch headers; the entry point is charm_filtered_lrelu_f32 (extern "C").
+// tap. Factors: up and down 1..4 with lcm(up, down) <= 4. Plain C++17, no torch headers; the entry
+// points are charm_filtered_lrelu_f32 and charm_filtered_lrelu_backward_f32 (extern "C").
 
 #include <algorithm>
 #include <cstdint>
@@ -150,6 +170,8 @@ struct Problem {
     int channels, h, w;
     int up, px0, py0, tu;
     Phases pv;  // vertical up taps by phase
+    const float* hv_all;  // the tu up taps along y and x (the backward uses every one)
+    const float* hcoef_all;
     // Horizontal up into R phase planes: plane p uses taps hcoef[p] (hcount[p] of them) on V[hoff[p] +
     // t + (R / up) * m].
     int R;
@@ -198,50 +220,47 @@ inline void store_row(float* __restrict y, const float* __restrict ph, int S, in
     for (int o = 0; o < wo; ++o) y[o] = ph[(o % S) * rws + o / S];
 }
 
-void run_band(const Problem& P, int plane, int o0, int o1) {
-    static thread_local Buffer xring_b, v_b, p_b, ring_b, tmp_b, pair_b;
-    static thread_local std::vector<const float*> ptrs;
-    static thread_local std::vector<float> coefs;
-    const Act none{1.0f, 1.0f, -1.0f};
-    const int w = P.w, h = P.h, down = P.down, R = P.R;
-    const bool radial = P.hd2 != nullptr;
-    const int tdy = radial ? P.td2y : P.td;
-    const int z0 = o0 * down, z1 = (o1 - 1) * down + tdy;
-    const float* xin = P.x + static_cast<std::size_t>(plane) * h * w;
-    float* yout = P.y + static_cast<std::size_t>(plane) * P.ho * P.wo;
+// Steps 1-3 of one plane and band: upsampled row j (rows only go up) as R phase planes, activated
+// (forward) or not (the backward's recomputation).
+struct UpRows {
+    const Problem* P = nullptr;
+    const float* xin = nullptr;
+    float* xring = nullptr;  // input rows plus bias (row i in slot i % xcap); null without a bias
+    int xcap = 0, ws = 0;
+    float b = 0.0f;
+    int loaded = -1;  // highest input row in the ring
+    float* Vrow = nullptr;
 
-    // Ring of input rows plus bias (row i in slot i % xcap), filled in order.
-    const int xcap = P.pv.count[0] + 1;
-    const int ws = round8(w);
-    float* xring = P.bias ? xring_b.get(static_cast<std::size_t>(xcap) * ws) : nullptr;
-    const float b = P.bias ? P.bias[plane % P.channels] : 0.0f;
-    int loaded = -1;  // highest input row in the ring (rows only go up)
+    void begin(const Problem& Pr, int plane, Buffer& xring_b, Buffer& v_b) {
+        P = &Pr;
+        xin = Pr.x + static_cast<std::size_t>(plane) * Pr.h * Pr.w;
+        xcap = Pr.pv.count[0] + 1;
+        ws = round8(Pr.w);
+        xring = Pr.bias ? xring_b.get(static_cast<std::size_t>(xcap) * ws) : nullptr;
+        b = Pr.bias ? Pr.bias[plane % Pr.channels] : 0.0f;
+        loaded = -1;
+        float* V = v_b.get(static_cast<std::size_t>(Pr.vlen));  // zero margins stay zero
+        std::memset(V, 0, sizeof(float) * Pr.vlen);
+        Vrow = V + Pr.vlo;
+    }
 
-    float* V = v_b.get(static_cast<std::size_t>(P.vlen));  // zero margins stay zero
-    float* Vrow = V + P.vlo;
-    const std::size_t psz = static_cast<std::size_t>(R) * P.mws;
-    // Ring of the rows the vertical down pass reads: activated phase planes (2-D filter) or rows
-    // filtered along x (separable), tdy rows.
-    const std::size_t rsz = radial ? psz : static_cast<std::size_t>(P.S) * P.rws;
-    float* ring = ring_b.get(rsz * tdy);
-    float* Pb = radial ? nullptr : p_b.get(psz);
-    float* tmp = tmp_b.get(static_cast<std::size_t>(P.S) * P.rws);
-    ptrs.resize(std::max(P.tu, radial ? P.td2y * P.td2x : P.td) + 4);
-    coefs.resize(ptrs.size());
-    std::memset(V, 0, sizeof(float) * P.vlen);
-
-    for (int j = z0; j < z1; ++j) {
+    // Phase plane p of row j into Pj + p * mws (mw values); ptrs holds at least max(tu, 1) entries.
+    template <bool ACT>
+    void row(int j, float* Pj, const float** ptrs) {
+        const Problem& Q = *P;
+        const Act none{1.0f, 1.0f, -1.0f};
+        const int w = Q.w, h = Q.h, R = Q.R;
         // 1-2. vertical upsampling -> V[0..w)
         int i0, t0, t1;
         const float* c;
-        P.pv.taps_for(j, P.py0, h, i0, t0, t1, c);
+        Q.pv.taps_for(j, Q.py0, h, i0, t0, t1, c);
         if (t0 >= t1) {
             std::memset(Vrow, 0, sizeof(float) * w);
         } else {
-            if (P.bias && loaded < i0 + t0 - 1) loaded = i0 + t0 - 1;  // rows below are never read again
+            if (xring && loaded < i0 + t0 - 1) loaded = i0 + t0 - 1;  // rows below are never read again
             for (int t = t0; t < t1; ++t) {
                 const int i = i0 + t;
-                if (P.bias) {
+                if (xring) {
                     while (loaded < i) {
                         ++loaded;
                         float* dst = xring + static_cast<std::size_t>(loaded % xcap) * ws;
@@ -253,24 +272,53 @@ void run_band(const Problem& P, int plane, int o0, int o1) {
                     ptrs[t - t0] = xin + static_cast<std::size_t>(i) * w;
                 }
             }
-            combine<false>(Vrow, ptrs.data(), c + t0, t1 - t0, w, none);
+            combine<false>(Vrow, ptrs, c + t0, t1 - t0, w, none);
         }
-        // 3. horizontal upsampling into phase planes, activated
-        float* Pj = radial ? ring + static_cast<std::size_t>(posmod(j, tdy)) * psz : Pb;
+        // 3. horizontal upsampling into phase planes (activated for the forward)
         for (int p = 0; p < R; ++p) {
-            float* dst = Pj + static_cast<std::size_t>(p) * P.mws;
-            const int T = P.hcount[p];
+            float* dst = Pj + static_cast<std::size_t>(p) * Q.mws;
+            const int T = Q.hcount[p];
             if (T == 0) {
-                std::fill(dst, dst + P.mw, activate(0.0f, P.act));
+                std::fill(dst, dst + Q.mw, ACT ? activate(0.0f, Q.act) : 0.0f);
                 continue;
             }
-            const int istride = R / P.up;
-            for (int t = 0; t < T; ++t) ptrs[t] = Vrow + P.hoff[p] + t;
+            const int istride = R / Q.up;
+            for (int t = 0; t < T; ++t) ptrs[t] = Vrow + Q.hoff[p] + t;
             if (istride == 1)
-                combine<true>(dst, ptrs.data(), P.hcoef[p].data(), T, P.mw, P.act);
+                combine<ACT>(dst, ptrs, Q.hcoef[p].data(), T, Q.mw, Q.act);
             else
-                combine_strided<true>(dst, ptrs.data(), P.hcoef[p].data(), T, P.mw, istride, P.act);
+                combine_strided<ACT>(dst, ptrs, Q.hcoef[p].data(), T, Q.mw, istride, Q.act);
         }
+    }
+};
+
+void run_band(const Problem& P, int plane, int o0, int o1) {
+    static thread_local Buffer xring_b, v_b, p_b, ring_b, tmp_b, pair_b;
+    static thread_local std::vector<const float*> ptrs;
+    static thread_local std::vector<float> coefs;
+    UpRows upr;
+    const Act none{1.0f, 1.0f, -1.0f};
+    const int down = P.down, R = P.R;
+    const bool radial = P.hd2 != nullptr;
+    const int tdy = radial ? P.td2y : P.td;
+    const int z0 = o0 * down, z1 = (o1 - 1) * down + tdy;
+    float* yout = P.y + static_cast<std::size_t>(plane) * P.ho * P.wo;
+
+    upr.begin(P, plane, xring_b, v_b);
+    const std::size_t psz = static_cast<std::size_t>(R) * P.mws;
+    // Ring of the rows the vertical down pass reads: activated phase planes (2-D filter) or rows
+    // filtered along x (separable), tdy rows.
+    const std::size_t rsz = radial ? psz : static_cast<std::size_t>(P.S) * P.rws;
+    float* ring = ring_b.get(rsz * tdy);
+    float* Pb = radial ? nullptr : p_b.get(psz);
+    float* tmp = tmp_b.get(static_cast<std::size_t>(P.S) * P.rws);
+    ptrs.resize(std::max(P.tu, radial ? P.td2y * P.td2x : P.td) + 4);
+    coefs.resize(ptrs.size());
+
+    for (int j = z0; j < z1; ++j) {
+        // 1-3. the upsampled row, activated, as phase planes
+        float* Pj = radial ? ring + static_cast<std::size_t>(posmod(j, tdy)) * psz : Pb;
+        upr.row<true>(j, Pj, ptrs.data());
         if (!radial) {
             // 4a. down filter along x: output phase s (columns S * r + s) reads upsampled column
             // R * r + down * s + k, i.e. phase plane (down * s + k) % R at r + (down * s + k) / R.
@@ -319,27 +367,224 @@ void run_band(const Problem& P, int plane, int o0, int o1) {
     }
 }
 
-}  // namespace
+// ---------------------------------------------------------------------------------------------------
+// Backward.
 
-extern "C" {
+// The activation's derivative at the pre-activation z (scaled by the gain): gain * (z > 0 ? 1 : slope),
+// 0 where the clamp cuts (the activated value outside [-clamp, clamp]; the bounds pass, as in
+// torch.clamp's backward; z == 0 takes the slope, as in torch's leaky_relu backward).
+inline float dactivate(float z, const Act& a) {
+    float d = z > 0.0f ? a.gain : a.gain * a.slope;
+    if (a.clamp >= 0.0f) {
+        const float v = (z >= 0.0f ? z : z * a.slope) * a.gain;
+        if (!(v >= -a.clamp && v <= a.clamp)) d = 0.0f;
+    }
+    return d;
+}
 
-// Returns 0 on success, a negative code for arguments it does not take.
-//
-// x: [planes][h][w] contiguous; y: [planes][ho][wo]; bias: [channels] or null (plane p uses
-// bias[p % channels]); hv, hh: tu up taps (correlation order, the up gain included) along y and x
-// (the activation gain may be folded into hv); padding before: px0, py0 (negative crops); hd: td
-// separable down taps, or hd2: [td2y][td2x] 2-D down taps (then hd is ignored). hz, wz: upsampled
-// size; ho, wo: output size (as the caller computed them). clamp < 0: none. band: output rows per
-// work item (<= 0: automatic). threads: OpenMP threads.
-int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int planes, int channels, int h, int w,
-                             const float* hv, const float* hh, int tu, int up, int px0, int py0, const float* hd,
-                             int td, const float* hd2, int td2y, int td2x, int down, int hz, int wz, int ho, int wo,
-                             float gain, float slope, float clamp, int band, int threads) {
+inline v8 dactivate(v8 z, const Act& a) {
+    const v8 zero = splat(0.0f);
+    v8 d = z > zero ? splat(a.gain) : splat(a.gain * a.slope);
+    if (a.clamp >= 0.0f) {
+        const v8 v = (z >= zero ? z : z * splat(a.slope)) * splat(a.gain);
+        const i8 inside = (v >= splat(-a.clamp)) & (v <= splat(a.clamp));
+        d = inside ? d : zero;
+    }
+    return d;
+}
+
+// out[x + i] = dact(z[x + i]) * sum_t coef[t] * ptr[t][x + i], i < 8 * NV.
+template <int NV>
+inline void combine_dact_block(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T,
+                               int x, const float* __restrict z, const Act& act) {
+    v8 acc[NV];
+    {
+        const float* s = ptr[0] + x;
+        const v8 c = splat(coef[0]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[i] = c * load(s + 8 * i);
+    }
+    for (int t = 1; t < T; ++t) {
+        const float* s = ptr[t] + x;
+        const v8 c = splat(coef[t]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[i] += c * load(s + 8 * i);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) store(out + x + 8 * i, acc[i] * dactivate(load(z + x + 8 * i), act));
+}
+
+// out[i] = dact(z[i]) * sum_t coef[t] * ptr[t][i], i < n (T >= 1).
+void combine_dact(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T, int n,
+                  const float* __restrict z, const Act& act) {
+    int x = 0;
+    for (; x + 64 <= n; x += 64) combine_dact_block<8>(out, ptr, coef, T, x, z, act);
+    for (; x + 32 <= n; x += 32) combine_dact_block<4>(out, ptr, coef, T, x, z, act);
+    for (; x + 8 <= n; x += 8) combine_dact_block<1>(out, ptr, coef, T, x, z, act);
+    for (; x < n; ++x) {
+        float a = coef[0] * ptr[0][x];
+        for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x];
+        out[x] = a * dactivate(z[x], act);
+    }
+}
+
+inline int floordiv(int a, int b) { return (a - posmod(a, b)) / b; }
+
+struct Tap {
+    int plane;   // phase (plane) read
+    int shift;   // offset within it
+    int k;       // filter tap
+};
+
+// What the backward adds to a Problem. Layouts (all rows in phases, so that every pass reads
+// contiguous runs):
+//   gy rows: S phases (G[S * r + s] at s * gs + Lg + r), zero margins; a ring of gcap rows;
+//   gA = Down^T(gy) and gZ = act'(Z) * gA: R phase planes like Z (column R * m + p at p * gzs + Lz + m),
+//     zero outside [0, mw);
+//   gV = Up_x^T(gZ): istride = R / up phases (V column istride * a + e at e * gvs + a), na values each;
+//     a ring of tu rows.
+struct Backward {
+    const float* gy;
+    float* gx;
+    int tdy;                      // down taps along y (td or td2y)
+    int jend;                     // upsampled rows with a gradient: [0, jend)
+    int gcap, Lg, gs;             // gy ring
+    std::vector<Tap> down[4];     // phase p of gA: sum over taps of hd[k] * G phase `plane` at m + shift
+    int Lz, gzs;                  // gZ phase planes
+    int istride, na, gvs;         // gV phases
+    std::vector<Tap> upx[4];      // phase e of gV: sum over taps of hh[k] * gZ plane `plane` at a + shift
+};
+
+void run_band_backward(const Problem& P, const Backward& B, int plane, int i0, int i1) {
+    static thread_local Buffer xring_b, v_b, z_b, gz_b, gring_b, gc_b, vring_b, tmp_b;
+    static thread_local std::vector<const float*> ptrs;
+    static thread_local std::vector<float> coefs;
+    static thread_local std::vector<int> vrow;
+    UpRows upr;
+    const Act none{1.0f, 1.0f, -1.0f};
+    const int h = P.h, w = P.w, up = P.up, down = P.down, R = P.R, S = P.S, tu = P.tu;
+    const bool radial = P.hd2 != nullptr;
+    const float* gyin = B.gy + static_cast<std::size_t>(plane) * P.ho * P.wo;
+    float* gxout = B.gx + static_cast<std::size_t>(plane) * h * w;
+
+    upr.begin(P, plane, xring_b, v_b);
+    float* Zb = z_b.get(static_cast<std::size_t>(R) * P.mws);
+    const std::size_t gzsz = static_cast<std::size_t>(R) * B.gzs;
+    float* gZ = gz_b.get(gzsz);
+    std::memset(gZ, 0, sizeof(float) * gzsz);  // margins read by Up_x^T
+    const std::size_t gsz = static_cast<std::size_t>(S) * B.gs;
+    float* gring = gring_b.get(gsz * B.gcap);
+    float* Gc = radial ? nullptr : gc_b.get(gsz);
+    const std::size_t vsz = static_cast<std::size_t>(B.istride) * B.gvs;
+    float* vring = vring_b.get(vsz * tu);
+    float* tmp = B.istride > 1 ? tmp_b.get(vsz) : nullptr;
+    ptrs.resize(std::max(tu, radial ? P.td2y * P.td2x : P.td) + 4);
+    coefs.resize(ptrs.size());
+    vrow.assign(tu, -1);  // the upsampled row held by each ring slot (-1: none, or no gradient)
+    int gloaded = -1;     // highest gy row in its ring
+
+    // Upsampled row j: Z, gA, gZ, then gV into its ring slot.
+    auto compute_row = [&](int j) {
+        const int slot = j % tu;
+        const int oy0 = std::max(0, -floordiv(-(j - B.tdy + 1), down));
+        const int oy1 = std::min(P.ho - 1, floordiv(j, down));
+        vrow[slot] = -1;
+        if (oy0 > oy1) return;  // no output reads this row: no gradient
+        // gy rows oy0..oy1 in the ring, by phase with zero margins
+        if (gloaded < oy0 - 1) gloaded = oy0 - 1;
+        while (gloaded < oy1) {
+            ++gloaded;
+            float* dst = gring + static_cast<std::size_t>(gloaded % B.gcap) * gsz;
+            const float* src = gyin + static_cast<std::size_t>(gloaded) * P.wo;
+            std::memset(dst, 0, sizeof(float) * gsz);
+            if (S == 1) {
+                std::memcpy(dst + B.Lg, src, sizeof(float) * P.wo);
+            } else {
+                for (int o = 0; o < P.wo; ++o) dst[(o % S) * B.gs + B.Lg + o / S] = src[o];
+            }
+        }
+        // Z (not activated)
+        upr.row<false>(j, Zb, ptrs.data());
+        // gZ = act'(Z) * Down^T(gy)
+        if (!radial) {
+            int T = 0;
+            for (int oy = oy0; oy <= oy1; ++oy, ++T) {
+                ptrs[T] = gring + static_cast<std::size_t>(oy % B.gcap) * gsz;
+                coefs[T] = P.hd[j - down * oy];
+            }
+            combine<false>(Gc, ptrs.data(), coefs.data(), T, static_cast<int>(gsz), none);
+        }
+        for (int p = 0; p < R; ++p) {
+            float* dst = gZ + static_cast<std::size_t>(p) * B.gzs + B.Lz;
+            const std::vector<Tap>& taps = B.down[p];
+            int T = 0;
+            if (!radial) {
+                for (const Tap& tp : taps) {
+                    ptrs[T] = Gc + static_cast<std::size_t>(tp.plane) * B.gs + B.Lg + tp.shift;
+                    coefs[T++] = P.hd[tp.k];
+                }
+            } else {
+                for (int oy = oy0; oy <= oy1; ++oy) {
+                    const float* g = gring + static_cast<std::size_t>(oy % B.gcap) * gsz + B.Lg;
+                    const float* hrow = P.hd2 + static_cast<std::size_t>(j - down * oy) * P.td2x;
+                    for (const Tap& tp : taps) {
+                        ptrs[T] = g + static_cast<std::size_t>(tp.plane) * B.gs + tp.shift;
+                        coefs[T++] = hrow[tp.k];
+                    }
+                }
+            }
+            if (T == 0)
+                std::memset(dst, 0, sizeof(float) * P.mw);
+            else
+                combine_dact(dst, ptrs.data(), coefs.data(), T, P.mw, Zb + static_cast<std::size_t>(p) * P.mws, P.act);
+        }
+        // gV = Up_x^T(gZ)
+        float* V = vring + static_cast<std::size_t>(slot) * vsz;
+        for (int e = 0; e < B.istride; ++e) {
+            int T = 0;
+            for (const Tap& tp : B.upx[e]) {
+                ptrs[T] = gZ + static_cast<std::size_t>(tp.plane) * B.gzs + B.Lz + tp.shift;
+                coefs[T++] = P.hcoef_all[tp.k];
+            }
+            combine<false>(V + static_cast<std::size_t>(e) * B.gvs, ptrs.data(), coefs.data(), T, B.na, none);
+        }
+        vrow[slot] = j;
+    };
+
+    // gx row i = sum_k hv[k] * gV row (up * i + py0 - k): rows are made in order, each once per band.
+    int jnext = std::max(0, up * i0 + P.py0 - tu + 1);
+    for (int i = i0; i < i1; ++i) {
+        const int jtop = up * i + P.py0;
+        const int jlast = std::min(jtop, B.jend - 1);
+        for (; jnext <= jlast; ++jnext) compute_row(jnext);
+        int T = 0;
+        for (int j = std::max(0, jtop - tu + 1); j <= jlast; ++j) {
+            const int slot = j % tu;
+            if (vrow[slot] != j) continue;
+            ptrs[T] = vring + static_cast<std::size_t>(slot) * vsz;
+            coefs[T++] = P.hv_all[jtop - j];
+        }
+        float* out = gxout + static_cast<std::size_t>(i) * w;
+        if (T == 0) {
+            std::memset(out, 0, sizeof(float) * w);
+        } else if (B.istride == 1) {
+            combine<false>(out, ptrs.data(), coefs.data(), T, w, none);
+        } else {
+            combine<false>(tmp, ptrs.data(), coefs.data(), T, static_cast<int>(vsz), none);
+            store_row(out, tmp, B.istride, B.gvs, w);
+        }
+    }
+}
+
+// The checks and the plan shared by both directions; 0 or a negative code.
+int setup(Problem& P, const float* x, float* y, const float* bias, int planes, int channels, int h, int w,
+          const float* hv, const float* hh, int tu, int up, int px0, int py0, const float* hd, int td,
+          const float* hd2, int td2y, int td2x, int down, int hz, int wz, int ho, int wo, float gain, float slope,
+          float clamp) {
     if (up < 1 || up > 4 || down < 1 || down > 4 || tu < 1 || planes < 0 || h < 1 || w < 1) return -1;
     if (ho < 1 || wo < 1 || hz < 1 || wz < 1) return -1;
     if (!hd2 && (!hd || td < 1)) return -2;
     if (hd2 && (td2y < 1 || td2x < 1)) return -2;
-    Problem P;
     P.x = x;
     P.y = y;
     P.bias = bias;
@@ -351,6 +596,8 @@ int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int pl
     P.py0 = py0;
     P.tu = tu;
     P.pv.init(hv, tu, up);
+    P.hv_all = hv;
+    P.hcoef_all = hh;
     P.hd = hd2 ? nullptr : hd;
     P.td = hd2 ? 0 : td;
     P.hd2 = hd2;
@@ -397,15 +644,41 @@ int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int pl
     P.vlo = round8(-lo);
     for (int p = 0; p < R; ++p) P.hoff[p] = off[p];
     P.vlen = P.vlo + round8(hi) + 8;
+    return 0;
+}
 
+// Rows per work item: tall bands (each recomputes the filter overlap of its neighbour), at least 4
+// items per thread so that the threads finish together.
+int auto_band(int band, int rows, int planes, int threads) {
     if (band <= 0) {
-        // Tall bands (each recomputes td - down upsampled rows of its neighbour), at least 4 items
-        // per thread so that the threads finish together.
         const int nt = threads > 0 ? threads : 1;
         const int per_plane = std::max(1, (4 * nt + planes - 1) / std::max(1, planes));
-        band = std::max(16, ceildiv(ho, per_plane));
+        band = std::max(16, ceildiv(rows, per_plane));
     }
-    band = std::max(1, std::min(band, ho));
+    return std::max(1, std::min(band, rows));
+}
+
+}  // namespace
+
+extern "C" {
+
+// Returns 0 on success, a negative code for arguments it does not take.
+//
+// x: [planes][h][w] contiguous; y: [planes][ho][wo]; bias: [channels] or null (plane p uses
+// bias[p % channels]); hv, hh: tu up taps (correlation order, the up gain included) along y and x
+// (the activation gain may be folded into hv); padding before: px0, py0 (negative crops); hd: td
+// separable down taps, or hd2: [td2y][td2x] 2-D down taps (then hd is ignored). hz, wz: upsampled
+// size; ho, wo: output size (as the caller computed them). clamp < 0: none. band: output rows per
+// work item (<= 0: automatic). threads: OpenMP threads.
+int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int planes, int channels, int h, int w,
+                             const float* hv, const float* hh, int tu, int up, int px0, int py0, const float* hd,
+                             int td, const float* hd2, int td2y, int td2x, int down, int hz, int wz, int ho, int wo,
+                             float gain, float slope, float clamp, int band, int threads) {
+    Problem P;
+    const int rc = setup(P, x, y, bias, planes, channels, h, w, hv, hh, tu, up, px0, py0, hd, td, hd2, td2y, td2x,
+                         down, hz, wz, ho, wo, gain, slope, clamp);
+    if (rc != 0) return rc;
+    band = auto_band(band, ho, planes, threads);
     P.band = band;
     const int bands = ceildiv(ho, band);
     const std::int64_t items = static_cast<std::int64_t>(planes) * bands;
@@ -415,6 +688,73 @@ int charm_filtered_lrelu_f32(const float* x, float* y, const float* bias, int pl
         const int b = static_cast<int>(it % bands);
         const int o0 = b * band;
         run_band(P, plane, o0, std::min(ho, o0 + band));
+    }
+    return 0;
+}
+
+// The gradient of the same chain with respect to x (and x + bias): gx = Up^T(act'(Z) * Down^T(gy)),
+// Z recomputed from x and bias. The arguments are the forward's (the same prepared taps), plus gy
+// [planes][ho][wo] and gx [planes][h][w] in place of y; band: gx rows per work item (<= 0: automatic).
+// ho, wo must be those the down filter gives (ceil((hz - td + 1) / down), likewise along x): -4
+// otherwise. gx does not depend on band or threads (every gx row is computed alike).
+int charm_filtered_lrelu_backward_f32(const float* x, const float* gy, float* gx, const float* bias, int planes,
+                                      int channels, int h, int w, const float* hv, const float* hh, int tu, int up,
+                                      int px0, int py0, const float* hd, int td, const float* hd2, int td2y,
+                                      int td2x, int down, int hz, int wz, int ho, int wo, float gain, float slope,
+                                      float clamp, int band, int threads) {
+    Problem P;
+    const int rc = setup(P, x, nullptr, bias, planes, channels, h, w, hv, hh, tu, up, px0, py0, hd, td, hd2, td2y,
+                         td2x, down, hz, wz, ho, wo, gain, slope, clamp);
+    if (rc != 0) return rc;
+    Backward B;
+    B.gy = gy;
+    B.gx = gx;
+    const bool radial = hd2 != nullptr;
+    const int tdy = radial ? td2y : td, tdx = radial ? td2x : td;
+    if (hz < tdy || wz < tdx || ho != ceildiv(hz - tdy + 1, down) || wo != ceildiv(wz - tdx + 1, down)) return -4;
+    const int R = P.R, S = P.S;
+    B.tdy = tdy;
+    B.jend = std::min(hz, down * (ho - 1) + tdy);
+    B.gcap = ceildiv(tdy, down) + 1;
+    // gA column c = R * m + p reads taps k = p % down + down * t on G column (c - k) / down = S * m + q,
+    // q = p / down - t: G phase q mod S at m + floor(q / S).
+    int glo = 0;
+    for (int p = 0; p < R; ++p) {
+        B.down[p].clear();
+        for (int k = p % down, t = 0; k < tdx; k += down, ++t) {
+            const int q = p / down - t;
+            B.down[p].push_back(Tap{posmod(q, S), floordiv(q, S), k});
+            glo = std::min(glo, floordiv(q, S));
+        }
+    }
+    B.Lg = round8(-glo);
+    B.gs = round8(B.Lg + std::max(P.rw, P.mw) + 8);  // shifts are <= 0: reads end before Lg + mw
+    // gV column i = istride * a + e reads gZ column up * i + px0 - k = R * a + u, u = up * e + px0 - k:
+    // plane u mod R at a + floor(u / R), for every tap k.
+    B.istride = R / up;
+    B.na = ceildiv(w, B.istride);
+    int zlo = 0, zhi = 0;
+    for (int e = 0; e < B.istride; ++e) {
+        B.upx[e].clear();
+        for (int k = 0; k < tu; ++k) {
+            const int u = up * e + px0 - k;
+            B.upx[e].push_back(Tap{posmod(u, R), floordiv(u, R), k});
+            zlo = std::min(zlo, floordiv(u, R));
+            zhi = std::max(zhi, floordiv(u, R));
+        }
+    }
+    B.Lz = round8(-zlo);
+    B.gzs = round8(B.Lz + std::max(P.mw, B.na + zhi) + 8);
+    B.gvs = round8(B.na);
+    band = auto_band(band, h, planes, threads);
+    const int bands = ceildiv(h, band);
+    const std::int64_t items = static_cast<std::int64_t>(planes) * bands;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : 1)
+    for (std::int64_t it = 0; it < items; ++it) {
+        const int plane = static_cast<int>(it / bands);
+        const int b = static_cast<int>(it % bands);
+        const int i0 = b * band;
+        run_band_backward(P, B, plane, i0, std::min(h, i0 + band));
     }
     return 0;
 }
