@@ -270,6 +270,13 @@ def _floats(values: Any) -> Any:
     return (ctypes.c_float * len(flat))(*flat)
 
 
+def _library() -> ctypes.CDLL:
+    dll = _state["lib"]
+    if dll is None:
+        raise RuntimeError("the C++ CPU kernel is not built (call ensure_built() first)")
+    return dll
+
+
 def _chain_args(
     x: torch.Tensor,
     b: torch.Tensor | None,
@@ -359,9 +366,7 @@ def filtered_lrelu(
     down taps (both None: no down filter, ``down`` must be 1), ``gain`` applied after the leaky ReLU,
     ``size`` = (hz, wz, ho, wo) as the caller computed them. ``band``: output rows per work item (0:
     automatic). Requires ``available()``."""
-    dll = _state["lib"]
-    if dll is None:
-        raise RuntimeError("the C++ CPU kernel is not built (call ensure_built() first)")
+    dll = _library()
     n, c, _h, _w = x.shape
     _hz, _wz, ho, wo = size
     x = x.contiguous()
@@ -397,9 +402,7 @@ def filtered_lrelu_backward(
     ``band``: gx rows per work item (0: automatic); the result does not depend on it nor on the thread
     count. ``size``'s ho, wo must be what the down filter gives (as kernels._fast's ``_chain_plan``
     computes them). Requires ``available()``."""
-    dll = _state["lib"]
-    if dll is None:
-        raise RuntimeError("the C++ CPU kernel is not built (call ensure_built() first)")
+    dll = _library()
     n, c, _h, _w = x.shape
     _hz, _wz, ho, wo = size
     if x.dtype != torch.float32 or gy.dtype != torch.float32 or x.device.type != "cpu" or gy.device.type != "cpu":

@@ -483,3 +483,32 @@ def test_backward_refuses_bad_arguments(built):
     kw["size"] = (hz, wz, ho + 1, wo)  # not what the down filter gives
     with pytest.raises(ValueError, match="refused"):
         cpu_ext.filtered_lrelu_backward(x, None, torch.randn(1, 2, ho + 1, wo), **kw)
+
+
+@pytest.mark.parametrize("up", [2, 4])
+def test_wide_radial_layers_span_several_tiles(built, up):
+    """The 2-D down filter works along x in tiles (1024 upsampled columns): rows wide enough for
+    several, with a radial (symmetric) and an asymmetric 2-D filter, match the reference, and the
+    forward does not depend on the thread count or the bands."""
+    g = torch.Generator().manual_seed(11)
+    w = 540 if up == 2 else 270  # over 512 output columns: 2 tiles
+    padding = (11, 10, 11, 10) if up == 2 else (-2, -5, -2, -5)
+    fu = torch.rand(6 * up, generator=g)
+    for fd in (_radial(12), torch.randn(12, 12, generator=g)):
+        x = torch.randn(1, 2, 12, w, generator=g)
+        b = torch.randn(2, generator=g)
+        args = FilteredLReluArgs(up, 2, padding, math.sqrt(2), 0.2, 256.0, False)
+        kw = _prepared(x, fu, fd, args)
+        ref = _ref64(x, fu, fd, b, args)
+        saved = torch.get_num_threads()
+        out = []
+        try:
+            for threads, band in ((2, 0), (1, 0), (2, 1), (1, 3)):
+                torch.set_num_threads(threads)
+                out.append(cpu_ext.filtered_lrelu(x, b, band=band, **kw))
+        finally:
+            torch.set_num_threads(saved)
+        assert out[0].shape == ref.shape and out[0].shape[-1] > 512
+        assert _rel(out[0], ref) <= TOL
+        for y in out[1:]:
+            assert torch.equal(y, out[0])
