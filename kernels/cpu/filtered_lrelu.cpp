@@ -93,12 +93,11 @@ inline v8 activate(v8 v, const Act& a) {
     return v;
 }
 
-// out[x + i] = sum_t coef[t] * ptr[t][x + i], i < 8 * NV (T >= 1), optionally activated; the NV
-// accumulators stay in registers.
-template <bool ACT, int NV>
-inline void combine_block(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T,
-                          int x, const Act& act) {
-    v8 acc[NV];
+// acc[i] = sum_t coef[t] * ptr[t][x + i] (8 values each), i < NV, T >= 1, summed in tap order; the NV
+// accumulators stay in registers once inlined.
+template <int NV>
+__attribute__((always_inline)) inline void accumulate(v8* acc, const float* const* ptr, const float* __restrict coef,
+                                                      int T, int x) {
     {
         const float* s = ptr[0] + x;
         const v8 c = splat(coef[0]);
@@ -111,6 +110,21 @@ inline void combine_block(float* __restrict out, const float* const* ptr, const 
 #pragma GCC unroll 8
         for (int i = 0; i < NV; ++i) acc[i] += c * load(s + 8 * i);
     }
+}
+
+// The same for one value (the tails of the rows).
+inline float accumulate1(const float* const* ptr, const float* __restrict coef, int T, int x) {
+    float a = coef[0] * ptr[0][x];
+    for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x];
+    return a;
+}
+
+// out[x + i] = sum_t coef[t] * ptr[t][x + i], i < 8 * NV (T >= 1), optionally activated.
+template <bool ACT, int NV>
+inline void combine_block(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T,
+                          int x, const Act& act) {
+    v8 acc[NV];
+    accumulate<NV>(acc, ptr, coef, T, x);
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) store(out + x + 8 * i, ACT ? activate(acc[i], act) : acc[i]);
 }
@@ -124,8 +138,7 @@ void combine(float* __restrict out, const float* const* ptr, const float* __rest
     for (; x + 32 <= n; x += 32) combine_block<ACT, 4>(out, ptr, coef, T, x, act);
     for (; x + 8 <= n; x += 8) combine_block<ACT, 1>(out, ptr, coef, T, x, act);
     for (; x < n; ++x) {
-        float a = coef[0] * ptr[0][x];
-        for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x];
+        const float a = accumulate1(ptr, coef, T, x);
         out[x] = ACT ? activate(a, act) : a;
     }
 }
@@ -517,18 +530,7 @@ template <int NV>
 inline void combine_dact_block(float* __restrict out, const float* const* ptr, const float* __restrict coef, int T,
                                int x, const float* __restrict z, const Act& act) {
     v8 acc[NV];
-    {
-        const float* s = ptr[0] + x;
-        const v8 c = splat(coef[0]);
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[i] = c * load(s + 8 * i);
-    }
-    for (int t = 1; t < T; ++t) {
-        const float* s = ptr[t] + x;
-        const v8 c = splat(coef[t]);
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[i] += c * load(s + 8 * i);
-    }
+    accumulate<NV>(acc, ptr, coef, T, x);
 #pragma GCC unroll 8
     for (int i = 0; i < NV; ++i) store(out + x + 8 * i, acc[i] * dactivate(load(z + x + 8 * i), act));
 }
@@ -540,11 +542,7 @@ void combine_dact(float* __restrict out, const float* const* ptr, const float* _
     for (; x + 64 <= n; x += 64) combine_dact_block<8>(out, ptr, coef, T, x, z, act);
     for (; x + 32 <= n; x += 32) combine_dact_block<4>(out, ptr, coef, T, x, z, act);
     for (; x + 8 <= n; x += 8) combine_dact_block<1>(out, ptr, coef, T, x, z, act);
-    for (; x < n; ++x) {
-        float a = coef[0] * ptr[0][x];
-        for (int t = 1; t < T; ++t) a += coef[t] * ptr[t][x];
-        out[x] = a * dactivate(z[x], act);
-    }
+    for (; x < n; ++x) out[x] = accumulate1(ptr, coef, T, x) * dactivate(z[x], act);
 }
 
 inline int floordiv(int a, int b) { return (a - posmod(a, b)) / b; }
