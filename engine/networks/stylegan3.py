@@ -426,6 +426,19 @@ class SynthesisLayer(nn.Module):
         force_fp32: bool = True,
         impl: str | None = None,
     ) -> torch.Tensor:
+        x = self.convolve(x, w, styles, update_emas, force_fp32, impl)
+        return self.activate(x, impl)
+
+    def convolve(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor | None = None,
+        styles: torch.Tensor | None = None,
+        update_emas: bool = False,
+        force_fp32: bool = True,
+        impl: str | None = None,
+    ) -> torch.Tensor:
+        """The first half of ``forward``: the modulated convolution (before bias, filters, activation)."""
         if update_emas:
             with torch.no_grad():
                 cur = x.detach().to(torch.float32).square().mean()
@@ -433,7 +446,7 @@ class SynthesisLayer(nn.Module):
         input_gain = self.magnitude_ema.rsqrt()
         s = _given_styles(self, w, styles, impl)
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and x.device.type == "cuda") else torch.float32
-        x = modulated_conv2d(
+        return modulated_conv2d(
             x.to(dtype),
             self.weight,
             s,
@@ -441,6 +454,9 @@ class SynthesisLayer(nn.Module):
             demodulate=not self.is_torgb,
             input_gain=input_gain,
         )
+
+    def activate(self, x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+        """The second half of ``forward``: bias, up filter, leaky ReLU, down filter (filtered_lrelu)."""
         gain = 1.0 if self.is_torgb else math.sqrt(2)
         slope = 1.0 if self.is_torgb else 0.2
         x = filtered_lrelu(
@@ -586,12 +602,21 @@ class SynthesisNetwork(nn.Module):
         ckpt = checkpoint_layers and torch.is_grad_enabled() and not update_emas
         total = len(self.layer_names) + 1
 
-        def run(layer: nn.Module, x: torch.Tensor, **kw) -> torch.Tensor:
+        def run(layer: SynthesisLayer, box: list[torch.Tensor], **kw) -> None:
+            """Replace the activations in ``box`` by ``layer``'s output. The box holds the only
+            reference, so the input is let go between the convolution and the filters (one big
+            tensor less held while filtered_lrelu runs: peak memory at 1024 px)."""
+            x = box.pop()
             if ckpt:
-                return torch.utils.checkpoint.checkpoint(
-                    layer, x, use_reentrant=False, force_fp32=force_fp32, impl=impl, **kw
+                box.append(
+                    torch.utils.checkpoint.checkpoint(
+                        layer, x, use_reentrant=False, force_fp32=force_fp32, impl=impl, **kw
+                    )
                 )
-            return layer(x, update_emas=update_emas, force_fp32=force_fp32, impl=impl, **kw)
+                return
+            h = layer.convolve(x, update_emas=update_emas, force_fp32=force_fp32, impl=impl, **kw)
+            del x
+            box.append(layer.activate(h, impl=impl))
 
         if styles is None:
             if ws is None:
@@ -599,21 +624,22 @@ class SynthesisNetwork(nn.Module):
             self._check_ws(ws)
             ws = ws.to(torch.float32)
             w_in = ws[:, 1:].mean(dim=1) if input_from_mean else ws[:, 0]
-            x = self.input(w_in, transform=transform, impl=impl)
+            box = [self.input(w_in, transform=transform, impl=impl)]
             if between_layers is not None:
                 between_layers(1, total)
             for idx, layer in enumerate(self.layers()):
-                x = run(layer, x, w=ws[:, idx + 1])
+                run(layer, box, w=ws[:, idx + 1])
                 if between_layers is not None:
                     between_layers(idx + 2, total)
         else:
-            x = self.input(styles=styles["input"].to(torch.float32), transform=transform, impl=impl)
+            box = [self.input(styles=styles["input"].to(torch.float32), transform=transform, impl=impl)]
             if between_layers is not None:
                 between_layers(1, total)
             for idx, (name, layer) in enumerate(zip(self.layer_names, self.layers())):
-                x = run(layer, x, styles=styles[name].to(torch.float32))
+                run(layer, box, styles=styles[name].to(torch.float32))
                 if between_layers is not None:
                     between_layers(idx + 2, total)
+        x = box.pop()
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
