@@ -111,8 +111,7 @@ def main() -> int:
         from engine.video.io import probe_video
 
         if args.model == "ffhq-random":
-            sys.path.insert(0, str(ROOT / "bench"))
-            from _networks import ffhq_random_bundle
+            from _networks import ffhq_random_bundle  # bench/ is the script's folder
 
             t = time.perf_counter()
             args.model = str(ffhq_random_bundle(Path(tmp) / "ffhq-random"))

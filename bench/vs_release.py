@@ -15,7 +15,7 @@ Then, plain script, prints a table::
 Each config's generator is built once with random weights (fixed seed; ``bench/_networks.py``), and the
 release's ``Generator`` of the same configuration loads its ``state_dict`` (the names are the same).
 Both render the same ``ws`` (mapped once by ours). Times are medians of ``--repeat`` synthesis passes
-after two warm-up passes (CUDA: synchronised). ``fp16`` runs both with the release's fp16 layers
+after a warm-up pass (CUDA: synchronised). ``fp16`` runs both with the release's fp16 layers
 (``num_fp16_res``; on CUDA only), ``fp32`` with ``force_fp32``. The table says which kernels each side
 really used: the release builds its CUDA plugins on first use and silently falls back to its reference
 ops when that fails, and ours falls back to the PyTorch path while its extension is unavailable; a row
@@ -27,15 +27,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from engine.openmp import configure_openmp  # noqa: E402
 
@@ -95,19 +92,6 @@ def release_kernels_used() -> str:
     return "+".join(names) if names else "reference ops"
 
 
-def _timed(fn, repeat: int, sync) -> float:
-    fn()
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
@@ -121,6 +105,7 @@ def main() -> int:
 
     import torch
     from _networks import RELEASE_CONFIGS, release_generator
+    from _timing import median_times
 
     from kernels import _select
 
@@ -167,8 +152,8 @@ def main() -> int:
                     continue
                 fp32 = prec == "fp32"
                 with torch.no_grad():
-                    t_ours = _timed(lambda: ours.synthesis(ws, force_fp32=fp32), args.repeat, sync)
-                    t_theirs = _timed(lambda: theirs.synthesis(ws, force_fp32=fp32), args.repeat, sync)
+                    t_ours = median_times(lambda: (ours.synthesis(ws, force_fp32=fp32), sync()), args.repeat)[0]
+                    t_theirs = median_times(lambda: (theirs.synthesis(ws, force_fp32=fp32), sync()), args.repeat)[0]
                     a = ours.synthesis(ws, force_fp32=fp32).double()
                     b = theirs.synthesis(ws, force_fp32=fp32).double()
                 rel = float((a - b).norm() / b.norm())

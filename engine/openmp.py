@@ -4,10 +4,10 @@ loads (the runtime reads its environment once, when it starts).
 GNU OpenMP (torch's CPU runtime on Linux) lets a thread that finished its share of a parallel region
 spin for ``GOMP_SPINCOUNT`` iterations (300 000 by default) before it sleeps. When another job shares
 the cores, those spinning threads burn the time slices the working threads need: with two threads on
-the 2-core machine, a T-256 render took 3.2x as long next to a 2-thread torch job, while the
-reference path slowed 2.1x. Spinning 10 000 iterations keeps the idle speed (demo video pipeline and
-T-256 unchanged within noise) and brings the slow-down under load to the reference's
-(``bench/under_load.py``, bench/RESULTS.md "Under load").
+the 2-core machine, a T-256 render took 3.2x as long next to a 2-thread torch job. Spinning 10 000
+iterations keeps the idle speed (demo video pipeline and T-256 unchanged within noise) and stops the
+waste: under load the render uses no more CPU time than idle, and slows about 2x, its fair half of the
+machine (``bench/under_load.py``, bench/RESULTS.md "Under load").
 
 Imports: nothing but ``os`` and ``sys`` (it must run before torch is imported).
 """
